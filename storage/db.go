@@ -1,0 +1,169 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketChannels = []byte("channels")
+	bucketMembers  = []byte("members")
+	bucketEvents   = []byte("events")
+	bucketMessages = []byte("messages")
+	bucketRoots    = []byte("roots")
+	bucketThreads  = []byte("threads")
+	bucketDedup    = []byte("dedup")
+
+	allBuckets = [][]byte{bucketMeta, bucketChannels, bucketMembers, bucketEvents,
+		bucketMessages, bucketRoots, bucketThreads, bucketDedup}
+
+	keyApplied = []byte("applied")
+)
+
+// Options tunes the bbolt file. The zero value is the production default.
+type Options struct {
+	// MaxSize caps the file size in bytes; writes past it fail. 0 = 64 GiB.
+	MaxSize int
+	// InitialMmapSize is the initial read mapping, so that long read
+	// transactions (snapshots) rarely block a writer that must grow the map.
+	// 0 = 1 GiB (address space only; the file grows lazily).
+	InitialMmapSize int
+	// NoSync turns fsync off. Only for tests that do not crash; an
+	// acknowledged write is not durable with it.
+	NoSync bool
+}
+
+func (o Options) bolt() *bolt.Options {
+	if o.MaxSize == 0 {
+		o.MaxSize = 64 << 30
+	}
+	if o.InitialMmapSize == 0 {
+		o.InitialMmapSize = 1 << 30
+	}
+	return &bolt.Options{
+		Timeout:         time.Second,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+		InitialMmapSize: o.InitialMmapSize,
+		MaxSize:         o.MaxSize,
+		NoSync:          o.NoSync,
+	}
+}
+
+// DB is the bbolt state of one partition replica: channels, members, event
+// logs, the message view, the dedup table and the last applied Raft index.
+//
+// Apply and Restore must be called from one goroutine (the Raft FSM
+// goroutine); View, Snapshot and Digest may be called concurrently with them
+// and with each other. Close is idempotent.
+type DB struct {
+	path string
+	opts Options
+
+	mu sync.RWMutex // guards following; Restore holds it to swap the file
+	db *bolt.DB
+}
+
+// Open opens (or creates) the state file at path.
+func Open(path string, opts Options) (*DB, error) {
+	bdb, err := openBolt(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &DB{path: path, opts: opts, db: bdb}, nil
+}
+
+func openBolt(path string, opts Options) (*bolt.DB, error) {
+	bdb, err := bolt.Open(path, 0o600, opts.bolt())
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open state file %q: locked by another process", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state file %q: %w", path, err)
+	}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = bdb.Close() // best effort: the create error is the one to report
+		return nil, fmt.Errorf("init state file %q: %w", path, err)
+	}
+	return bdb, nil
+}
+
+// Path returns the state file's path.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the file. It waits for open read transactions (snapshots in
+// progress) to end.
+func (d *DB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return nil
+	}
+	err := d.db.Close()
+	d.db = nil
+	return err
+}
+
+// AppliedIndex returns the Raft index and term of the last applied entry.
+func (d *DB) AppliedIndex() (index, term uint64, err error) {
+	err = d.view(func(tx *bolt.Tx) error {
+		index, term = readApplied(tx)
+		return nil
+	})
+	return index, term, err
+}
+
+// View runs fn in a read transaction. The Reader is valid only inside fn;
+// the values its methods return are copies and stay valid.
+func (d *DB) View(fn func(*Reader) error) error {
+	return d.view(func(tx *bolt.Tx) error {
+		return fn(&Reader{tx: tx})
+	})
+}
+
+func (d *DB) view(fn func(*bolt.Tx) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.db == nil {
+		return ErrClosed
+	}
+	return d.db.View(fn)
+}
+
+func readApplied(tx *bolt.Tx) (index, term uint64) {
+	v := tx.Bucket(bucketMeta).Get(keyApplied)
+	if len(v) != 16 {
+		return 0, 0
+	}
+	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+}
+
+func writeApplied(tx *bolt.Tx, index, term uint64) error {
+	v := binary.BigEndian.AppendUint64(u64(index), term)
+	return tx.Bucket(bucketMeta).Put(keyApplied, v)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,227 @@
+package storage
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Snapshot format: a 32-byte header, then the bbolt file as tx.WriteTo
+// writes it.
+//
+//	magic "HRLDSNP1" ‖ uint64be applied index ‖ uint64be term ‖ uint64be file size
+const (
+	snapshotMagic     = "HRLDSNP1"
+	snapshotHeaderLen = 32
+)
+
+// ErrBadSnapshot is returned by Restore when the stream is not a snapshot
+// this version wrote, or is truncated, or its file does not match its header.
+var ErrBadSnapshot = errors.New("storage: bad snapshot")
+
+// Snapshot is a consistent point-in-time copy of the state, held open as a
+// read transaction until Release. It must be released exactly once.
+type Snapshot struct {
+	tx          *bolt.Tx
+	index, term uint64
+}
+
+// Snapshot starts a snapshot of the current state. It is cheap: the copy
+// happens in WriteTo. Until Release, the file cannot reuse the pages the
+// snapshot reads, and Restore and Close wait for it.
+func (d *DB) Snapshot() (*Snapshot, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.db == nil {
+		return nil, ErrClosed
+	}
+	tx, err := d.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("begin snapshot: %w", err)
+	}
+	index, term := readApplied(tx)
+	return &Snapshot{tx: tx, index: index, term: term}, nil
+}
+
+// Index returns the applied index and term the snapshot reflects.
+func (s *Snapshot) Index() (index, term uint64) { return s.index, s.term }
+
+// WriteTo writes the header and the file to w.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	hdr := make([]byte, 0, snapshotHeaderLen)
+	hdr = append(hdr, snapshotMagic...)
+	hdr = binary.BigEndian.AppendUint64(hdr, s.index)
+	hdr = binary.BigEndian.AppendUint64(hdr, s.term)
+	hdr = binary.BigEndian.AppendUint64(hdr, uint64(s.tx.Size()))
+	n, err := w.Write(hdr)
+	if err != nil {
+		return int64(n), fmt.Errorf("write snapshot header: %w", err)
+	}
+	m, err := s.tx.WriteTo(w)
+	if err != nil {
+		return int64(n) + m, fmt.Errorf("write snapshot: %w", err)
+	}
+	return int64(n) + m, nil
+}
+
+// Release ends the snapshot's read transaction.
+func (s *Snapshot) Release() {
+	_ = s.tx.Rollback() // a read transaction's rollback only releases it
+}
+
+// ReadSnapshotHeader reads the header of a snapshot stream.
+func ReadSnapshotHeader(r io.Reader) (index, term, size uint64, err error) {
+	hdr := make([]byte, snapshotHeaderLen)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, 0, 0, fmt.Errorf("%w: header: %v", ErrBadSnapshot, err)
+	}
+	if string(hdr[:8]) != snapshotMagic {
+		return 0, 0, 0, fmt.Errorf("%w: unknown format %q", ErrBadSnapshot, hdr[:8])
+	}
+	return binary.BigEndian.Uint64(hdr[8:]), binary.BigEndian.Uint64(hdr[16:]), binary.BigEndian.Uint64(hdr[24:]), nil
+}
+
+// Restore replaces the state with a snapshot stream written by
+// Snapshot.WriteTo. It is a no-op (the stream is drained) when the state's
+// applied index is already at or past the snapshot's, which is what happens
+// when Raft restores its latest snapshot at start over a state file that is
+// up to date. Otherwise it writes the file to a temporary path, fsyncs it,
+// checks that it opens and holds the header's applied index, renames it
+// over the state file, fsyncs the directory and reopens. It reports whether
+// it replaced the state. It must not run concurrently with Apply.
+func (d *DB) Restore(r io.Reader) (bool, error) {
+	index, _, size, err := ReadSnapshotHeader(r)
+	if err != nil {
+		return false, err
+	}
+	cur, _, err := d.AppliedIndex()
+	if err != nil {
+		return false, err
+	}
+	if cur >= index {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return false, fmt.Errorf("drain snapshot: %w", err)
+		}
+		return false, nil
+	}
+	tmp := d.path + ".restore"
+	if err := writeFileSync(tmp, io.LimitReader(r, int64(size)), int64(size)); err != nil {
+		_ = os.Remove(tmp) // best effort: the write error matters
+		return false, err
+	}
+	if err := checkRestored(tmp, d.opts, index); err != nil {
+		_ = os.Remove(tmp) // best effort: the check error matters
+		return false, err
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.db == nil {
+		return false, ErrClosed
+	}
+	if err := d.db.Close(); err != nil {
+		return false, fmt.Errorf("close state file for restore: %w", err)
+	}
+	d.db = nil
+	if err := os.Rename(tmp, d.path); err != nil {
+		return false, fmt.Errorf("restore: rename %q: %w", tmp, err)
+	}
+	if err := syncDir(filepath.Dir(d.path)); err != nil {
+		return false, fmt.Errorf("restore: sync dir: %w", err)
+	}
+	bdb, err := openBolt(d.path, d.opts)
+	if err != nil {
+		return false, err
+	}
+	d.db = bdb
+	return true, nil
+}
+
+func writeFileSync(path string, r io.Reader, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: create %q: %w", path, err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	n, err := io.Copy(w, r)
+	if err == nil && n != size {
+		err = fmt.Errorf("%w: file is %d bytes, header says %d", ErrBadSnapshot, n, size)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restore: write %q: %w", path, err)
+	}
+	return nil
+}
+
+func checkRestored(path string, opts Options, index uint64) error {
+	opts.InitialMmapSize = 1 << 20
+	bdb, err := bolt.Open(path, 0o600, opts.bolt())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	defer bdb.Close()
+	var got uint64
+	err = bdb.View(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("%w: bucket %q missing", ErrBadSnapshot, name)
+			}
+		}
+		got, _ = readApplied(tx)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if got != index {
+		return fmt.Errorf("%w: file has applied index %d, header says %d", ErrBadSnapshot, got, index)
+	}
+	return nil
+}
+
+// Digest returns the applied index and a SHA-256 over every bucket name,
+// key and value in cursor order, read in one transaction. Replicas at equal
+// applied index have equal digests.
+func (d *DB) Digest() (index uint64, sum [sha256.Size]byte, err error) {
+	err = d.view(func(tx *bolt.Tx) error {
+		index, _ = readApplied(tx)
+		h := sha256.New()
+		for _, name := range allBuckets {
+			writeField(h, name)
+			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				writeField(h, k)
+				writeField(h, v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		copy(sum[:], h.Sum(nil))
+		return nil
+	})
+	return index, sum, err
+}
+
+// writeField writes a length-prefixed field so that field boundaries are
+// part of the digest.
+func writeField(w io.Writer, b []byte) {
+	_, _ = w.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b)))) // hash writes never fail
+	_, _ = w.Write(b)
+}
