@@ -1,0 +1,486 @@
+package transport_test
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/cluster/transport"
+)
+
+func raftAddr(m *transport.Mux) raft.ServerAddress {
+	return raft.ServerAddress(m.Addr().String())
+}
+
+func TestRouting(t *testing.T) {
+	a := newMux(t, transport.Config{})
+	b := newMux(t, transport.Config{})
+	layers := map[*transport.Mux]map[string]*transport.Layer{}
+	for _, m := range []*transport.Mux{a, b} {
+		layers[m] = map[string]*transport.Layer{}
+		for _, g := range []string{"meta", "p0"} {
+			layers[m][g] = newLayer(t, m, g)
+		}
+	}
+	tests := []struct {
+		name     string
+		from, to *transport.Mux
+		group    string
+	}{
+		{"a to b meta", a, b, "meta"},
+		{"a to b p0", a, b, "p0"},
+		{"b to a meta", b, a, "meta"},
+		{"b to a p0", b, a, "p0"},
+		{"a to itself p0", a, a, "p0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := dial(t, layers[tt.from][tt.group], tt.to)
+			in := acceptWithin(t, layers[tt.to][tt.group], 5*time.Second)
+			// The header is consumed exactly: the first bytes read are
+			// the dialer's first write, both ways.
+			exchange(t, out, in, "ping "+tt.group)
+			exchange(t, in, out, "pong "+tt.group)
+		})
+	}
+	for _, m := range []*transport.Mux{a, b} {
+		for g, l := range layers[m] {
+			if got, want := l.Addr().String(), m.Addr().String(); got != want {
+				t.Errorf("layer %q Addr: got %s, want %s", g, got, want)
+			}
+		}
+	}
+}
+
+func TestUnknownGroupClosed(t *testing.T) {
+	a := newMux(t, transport.Config{})
+	b := newMux(t, transport.Config{})
+	known := newLayer(t, b, "p0")
+	stranger := newLayer(t, a, "p9")
+
+	conn := dial(t, stranger, b)
+	waitClosed(t, conn, 5*time.Second)
+
+	// The known group is unaffected.
+	out := dial(t, newLayer(t, a, "p0"), b)
+	in := acceptWithin(t, known, 5*time.Second)
+	exchange(t, out, in, "still works")
+}
+
+func TestLayerClose(t *testing.T) {
+	a := newMux(t, transport.Config{})
+	b := newMux(t, transport.Config{})
+	b1, b2 := newLayer(t, b, "p1"), newLayer(t, b, "p2")
+	a1, a2 := newLayer(t, a, "p1"), newLayer(t, a, "p2")
+
+	pending := acceptAsync(b1)
+	for i := range 2 {
+		if err := b1.Close(); err != nil {
+			t.Fatalf("Close #%d: got %v, want nil", i+1, err)
+		}
+	}
+	select {
+	case r := <-pending:
+		if !errors.Is(r.err, transport.ErrLayerClosed) {
+			t.Errorf("pending Accept after Close: got %v, want %v", r.err, transport.ErrLayerClosed)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("pending Accept after Close: got no return within 5s")
+	}
+	if _, err := b1.Accept(); !errors.Is(err, transport.ErrLayerClosed) {
+		t.Errorf("Accept after Close: got %v, want %v", err, transport.ErrLayerClosed)
+	}
+	if _, err := b1.Dial(raftAddr(a), time.Second); !errors.Is(err, transport.ErrLayerClosed) {
+		t.Errorf("Dial after Close: got %v, want %v", err, transport.ErrLayerClosed)
+	}
+
+	// Streams for the closed group are dropped; the other group works.
+	waitClosed(t, dial(t, a1, b), 5*time.Second)
+	out := dial(t, a2, b)
+	in := acceptWithin(t, b2, 5*time.Second)
+	exchange(t, out, in, "p2 alive")
+
+	// The group can be registered again.
+	again := newLayer(t, b, "p1")
+	out = dial(t, a1, b)
+	in = acceptWithin(t, again, 5*time.Second)
+	exchange(t, out, in, "p1 again")
+}
+
+func TestBadHeaderDropped(t *testing.T) {
+	// A long handshake timeout shows that bad headers are dropped at once,
+	// not when the timeout fires.
+	m := newMux(t, transport.Config{HandshakeTimeout: time.Minute})
+	l := newLayer(t, m, "p0")
+	long := strings.Repeat("g", 256)
+	tests := []struct {
+		name   string
+		header []byte
+	}{
+		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+		{"bad magic", []byte{'X', 1, 0, 2, 'p', '0'}},
+		{"bad version", []byte{'H', 2, 0, 2, 'p', '0'}},
+		{"zero length", []byte{'H', 1, 0, 0}},
+		{"too long", append([]byte{'H', 1, 1, 0}, long...)},
+		{"truncated then eof", []byte{'H', 1, 0, 9, 'p'}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := rawDial(t, m)
+			if _, err := conn.Write(tt.header); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if tt.name == "truncated then eof" {
+				if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatalf("close write: %v", err)
+				}
+			}
+			waitClosed(t, conn, 5*time.Second)
+		})
+	}
+	out := dial(t, newLayer(t, newMux(t, transport.Config{}), "p0"), m)
+	in := acceptWithin(t, l, 5*time.Second)
+	exchange(t, out, in, "good")
+}
+
+func TestSilentClientDropped(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	m := newMux(t, transport.Config{HandshakeTimeout: timeout})
+	l := newLayer(t, m, "p0")
+	other := newLayer(t, newMux(t, transport.Config{}), "p0")
+
+	start := time.Now()
+	silent := rawDial(t, m)
+	partial := rawDial(t, m)
+	if _, err := partial.Write([]byte{'H', 1, 0, 2}); err != nil {
+		t.Fatalf("write partial header: %v", err)
+	}
+
+	// Silent clients do not hold up others.
+	out := dial(t, other, m)
+	in := acceptWithin(t, l, 5*time.Second)
+	exchange(t, out, in, "not blocked")
+
+	for name, conn := range map[string]net.Conn{"silent": silent, "partial": partial} {
+		waitClosed(t, conn, 10*time.Second)
+		if elapsed := time.Since(start); elapsed < timeout {
+			t.Errorf("%s client: got dropped after %v, want at least the handshake timeout %v", name, elapsed, timeout)
+		}
+	}
+	t.Logf("silent clients dropped after %v (handshake timeout %v)", time.Since(start), timeout)
+
+	// The accepted stream had its deadline cleared: it outlives the
+	// handshake timeout.
+	exchange(t, in, out, "deadline cleared")
+}
+
+// secretHandshake returns a HandshakeFunc that authenticates peers by a
+// shared secret: the dialer sends it, the acceptor checks it and answers
+// with one byte.
+func secretHandshake(secret string) transport.HandshakeFunc {
+	return func(conn net.Conn, dialing bool) error {
+		if dialing {
+			if _, err := conn.Write([]byte(secret)); err != nil {
+				return err
+			}
+			var ack [1]byte
+			if _, err := io.ReadFull(conn, ack[:]); err != nil {
+				return fmt.Errorf("read ack: %w", err)
+			}
+			return nil
+		}
+		got := make([]byte, len(secret))
+		if _, err := io.ReadFull(conn, got); err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare(got, []byte(secret)) != 1 {
+			return errors.New("bad secret")
+		}
+		_, err := conn.Write([]byte{1})
+		return err
+	}
+}
+
+func TestHandshakeHook(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	const wrong = "fedcba9876543210fedcba9876543210"
+	server := newMux(t, transport.Config{Handshake: secretHandshake(secret), HandshakeTimeout: 500 * time.Millisecond})
+	accepted := newLayer(t, server, "p0")
+	friend := newLayer(t, newMux(t, transport.Config{Handshake: secretHandshake(secret)}), "p0")
+	impostor := newLayer(t, newMux(t, transport.Config{Handshake: secretHandshake(wrong)}), "p0")
+	anonymous := newLayer(t, newMux(t, transport.Config{}), "p0")
+
+	if conn, err := impostor.Dial(raftAddr(server), 5*time.Second); err == nil {
+		_ = conn.Close()
+		t.Errorf("Dial with wrong secret: got nil error, want the handshake to fail")
+	}
+	// Without a hook the dialer sends no secret: the server drops the
+	// stream at its handshake deadline instead of delivering it.
+	waitClosed(t, dial(t, anonymous, server), 5*time.Second)
+
+	out := dial(t, friend, server)
+	in := acceptWithin(t, accepted, 5*time.Second)
+	exchange(t, out, in, "friend")
+	exchange(t, in, out, "welcome")
+}
+
+func TestCloseIdempotentNoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	// A long handshake timeout: only Close can free the silent client.
+	m, err := transport.New(transport.Config{Listener: ln, HandshakeTimeout: time.Minute, Logger: testLogger(t, 0)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	l1, err := m.Layer("p1")
+	if err != nil {
+		t.Fatalf("Layer: %v", err)
+	}
+	if _, err := m.Layer("p2"); err != nil {
+		t.Fatalf("Layer: %v", err)
+	}
+	pending := acceptAsync(l1)
+
+	var clients []net.Conn
+	// A silent client: its serve goroutine is stuck reading the header.
+	silent, err := net.Dial("tcp", m.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	clients = append(clients, silent)
+	// A stream for p1, taken by the pending Accept.
+	accepted, err := l1.Dial(raftAddr(m), 5*time.Second)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	clients = append(clients, accepted)
+	// A stream for p2, which nobody accepts: its serve goroutine is stuck
+	// in the hand-off.
+	p2, err := net.Dial("tcp", m.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	if _, err := p2.Write([]byte{'H', 1, 0, 2, 'p', '2'}); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	clients = append(clients, p2)
+	t.Cleanup(func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	})
+
+	if r := <-pending; r.err != nil {
+		t.Fatalf("Accept: %v", r.err)
+	} else {
+		_ = r.conn.Close()
+	}
+
+	for i := range 3 {
+		if err := m.Close(); err != nil {
+			t.Fatalf("Close #%d: got %v, want nil", i+1, err)
+		}
+	}
+	if _, err := l1.Accept(); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Accept after Close: got %v, want %v", err, transport.ErrClosed)
+	}
+	if _, err := l1.Dial(raftAddr(m), time.Second); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Dial after Close: got %v, want %v", err, transport.ErrClosed)
+	}
+	if _, err := m.Layer("p3"); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Layer after Close: got %v, want %v", err, transport.ErrClosed)
+	}
+	if _, err := m.NewTransport("p3", nil); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("NewTransport after Close: got %v, want %v", err, transport.ErrClosed)
+	}
+	if _, err := net.DialTimeout("tcp", m.Addr().String(), time.Second); err == nil {
+		t.Errorf("dial after Close: got nil error, want the listener closed")
+	}
+	for _, c := range []net.Conn{silent, p2} {
+		waitClosed(t, c, 5*time.Second)
+	}
+	for _, c := range clients {
+		_ = c.Close()
+	}
+
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("got %d goroutines, want at most %d as before New", n, before)
+		}
+		return nil
+	})
+}
+
+func TestLayerErrors(t *testing.T) {
+	m := newMux(t, transport.Config{})
+	newLayer(t, m, "dup")
+	tests := []struct {
+		name  string
+		group string
+		want  error
+	}{
+		{"empty", "", transport.ErrBadGroup},
+		{"too long", strings.Repeat("x", transport.MaxGroupLen+1), transport.ErrBadGroup},
+		{"duplicate", "dup", transport.ErrGroupExists},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := m.Layer(tt.group); !errors.Is(err, tt.want) {
+				t.Errorf("Layer(%q): got %v, want %v", tt.group, err, tt.want)
+			}
+			if _, err := m.NewTransport(tt.group, nil); !errors.Is(err, tt.want) {
+				t.Errorf("NewTransport(%q): got %v, want %v", tt.group, err, tt.want)
+			}
+		})
+	}
+	if _, err := m.Layer(strings.Repeat("x", transport.MaxGroupLen)); err != nil {
+		t.Errorf("Layer(%d bytes): got %v, want nil", transport.MaxGroupLen, err)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	tests := []struct {
+		name string
+		cfg  transport.Config
+		want string // substring naming the field; empty for valid
+	}{
+		{"valid zero durations", transport.Config{Listener: ln}, ""},
+		{"valid defaults", func() transport.Config { c := transport.DefaultConfig(); c.Listener = ln; return c }(), ""},
+		{"valid advertise", transport.Config{Listener: ln, Advertise: "node1.example:7000"}, ""},
+		{"no listener", transport.Config{}, "Listener"},
+		{"advertise no port", transport.Config{Listener: ln, Advertise: "node1"}, "Advertise"},
+		{"advertise zero port", transport.Config{Listener: ln, Advertise: "node1:0"}, "Advertise"},
+		{"advertise no host", transport.Config{Listener: ln, Advertise: ":7000"}, "Advertise"},
+		{"advertise unspecified", transport.Config{Listener: ln, Advertise: "0.0.0.0:7000"}, "Advertise"},
+		{"negative handshake", transport.Config{Listener: ln, HandshakeTimeout: -1}, "HandshakeTimeout"},
+		{"negative dial", transport.Config{Listener: ln, DialTimeout: -1}, "DialTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Errorf("Validate(%+v): got %v, want nil", tt.cfg, err)
+				}
+				return
+			}
+			if !errors.Is(err, transport.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate: got %v, want an ErrInvalidConfig naming %s", err, tt.want)
+			}
+			if _, err := transport.New(tt.cfg); !errors.Is(err, transport.ErrInvalidConfig) {
+				t.Errorf("New: got %v, want %v", err, transport.ErrInvalidConfig)
+			}
+		})
+	}
+	if d := transport.DefaultConfig(); d.HandshakeTimeout != 5*time.Second || d.DialTimeout != 5*time.Second {
+		t.Errorf("DefaultConfig: got HandshakeTimeout %v, DialTimeout %v, want 5s, 5s", d.HandshakeTimeout, d.DialTimeout)
+	}
+}
+
+func TestAdvertise(t *testing.T) {
+	m := newMux(t, transport.Config{Advertise: "node1.example:7000"})
+	if got, want := m.Addr().String(), "node1.example:7000"; got != want {
+		t.Errorf("Addr: got %s, want %s", got, want)
+	}
+	if got, want := newLayer(t, m, "p0").Addr().String(), "node1.example:7000"; got != want {
+		t.Errorf("Layer Addr: got %s, want %s", got, want)
+	}
+
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	if _, err := transport.New(transport.Config{Listener: ln}); !errors.Is(err, transport.ErrNotAdvertisable) {
+		t.Errorf("New on %s without Advertise: got %v, want %v", ln.Addr(), err, transport.ErrNotAdvertisable)
+	}
+}
+
+func TestListenerFailureStopsMux(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	m, err := transport.New(transport.Config{Listener: ln, Logger: testLogger(t, 0)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer m.Close()
+	l, err := m.Layer("p0")
+	if err != nil {
+		t.Fatalf("Layer: %v", err)
+	}
+	_ = ln.Close() // simulate the listener failing under the Mux
+	if _, err := l.Accept(); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Accept after listener failure: got %v, want %v", err, transport.ErrClosed)
+	}
+}
+
+func TestHeaderBytes(t *testing.T) {
+	// The wire header is part of the protocol between versions: pin it.
+	m := newMux(t, transport.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 6)
+		_, _ = io.ReadFull(conn, buf)
+		got <- buf
+	}()
+	conn, err := newLayer(t, m, "p7").Dial(raft.ServerAddress(ln.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer conn.Close()
+	if b, want := <-got, []byte{'H', 1, 0, 2, 'p', '7'}; !bytes.Equal(b, want) {
+		t.Errorf("header: got %q, want %q", b, want)
+	}
+}
+
+func TestNewTransport(t *testing.T) {
+	m := newMux(t, transport.Config{})
+	trans, err := m.NewTransport("p0", nil)
+	if err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	if got, want := trans.LocalAddr(), raftAddr(m); got != want {
+		t.Errorf("LocalAddr: got %s, want %s", got, want)
+	}
+	if _, err := m.Layer("p0"); !errors.Is(err, transport.ErrGroupExists) {
+		t.Errorf("Layer while transport open: got %v, want %v", err, transport.ErrGroupExists)
+	}
+	if err := trans.Close(); err != nil {
+		t.Fatalf("transport Close: %v", err)
+	}
+	// Closing the transport frees the group.
+	if _, err := m.Layer("p0"); err != nil {
+		t.Errorf("Layer after transport Close: got %v, want nil", err)
+	}
+}
