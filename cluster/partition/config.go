@@ -1,0 +1,127 @@
+package partition
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/storage"
+)
+
+// Config configures one replica of a partition.
+type Config struct {
+	// ID is the partition number.
+	ID uint32
+	// NodeID is this replica's Raft server id: the node's id.
+	NodeID string
+	// Dir is the replica directory: raft.db, state.db and snapshots/.
+	Dir string
+	// Bootstrap is the initial configuration of a new group. It is used only
+	// when Dir holds no Raft state; nil means the replica waits to be added
+	// by a leader.
+	Bootstrap []raft.Server
+	// Logger receives state transitions; nil discards them.
+	Logger *slog.Logger
+
+	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
+	// CommitTimeout are hashicorp/raft's timers; zero means 1 s, 1 s,
+	// 500 ms and 50 ms.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotInterval and SnapshotThreshold decide when to snapshot;
+	// TrailingLogs is how many entries stay after one. Zero means 2 min,
+	// 8192 and 10240.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// MaxStale bounds how long since its last leader contact a replica may
+	// serve stale reads; zero means 2 s.
+	MaxStale time.Duration
+	// Storage tunes the state file.
+	Storage storage.Options
+	// OnFatal is called when the state file cannot be written. The replica
+	// cannot apply past that point; the default logs and exits the process.
+	OnFatal func(error)
+}
+
+// DefaultConfig returns a Config with every default filled in; ID, NodeID
+// and Dir are left for the caller.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotInterval:   2 * time.Minute,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		MaxStale:           2 * time.Second,
+	}
+}
+
+// withDefaults returns c with zero fields replaced by DefaultConfig's.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDefault(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	setDefault(&c.ElectionTimeout, d.ElectionTimeout)
+	setDefault(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	setDefault(&c.CommitTimeout, d.CommitTimeout)
+	setDefault(&c.SnapshotInterval, d.SnapshotInterval)
+	setDefault(&c.SnapshotThreshold, d.SnapshotThreshold)
+	setDefault(&c.TrailingLogs, d.TrailingLogs)
+	setDefault(&c.MaxStale, d.MaxStale)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
+// Validate reports the first field that is missing or out of range.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.NodeID == "":
+		return errors.New("partition: NodeID is required")
+	case c.Dir == "":
+		return errors.New("partition: Dir is required")
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return fmt.Errorf("partition: ElectionTimeout %v is below HeartbeatTimeout %v",
+			c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return fmt.Errorf("partition: LeaderLeaseTimeout %v is above HeartbeatTimeout %v",
+			c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	return nil
+}
+
+// raftConfig builds hashicorp/raft's configuration.
+func (c Config) raftConfig() *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(c.NodeID)
+	rc.HeartbeatTimeout = c.HeartbeatTimeout
+	rc.ElectionTimeout = c.ElectionTimeout
+	rc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
+	rc.CommitTimeout = c.CommitTimeout
+	rc.SnapshotInterval = c.SnapshotInterval
+	rc.SnapshotThreshold = c.SnapshotThreshold
+	rc.TrailingLogs = c.TrailingLogs
+	rc.MaxAppendEntries = 256
+	// Our Propose waits on the future under the caller's deadline, so the
+	// enqueue timeout that BatchApplyCh weakens does not matter.
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = false
+	rc.NoLegacyTelemetry = true
+	return rc
+}

@@ -1,0 +1,209 @@
+package partition
+
+import (
+	"context"
+	"sync"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/storage"
+)
+
+// streamBuffer bounds the events a Stream holds in memory. A stream that
+// falls further behind is not dropped: it re-reads from the state file.
+const streamBuffer = 1024
+
+// Feed publishes a replica's applied events to the Streams watching their
+// channels. It is mutex-guarded; publish runs on the FSM goroutine after
+// each batch commits and never blocks on a reader.
+type Feed struct {
+	db *storage.DB
+
+	mu       sync.Mutex // guards following
+	watchers map[string]map[*Stream]struct{}
+}
+
+func newFeed(db *storage.DB) *Feed {
+	return &Feed{db: db, watchers: make(map[string]map[*Stream]struct{})}
+}
+
+// Watch starts a stream of a channel's events with seq > after. The stream
+// is registered before it reads anything, so no event is missed between its
+// backlog and live events. The caller must Close it.
+func (f *Feed) Watch(channel string, after uint64) *Stream {
+	s := &Stream{feed: f, channel: channel, next: after + 1, dirty: true,
+		notify: make(chan struct{}, 1)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	set := f.watchers[channel]
+	if set == nil {
+		set = make(map[*Stream]struct{})
+		f.watchers[channel] = set
+	}
+	set[s] = struct{}{}
+	return s
+}
+
+func (f *Feed) publish(events []*heraldv1.Event) {
+	if len(events) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ev := range events {
+		for s := range f.watchers[ev.GetChannelId()] {
+			s.offer(ev)
+		}
+	}
+}
+
+// reset makes every stream re-read from the state file, after a restore.
+func (f *Feed) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, set := range f.watchers {
+		for s := range set {
+			s.markDirty()
+		}
+	}
+}
+
+func (f *Feed) remove(s *Stream) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if set := f.watchers[s.channel]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(f.watchers, s.channel)
+		}
+	}
+}
+
+// Stream delivers one channel's events in seq order without gaps or
+// duplicates: from memory while it keeps up, from the state file when it
+// falls behind or after a restore. One goroutine calls Next; Close may be
+// called from any goroutine. Lock order: Feed.mu before Stream.mu.
+type Stream struct {
+	feed    *Feed
+	channel string
+	notify  chan struct{} // size 1: a wake-up, coalesced
+
+	mu      sync.Mutex // guards following
+	next    uint64     // seq of the next event to deliver
+	pending []*heraldv1.Event
+	dirty   bool // events exist that pending lacks: read the state file
+	closed  bool
+}
+
+// offer is called by the feed with each new event of the channel.
+func (s *Stream) offer(ev *heraldv1.Event) {
+	s.mu.Lock()
+	n := len(s.pending)
+	switch {
+	case ev.GetSeq() < s.next || s.dirty:
+	case n == 0 && ev.GetSeq() == s.next,
+		n > 0 && n < streamBuffer && ev.GetSeq() == s.pending[n-1].GetSeq()+1:
+		s.pending = append(s.pending, ev)
+	default:
+		s.dirty = true
+		s.pending = nil
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Stream) markDirty() {
+	s.mu.Lock()
+	s.dirty = true
+	s.pending = nil
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Stream) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Next returns the next events, at most max, waiting until there is at
+// least one or ctx ends. It returns a storage error if the events after its
+// cursor were trimmed (storage.ErrCursorExpired) or the channel does not
+// exist, and ErrClosed after Close.
+func (s *Stream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
+	for {
+		evs, read, err := s.take(max)
+		if err != nil || len(evs) > 0 {
+			return evs, err
+		}
+		if read {
+			if evs, err = s.readState(max); err != nil || len(evs) > 0 {
+				return evs, err
+			}
+		}
+		select {
+		case <-s.notify:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// take returns buffered events, or says that the state file must be read.
+func (s *Stream) take(max int) (evs []*heraldv1.Event, read bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, false, ErrClosed
+	}
+	for len(s.pending) > 0 && s.pending[0].GetSeq() < s.next {
+		s.pending = s.pending[1:]
+	}
+	if len(s.pending) > 0 && s.pending[0].GetSeq() == s.next {
+		n := min(max, len(s.pending))
+		evs = s.pending[:n:n]
+		s.pending = s.pending[n:]
+		s.next += uint64(n)
+		return evs, false, nil
+	}
+	read = s.dirty || len(s.pending) > 0
+	s.dirty = false
+	s.pending = nil
+	return nil, read, nil
+}
+
+func (s *Stream) readState(max int) ([]*heraldv1.Event, error) {
+	s.mu.Lock()
+	after := s.next - 1
+	s.mu.Unlock()
+	var evs []*heraldv1.Event
+	err := s.feed.db.View(func(r *storage.Reader) error {
+		var err error
+		evs, _, _, err = r.Events(s.channel, after, max)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = evs[len(evs)-1].GetSeq() + 1
+	if len(evs) == max {
+		// More may follow in the state file.
+		s.dirty = true
+	}
+	return evs, nil
+}
+
+// Close unregisters the stream; a blocked Next returns ErrClosed once
+// woken. It is idempotent.
+func (s *Stream) Close() {
+	s.feed.remove(s)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wake()
+}

@@ -1,0 +1,326 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/storage"
+	"github.com/heraldhq/herald/storage/raftstore"
+)
+
+// StateFile is the name of the state file inside a replica directory.
+const StateFile = "state.db"
+
+// Partition is one replica of a partition's Raft group: the Raft instance,
+// its stores, the state file and the event feed. All methods are safe for
+// concurrent use. Close is idempotent.
+type Partition struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	stores *raftstore.Stores
+	db     *storage.DB
+	feed   *Feed
+
+	// readyTerm is the term in which this replica, as leader, completed a
+	// Barrier: every entry of earlier terms is applied, so linearizable
+	// reads may be served from its state.
+	readyTerm atomic.Uint64
+	barrierMu sync.Mutex // serialises the Barrier that sets readyTerm
+
+	stop      context.CancelFunc // ends watchLeadership
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the replica in cfg.Dir and starts its Raft instance on trans.
+// A replica without Raft state is bootstrapped with cfg.Bootstrap, if set.
+func New(cfg Config, trans raft.Transport) (*Partition, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger.With("partition", cfg.ID)
+	if cfg.OnFatal == nil {
+		cfg.OnFatal = func(err error) {
+			log.Error("replica cannot continue; stopping the process", "err", err)
+			os.Exit(1)
+		}
+	}
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	if err != nil {
+		return nil, err
+	}
+	db, err := storage.Open(filepath.Join(cfg.Dir, StateFile), cfg.Storage)
+	if err != nil {
+		_ = stores.Close() // best effort: report the open error
+		return nil, err
+	}
+	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db)}
+	if err := p.start(trans); err != nil {
+		_ = db.Close()     // best effort: report the start error
+		_ = stores.Close() // best effort: report the start error
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Partition) start(trans raft.Transport) error {
+	rc := p.cfg.raftConfig()
+	rc.Logger = raftlog.New(p.log)
+	has, err := p.stores.HasState()
+	if err != nil {
+		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
+	}
+	f := &fsm{db: p.db, feed: p.feed, log: p.log, onFatal: p.cfg.OnFatal}
+	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
+	if err != nil {
+		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
+	}
+	p.raft = r
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	p.wg.Go(func() { p.watchLeadership(ctx) })
+	if !has && len(p.cfg.Bootstrap) > 0 {
+		err := r.BootstrapCluster(raft.Configuration{Servers: p.cfg.Bootstrap}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			_ = r.Shutdown().Error() // best effort: report the bootstrap error
+			return fmt.Errorf("partition %d: bootstrap: %w", p.cfg.ID, err)
+		}
+		p.log.Info("bootstrapped replica group", "servers", len(p.cfg.Bootstrap))
+	}
+	return nil
+}
+
+// ID returns the partition number.
+func (p *Partition) ID() uint32 { return p.cfg.ID }
+
+// Feed returns the replica's event feed.
+func (p *Partition) Feed() *Feed { return p.feed }
+
+// Raft returns the Raft instance, for membership changes and status.
+func (p *Partition) Raft() *raft.Raft { return p.raft }
+
+// DB returns the state file, for digests and tests.
+func (p *Partition) DB() *storage.DB { return p.db }
+
+// IsLeader reports whether this replica currently believes it leads.
+func (p *Partition) IsLeader() bool { return p.raft.State() == raft.Leader }
+
+// notLeader builds the error for a replica that does not lead.
+func (p *Partition) notLeader() error {
+	addr, id := p.raft.LeaderWithID()
+	return &NotLeaderError{Partition: p.cfg.ID, LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// Propose replicates cmd and returns its result once a majority has it in
+// its fsynced log and this replica has applied it. The error says whether
+// the command may have been applied: ErrNotLeader or ErrNotApplied (it was
+// not), ErrIndeterminate (it may have been; retry only with the same
+// client_msg_id), or the command's domain error (*storage.Error; it was
+// applied and changed nothing).
+func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*storage.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	if !p.IsLeader() {
+		return nil, p.notLeader()
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode command: %w", ErrNotApplied, err)
+	}
+	f := p.raft.Apply(data, enqueueTimeout(ctx))
+	if err := wait(ctx, f); err != nil {
+		return nil, p.classify(err)
+	}
+	switch resp := f.Response().(type) {
+	case *storage.Result:
+		return resp, nil
+	case error:
+		return nil, resp
+	default:
+		return nil, fmt.Errorf("partition %d: unexpected apply response %T", p.cfg.ID, resp)
+	}
+}
+
+// classify turns a raft future's error into ours.
+func (p *Partition) classify(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return p.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: partition %d is busy", ErrNotApplied, p.cfg.ID)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+	default:
+		// ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore: the
+		// entry may be committed by a later leader.
+		return fmt.Errorf("%w: partition %d: %w", ErrIndeterminate, p.cfg.ID, err)
+	}
+}
+
+// wait blocks until f resolves or ctx ends. hashicorp/raft's own timeout
+// bounds only the enqueue, so the wait happens here. The helper goroutine
+// exits when raft resolves the future, which it does at the latest when the
+// Raft instance shuts down.
+func wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func enqueueTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 10 * time.Second
+}
+
+// Read runs fn against the replica's state. A linearizable read (stale
+// false) is served only by the leader: after it has applied every entry of
+// earlier terms (one Barrier per term), fn runs, and then the leader checks
+// with a quorum that it still leads; only then is the result valid. Read
+// returns a *NotLeaderError on a follower. A stale read runs fn on any
+// replica that has heard from a leader within MaxStale (ErrTooStale if not).
+func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reader) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if stale {
+		if !p.IsLeader() && time.Since(p.raft.LastContact()) > p.cfg.MaxStale {
+			return fmt.Errorf("%w: partition %d last heard from a leader %v ago",
+				ErrTooStale, p.cfg.ID, time.Since(p.raft.LastContact()).Round(time.Millisecond))
+		}
+		return p.db.View(fn)
+	}
+	if !p.IsLeader() {
+		return p.notLeader()
+	}
+	if err := p.awaitReady(ctx); err != nil {
+		return err
+	}
+	if err := p.db.View(fn); err != nil {
+		return err
+	}
+	if err := wait(ctx, p.raft.VerifyLeader()); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return p.notLeader()
+		}
+		return fmt.Errorf("partition %d: verify leader: %w", p.cfg.ID, err)
+	}
+	return nil
+}
+
+// awaitReady makes sure a Barrier has completed in the current term.
+func (p *Partition) awaitReady(ctx context.Context) error {
+	term := p.raft.CurrentTerm()
+	if p.readyTerm.Load() == term {
+		return nil
+	}
+	p.barrierMu.Lock()
+	defer p.barrierMu.Unlock()
+	if p.readyTerm.Load() == term {
+		return nil
+	}
+	if err := wait(ctx, p.raft.Barrier(enqueueTimeout(ctx))); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return p.notLeader()
+		}
+		return fmt.Errorf("partition %d: barrier: %w", p.cfg.ID, err)
+	}
+	// The barrier committed while this replica led, so it led throughout
+	// term: a leader that loses leadership fails its pending futures.
+	p.readyTerm.Store(term)
+	return nil
+}
+
+// watchLeadership runs the Barrier of each new leadership at once, so the
+// replica is ready for reads before the first one arrives. It exits when
+// ctx ends (Close).
+func (p *Partition) watchLeadership(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-p.raft.LeaderCh():
+			p.log.Info("leadership changed", "leader", leader, "term", p.raft.CurrentTerm())
+			if leader {
+				if err := p.awaitReady(ctx); err != nil {
+					p.log.Debug("barrier after election failed", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Ready reports whether the replica is the leader and has applied every
+// earlier term's entries, or is a follower in contact with a leader.
+func (p *Partition) Ready() bool {
+	if p.IsLeader() {
+		return p.readyTerm.Load() == p.raft.CurrentTerm()
+	}
+	_, id := p.raft.LeaderWithID()
+	return id != "" && time.Since(p.raft.LastContact()) <= p.cfg.MaxStale
+}
+
+// Status is a point-in-time view of the replica.
+type Status struct {
+	State        string
+	Term         uint64
+	LeaderID     string
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastContact  time.Time
+}
+
+// Status returns the replica's Raft status.
+func (p *Partition) Status() Status {
+	_, id := p.raft.LeaderWithID()
+	return Status{
+		State:        p.raft.State().String(),
+		Term:         p.raft.CurrentTerm(),
+		LeaderID:     string(id),
+		CommitIndex:  p.raft.CommitIndex(),
+		AppliedIndex: p.raft.AppliedIndex(),
+		LastContact:  p.raft.LastContact(),
+	}
+}
+
+// Close shuts Raft down (a leader first tries to hand leadership over),
+// then closes the stores and the state file. It is idempotent.
+func (p *Partition) Close() error {
+	p.closeOnce.Do(func() {
+		if p.IsLeader() && len(p.raft.GetConfiguration().Configuration().Servers) > 1 {
+			if err := p.raft.LeadershipTransfer().Error(); err != nil {
+				p.log.Debug("leadership transfer before shutdown failed", "err", err)
+			}
+		}
+		p.stop()
+		err := p.raft.Shutdown().Error()
+		p.wg.Wait()
+		err = errors.Join(err, p.stores.Close(), p.db.Close())
+		if err != nil {
+			p.closeErr = fmt.Errorf("close partition %d: %w", p.cfg.ID, err)
+		}
+	})
+	return p.closeErr
+}
