@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// identityFile records, in the data directory, what must not change across
+// restarts of a node.
+const identityFile = "node.json"
+
+type identity struct {
+	NodeID     string `json:"node_id"`
+	Partitions uint32 `json:"partitions"`
+}
+
+// loadIdentity reads the data directory's identity, or writes want if there
+// is none. A directory made for another node id or partition count is
+// refused: channels would map to other partitions.
+func loadIdentity(dir string, want identity) (identity, error) {
+	path := filepath.Join(dir, identityFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return want, writeIdentity(path, want)
+	}
+	if err != nil {
+		return identity{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	var got identity
+	if err := json.Unmarshal(b, &got); err != nil {
+		return identity{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if got.NodeID != want.NodeID {
+		return identity{}, fmt.Errorf("data directory %s belongs to node %q, not %q", dir, got.NodeID, want.NodeID)
+	}
+	if want.Partitions != 0 && got.Partitions != want.Partitions {
+		return identity{}, fmt.Errorf("data directory %s was created with %d partitions, not %d; the count cannot change",
+			dir, got.Partitions, want.Partitions)
+	}
+	return got, nil
+}
+
+func writeIdentity(path string, id identity) error {
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
