@@ -1,0 +1,323 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/storage"
+)
+
+// catchUpBatch is how many backlog events a subscription reads at a time.
+const catchUpBatch = 256
+
+// sink is where a subscription's frames go: a WebSocket connection or a
+// Connect stream. Its methods never block; they are called with topic locks
+// held, except end.
+type sink interface {
+	// deliverEvent queues an event. false means the sink is full or closed;
+	// a full sink ends all its subscriptions (SLOW_CONSUMER) by itself,
+	// asynchronously.
+	deliverEvent(o *outEvent) bool
+	// deliver queues a control frame (subscribed, typing). false as above.
+	deliver(f *heraldv1.ServerFrame) bool
+	// end tells the sink the hub ended one of its subscriptions: with a
+	// resync_required, or with an error.
+	end(s *subscription, resync *heraldv1.ResyncRequired, err error)
+}
+
+// resyncError is returned by hub.subscribe when the cursor cannot be served
+// (CURSOR_AHEAD or CURSOR_EXPIRED); the caller sends it as resync_required.
+type resyncError struct {
+	resync *heraldv1.ResyncRequired
+}
+
+func (e *resyncError) Error() string {
+	return "gateway: resync required: " + e.resync.GetReason().String()
+}
+
+// hub fans each channel's events out to that channel's subscribers. It
+// holds one upstream stream per channel that anyone here watches (a topic),
+// whatever the number of subscribers, and encodes each event once per
+// form. A new subscriber reads its backlog itself and then joins the
+// topic's live delivery at the exact seq where its backlog ends.
+//
+// Lock order: hub.mu before topic.mu. Goroutines (one pump per topic, one
+// catch-up per subscription while it catches up) are owned by the hub and
+// end with its ctx or their topic or subscription.
+type hub struct {
+	cl  Cluster
+	log *slog.Logger
+	ctx context.Context // ends all pumps and catch-ups at close
+	wg  sync.WaitGroup
+
+	mu     sync.Mutex // guards following
+	topics map[string]*topic
+}
+
+func newHub(ctx context.Context, cl Cluster, log *slog.Logger) *hub {
+	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic)}
+}
+
+// topic is one channel's upstream stream and its subscribers.
+type topic struct {
+	channel string
+	stream  Stream
+	cancel  context.CancelFunc
+
+	mu   sync.Mutex // guards following, and every subscription's sent/live/ended
+	subs map[*subscription]struct{}
+	last uint64 // seq of the last event the pump received
+}
+
+// subscription is one sink's interest in one channel.
+type subscription struct {
+	t       *topic
+	channel string
+	replyTo string
+	sink    sink
+	cancel  context.CancelFunc // stops the catch-up goroutine
+
+	// guarded by t.mu
+	sent  uint64 // seq of the last event queued to the sink
+	live  bool   // caught up: the pump delivers to it
+	ended bool
+}
+
+// isEnded reports whether the hub has ended s.
+func (s *subscription) isEnded() bool {
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	return s.ended
+}
+
+// subscribe checks that c may read channel, registers a subscription for
+// events after after (nil: from the current head), queues subscribed (with
+// replyTo) to sink and starts delivering. It returns a *resyncError if the
+// cursor cannot be served.
+func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel string, after *uint64, replyTo string) (*subscription, error) {
+	ch, _, err := h.cl.GetChannel(ctx, c, channel)
+	if err != nil {
+		return nil, err
+	}
+	head, oldest := ch.GetHeadSeq(), ch.GetOldestSeq()
+	start := head
+	if after != nil {
+		start = *after
+		resync := &heraldv1.ResyncRequired{ChannelId: channel, OldestSeq: oldest, LastSentSeq: start}
+		switch {
+		case start > head:
+			resync.Reason = heraldv1.ResyncRequired_CURSOR_AHEAD
+			return nil, &resyncError{resync}
+		case oldest > 0 && start+1 < oldest:
+			resync.Reason = heraldv1.ResyncRequired_CURSOR_EXPIRED
+			return nil, &resyncError{resync}
+		}
+	}
+
+	h.mu.Lock()
+	if h.ctx.Err() != nil {
+		h.mu.Unlock()
+		return nil, errors.New("gateway: shutting down")
+	}
+	t, err := h.topicLocked(channel, head)
+	if err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
+	cctx, cancel := context.WithCancel(h.ctx)
+	s := &subscription{t: t, channel: channel, replyTo: replyTo, sink: snk, cancel: cancel, sent: start}
+	t.mu.Lock()
+	t.subs[s] = struct{}{}
+	snk.deliver(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Subscribed{
+		Subscribed: &heraldv1.Subscribed{ChannelId: channel, HeadSeq: head}}})
+	t.mu.Unlock()
+	h.mu.Unlock()
+
+	h.wg.Go(func() { h.catchUp(cctx, s) })
+	return s, nil
+}
+
+// topicLocked returns the channel's topic, starting its pump at head if it
+// is new. h.mu must be held.
+func (h *hub) topicLocked(channel string, head uint64) (*topic, error) {
+	if t := h.topics[channel]; t != nil {
+		return t, nil
+	}
+	stream, err := h.cl.Watch(channel, head)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	t := &topic{channel: channel, stream: stream, cancel: cancel,
+		subs: make(map[*subscription]struct{}), last: head}
+	h.topics[channel] = t
+	h.wg.Go(func() { h.pump(ctx, t) })
+	return t, nil
+}
+
+// catchUp queues the backlog of s until it reaches the topic's live
+// position, then marks s live. Both steps hold t.mu, so the pump never
+// interleaves with the backlog.
+func (h *hub) catchUp(ctx context.Context, s *subscription) {
+	t := s.t
+	for {
+		t.mu.Lock()
+		after, ended := s.sent, s.ended
+		t.mu.Unlock()
+		if ended {
+			return
+		}
+		evs, _, _, err := h.cl.Events(ctx, s.channel, after, catchUpBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.end(s, endReason(s, err))
+			}
+			return
+		}
+		t.mu.Lock()
+		if s.ended || s.sent != after {
+			t.mu.Unlock()
+			return
+		}
+		for _, ev := range evs {
+			if ev.GetSeq() != s.sent+1 || !s.sink.deliverEvent(newOutEvent(ev)) {
+				t.mu.Unlock()
+				return // a full sink ends itself
+			}
+			s.sent = ev.GetSeq()
+		}
+		if len(evs) < catchUpBatch && s.sent >= t.last {
+			s.live = true
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+	}
+}
+
+// pump delivers the topic's upstream events to its live subscribers.
+func (h *hub) pump(ctx context.Context, t *topic) {
+	for {
+		evs, err := t.stream.Next(ctx, catchUpBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.failTopic(t, err)
+			}
+			return
+		}
+		var broken []*subscription
+		t.mu.Lock()
+		for _, ev := range evs {
+			seq := ev.GetSeq()
+			if seq <= t.last {
+				continue
+			}
+			t.last = seq
+			o := newOutEvent(ev)
+			for s := range t.subs {
+				switch {
+				case !s.live || seq <= s.sent:
+				case seq != s.sent+1:
+					// A gap, which the upstream's contract rules out: never
+					// skip an event; end the subscription instead.
+					s.live = false
+					broken = append(broken, s)
+				case s.sink.deliverEvent(o):
+					s.sent = seq
+				default:
+					s.live = false // the full sink ends itself
+				}
+			}
+		}
+		t.mu.Unlock()
+		for _, s := range broken {
+			h.end(s, reason{err: fmt.Errorf("gateway: event stream of %q skipped past seq %d", s.channel, s.sent)})
+		}
+	}
+}
+
+// failTopic ends every subscription of a topic whose upstream failed.
+func (h *hub) failTopic(t *topic, err error) {
+	h.log.Warn("channel stream failed", "channel", t.channel, "err", err)
+	t.mu.Lock()
+	subs := make([]*subscription, 0, len(t.subs))
+	for s := range t.subs {
+		subs = append(subs, s)
+	}
+	t.mu.Unlock()
+	for _, s := range subs {
+		h.end(s, endReason(s, err))
+	}
+}
+
+type reason struct {
+	resync *heraldv1.ResyncRequired
+	err    error
+}
+
+// endReason turns an upstream or backlog error into what a subscriber is
+// told: resync_required CURSOR_EXPIRED for trimmed events, else the error.
+func endReason(s *subscription, err error) reason {
+	if errors.Is(err, storage.ErrCursorExpired) {
+		s.t.mu.Lock()
+		sent := s.sent
+		s.t.mu.Unlock()
+		return reason{resync: &heraldv1.ResyncRequired{ChannelId: s.channel,
+			Reason: heraldv1.ResyncRequired_CURSOR_EXPIRED, LastSentSeq: sent}}
+	}
+	return reason{err: err}
+}
+
+// end removes s and tells its sink why.
+func (h *hub) end(s *subscription, r reason) {
+	if _, ok := h.unsubscribe(s); ok {
+		s.sink.end(s, r.resync, r.err)
+	}
+}
+
+// unsubscribe removes s, stopping its topic when s was the last
+// subscriber. It returns the seq of the last event queued to s, and false
+// if s had already ended. It is idempotent.
+func (h *hub) unsubscribe(s *subscription) (uint64, bool) {
+	s.cancel()
+	t := s.t
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.mu.Lock()
+	sent, was := s.sent, !s.ended
+	s.ended = true
+	delete(t.subs, s)
+	empty := len(t.subs) == 0
+	t.mu.Unlock()
+	if empty && h.topics[t.channel] == t {
+		delete(h.topics, t.channel)
+		t.cancel()
+		t.stream.Close()
+	}
+	return sent, was
+}
+
+// relay sends a frame to every subscriber of channel except from.
+func (h *hub) relay(channel string, from sink, f *heraldv1.ServerFrame) {
+	h.mu.Lock()
+	t := h.topics[channel]
+	h.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for s := range t.subs {
+		if s.sink != from {
+			s.sink.deliver(f)
+		}
+	}
+}
+
+// wait waits for every pump and catch-up goroutine; the hub's ctx must have
+// ended.
+func (h *hub) wait() { h.wg.Wait() }

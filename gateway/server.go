@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
+	"github.com/heraldhq/herald/cluster/partition"
+	"github.com/heraldhq/herald/storage"
+)
+
+// Cluster is what the gateway needs from the cluster: routed writes and
+// reads, and event streams. *cluster.Node implements it.
+type Cluster interface {
+	Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Result, error)
+	GetChannel(ctx context.Context, c storage.Caller, id string) (*heraldv1.Channel, bool, error)
+	ListChannels(ctx context.Context, c storage.Caller, req *heraldv1.ListChannelsRequest) (*heraldv1.ListChannelsResponse, error)
+	History(ctx context.Context, c storage.Caller, req *heraldv1.GetHistoryRequest) (*heraldv1.GetHistoryResponse, error)
+	Thread(ctx context.Context, c storage.Caller, req *heraldv1.GetThreadRequest) (*heraldv1.GetThreadResponse, error)
+	Events(ctx context.Context, channel string, after uint64, limit int) ([]*heraldv1.Event, uint64, uint64, error)
+	Watch(channel string, after uint64) (*partition.Stream, error)
+	Ready() bool
+}
+
+// Stream is an upstream of one channel's events in seq order.
+type Stream interface {
+	Next(ctx context.Context, max int) ([]*heraldv1.Event, error)
+	Close()
+}
+
+// Anonymous is the caller of every request while authentication is off:
+// user "anonymous", an admin (DESIGN.md "Security").
+var Anonymous = storage.Caller{User: "anonymous", Admin: true}
+
+// Config configures the gateway. Zero values mean the defaults.
+type Config struct {
+	// Logger receives errors and state transitions; nil discards them.
+	Logger *slog.Logger
+	// Version is reported in the WebSocket hello frame.
+	Version string
+	// MaxRequestBytes caps a Connect request message and a WebSocket
+	// frame; 0 means 1 MiB.
+	MaxRequestBytes int
+	// MaxSubscriptions caps the subscriptions of one WebSocket
+	// connection; 0 means 100.
+	MaxSubscriptions int
+	// QueueFrames caps the frames queued to one WebSocket connection or
+	// Subscribe stream before it is a slow consumer; 0 means 1024.
+	QueueFrames int
+	// PingInterval is how often the gateway pings WebSocket clients; a
+	// connection silent for three intervals is closed. 0 means 15 s.
+	PingInterval time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxRequestBytes:  1 << 20,
+		MaxSubscriptions: 100,
+		QueueFrames:      1024,
+		PingInterval:     15 * time.Second,
+	}
+}
+
+// Validate reports the first out-of-range field.
+func (c Config) Validate() error {
+	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 {
+		return errors.New("gateway: limits must not be negative")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = d.MaxRequestBytes
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = d.MaxSubscriptions
+	}
+	if c.QueueFrames == 0 {
+		c.QueueFrames = d.QueueFrames
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = d.PingInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Server is the edge and gateway roles: the Connect services, the
+// WebSocket endpoint, and health checks, all on one http.Handler. Close
+// ends every subscription and WebSocket connection; it is idempotent.
+type Server struct {
+	cfg     Config
+	cl      Cluster
+	log     *slog.Logger
+	hub     *hub
+	ws      *wsServer
+	handler http.Handler
+	cancel  context.CancelFunc
+
+	closeOnce sync.Once
+}
+
+// New builds a Server over a cluster.
+func New(cfg Config, cl Cluster) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, cl: cl, log: cfg.Logger, cancel: cancel}
+	s.hub = newHub(ctx, cl, cfg.Logger)
+	s.ws = newWSServer(ctx, s)
+
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
+		connect.WithSendMaxBytes(4 * cfg.MaxRequestBytes),
+	}
+	mux := http.NewServeMux()
+	mux.Handle(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...))
+	mux.Handle(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...))
+	mux.Handle("GET /ws", s.ws)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n")) // best effort: the client may be gone
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !cl.Ready() {
+			http.Error(w, "not ready: a partition has no leader or is catching up", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n")) // best effort: the client may be gone
+	})
+	s.handler = mux
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving every endpoint.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// caller returns who a request is from. Authentication is off, so every
+// caller is Anonymous.
+func (s *Server) caller(context.Context) storage.Caller { return Anonymous }
+
+// Close closes every WebSocket connection (going away) and ends every
+// subscription and stream, then waits for the gateway's goroutines.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.ws.close()
+		s.hub.wait()
+	})
+	return nil
+}
+
+// NewHTTPServer returns an http.Server for h that speaks HTTP/1.1 and
+// cleartext HTTP/2 (h2c) on one port, so Connect, gRPC and gRPC-Web
+// clients and WebSockets all work, with header and idle timeouts. It sets
+// no read or write timeout: those would cut long-lived streams.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	var errLog *slog.Logger = log
+	if errLog == nil {
+		errLog = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		Protocols:         p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+	}
+}

@@ -1,0 +1,411 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/lxzan/gws"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/storage"
+)
+
+// typingInterval is the least time between two typing frames a connection
+// relays for one channel; extra ones are dropped.
+const typingInterval = 3 * time.Second
+
+// wsServer is the WebSocket endpoint GET /ws. Each connection gets one read
+// loop goroutine (gws ReadLoop), which handles its frames in order; writes
+// go through gws's per-connection queue, bounded by wsConn's counter. One
+// goroutine pings every connection. All of them are owned by wsServer and
+// waited for in close.
+type wsServer struct {
+	s        *Server
+	ctx      context.Context
+	text     *gws.Upgrader // protojson frames
+	binary   *gws.Upgrader // protobuf frames (subprotocol herald.v1.proto)
+	readWait time.Duration
+	wg       sync.WaitGroup
+
+	mu     sync.Mutex // guards following
+	conns  map[*wsConn]struct{}
+	closed bool
+}
+
+func newWSServer(ctx context.Context, s *Server) *wsServer {
+	w := &wsServer{s: s, ctx: ctx, conns: make(map[*wsConn]struct{}),
+		readWait: 3 * s.cfg.PingInterval}
+	opt := func(subprotocols []string) *gws.ServerOption {
+		return &gws.ServerOption{
+			// Frames over MaxRequestBytes get a resource_exhausted error
+			// frame; gws itself closes (1009) only far beyond that.
+			ReadMaxPayloadSize: 4 * s.cfg.MaxRequestBytes,
+			CheckUtf8Enabled:   true,
+			Recovery:           gws.Recovery,
+			Logger:             gwsLogger{s.log},
+			HandshakeTimeout:   5 * time.Second,
+			SubProtocols:       subprotocols,
+		}
+	}
+	h := &wsHandler{w: w}
+	w.text = gws.NewUpgrader(h, opt(nil))
+	w.binary = gws.NewUpgrader(h, opt([]string{ProtoSubprotocol}))
+	w.wg.Go(w.pingLoop)
+	return w
+}
+
+type gwsLogger struct{ log interface{ Error(string, ...any) } }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }
+
+// ServeHTTP upgrades the request and starts the connection's read loop.
+func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		http.Error(rw, "GET /ws is a WebSocket endpoint: send Upgrade: websocket", http.StatusBadRequest)
+		return
+	}
+	up := w.text
+	binary := false
+	for _, p := range strings.Split(r.Header.Get("Sec-WebSocket-Protocol"), ",") {
+		if strings.TrimSpace(p) == ProtoSubprotocol {
+			up, binary = w.binary, true
+		}
+	}
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		http.Error(rw, "node is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	c, err := up.Upgrade(rw, r)
+	if err != nil {
+		return // gws has answered the client
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	conn := &wsConn{w: w, c: c, binary: binary, caller: w.s.caller(r.Context()),
+		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription),
+		typing: make(map[string]time.Time)}
+	c.Session().Store("conn", conn)
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		cancel()
+		_ = c.WriteClose(1001, []byte("node is shutting down")) // best effort
+		return
+	}
+	w.conns[conn] = struct{}{}
+	w.mu.Unlock()
+	w.wg.Go(c.ReadLoop)
+}
+
+func (w *wsServer) pingLoop() {
+	t := time.NewTicker(w.s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		for conn := range w.conns {
+			c := conn.c
+			c.Async(func() { _ = c.WritePing(nil) }) // a failed write closes the conn
+		}
+		w.mu.Unlock()
+	}
+}
+
+// close says goodbye to every connection (1001 going away) and waits for
+// their read loops and the ping loop.
+func (w *wsServer) close() {
+	w.mu.Lock()
+	w.closed = true
+	conns := make([]*wsConn, 0, len(w.conns))
+	for c := range w.conns {
+		conns = append(conns, c)
+	}
+	w.mu.Unlock()
+	for _, c := range conns {
+		_ = c.c.WriteClose(1001, []byte("node is shutting down")) // best effort
+	}
+	w.wg.Wait()
+}
+
+// wsConn is one WebSocket connection: a sink for its subscriptions. The
+// read loop owns subs and typing (it alone changes them, under mu, which
+// the slow-consumer path also takes).
+type wsConn struct {
+	w      *wsServer
+	c      *gws.Conn
+	binary bool
+	caller storage.Caller
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	pending    atomic.Int64 // frames queued to gws and not yet written
+	overflowed atomic.Bool
+
+	mu     sync.Mutex // guards following
+	subs   map[string]*subscription
+	typing map[string]time.Time
+}
+
+func (k *wsConn) limit() int64 { return int64(k.w.s.cfg.QueueFrames) }
+
+// write queues an encoded frame, refusing it once the queue is full.
+func (k *wsConn) write(b []byte) bool {
+	if k.overflowed.Load() {
+		return false
+	}
+	if k.pending.Add(1) > k.limit() {
+		k.pending.Add(-1)
+		k.overflow()
+		return false
+	}
+	k.c.WriteAsync(k.opcode(), b, func(error) { k.pending.Add(-1) })
+	return true
+}
+
+func (k *wsConn) opcode() gws.Opcode {
+	if k.binary {
+		return gws.OpcodeBinary
+	}
+	return gws.OpcodeText
+}
+
+func (k *wsConn) deliverEvent(o *outEvent) bool {
+	b, err := o.frame(k.binary)
+	if err != nil {
+		k.w.s.log.Error("encode event", "channel", o.ev.GetChannelId(), "err", err)
+		return false
+	}
+	return k.write(b)
+}
+
+func (k *wsConn) deliver(f *heraldv1.ServerFrame) bool {
+	b, err := encodeServerFrame(f, k.binary)
+	if err != nil {
+		k.w.s.log.Error("encode frame", "err", err)
+		return false
+	}
+	return k.write(b)
+}
+
+// send queues a reply or error frame outside the queue bound: the client
+// asked for it, and it reads one reply per request.
+func (k *wsConn) send(f *heraldv1.ServerFrame) {
+	b, err := encodeServerFrame(f, k.binary)
+	if err != nil {
+		k.w.s.log.Error("encode frame", "err", err)
+		return
+	}
+	k.c.WriteAsync(k.opcode(), b, nil)
+}
+
+func (k *wsConn) end(s *subscription, resync *heraldv1.ResyncRequired, err error) {
+	k.mu.Lock()
+	if k.subs[s.channel] == s {
+		delete(k.subs, s.channel)
+	}
+	k.mu.Unlock()
+	if resync != nil {
+		k.send(&heraldv1.ServerFrame{ReplyTo: s.replyTo,
+			Kind: &heraldv1.ServerFrame_ResyncRequired{ResyncRequired: resync}})
+		return
+	}
+	k.sendError(s.replyTo, connectError(k.w.s.log, err))
+}
+
+// overflow ends every subscription with resync_required SLOW_CONSUMER and
+// closes the connection once the queued frames are written. It runs the
+// work on its own goroutine: the hub calls it with a topic lock held.
+func (k *wsConn) overflow() {
+	if !k.overflowed.CompareAndSwap(false, true) {
+		return
+	}
+	k.w.wg.Go(func() {
+		k.mu.Lock()
+		subs := k.subs
+		k.subs = map[string]*subscription{}
+		k.mu.Unlock()
+		for _, s := range subs {
+			sent, _ := k.w.s.hub.unsubscribe(s)
+			k.send(&heraldv1.ServerFrame{ReplyTo: s.replyTo, Kind: &heraldv1.ServerFrame_ResyncRequired{
+				ResyncRequired: &heraldv1.ResyncRequired{ChannelId: s.channel,
+					Reason: heraldv1.ResyncRequired_SLOW_CONSUMER, LastSentSeq: sent}}})
+		}
+		k.c.Async(func() { _ = k.c.WriteClose(1008, []byte("slow consumer")) })
+	})
+}
+
+func (k *wsConn) sendError(replyTo string, ce *connect.Error) {
+	f := &heraldv1.Error{Code: ce.Code().String(), Message: ce.Message(),
+		Outcome: ce.Meta().Get(OutcomeHeader)}
+	k.send(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Error{Error: f}})
+}
+
+// wsHandler receives gws's events. gws calls them on the connection's read
+// loop goroutine, one at a time.
+type wsHandler struct{ w *wsServer }
+
+func connOf(c *gws.Conn) *wsConn {
+	v, _ := c.Session().Load("conn")
+	k, _ := v.(*wsConn)
+	return k
+}
+
+func (h *wsHandler) OnOpen(c *gws.Conn) {
+	k := connOf(c)
+	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
+	k.send(&heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Hello{Hello: &heraldv1.Hello{
+		User: k.caller.User, ServerVersion: h.w.s.cfg.Version,
+		HeartbeatIntervalMs: uint32(h.w.s.cfg.PingInterval / time.Millisecond)}}})
+}
+
+func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
+	k := connOf(c)
+	k.cancel()
+	h.w.mu.Lock()
+	delete(h.w.conns, k)
+	h.w.mu.Unlock()
+	k.mu.Lock()
+	subs := k.subs
+	k.subs = map[string]*subscription{}
+	k.mu.Unlock()
+	for _, s := range subs {
+		h.w.s.hub.unsubscribe(s)
+	}
+}
+
+func (h *wsHandler) OnPing(c *gws.Conn, payload []byte) {
+	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
+	_ = c.WritePong(payload)                            // a failed write closes the conn
+}
+
+func (h *wsHandler) OnPong(c *gws.Conn, _ []byte) {
+	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
+}
+
+func (h *wsHandler) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
+	k := connOf(c)
+	if n := m.Data.Len(); n > h.w.s.cfg.MaxRequestBytes {
+		k.sendError("", connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"frame is %d bytes; the limit is %d", n, h.w.s.cfg.MaxRequestBytes)))
+		return
+	}
+	f, err := decodeClientFrame(m.Bytes(), m.Opcode == gws.OpcodeBinary)
+	if err != nil {
+		k.sendError("", invalid(strings.TrimPrefix(err.Error(), errFrame.Error()+": ")))
+		return
+	}
+	k.handle(f)
+}
+
+// handle answers one client frame, on the read loop.
+func (k *wsConn) handle(f *heraldv1.ClientFrame) {
+	ctx, cancel := context.WithTimeout(k.ctx, 10*time.Second)
+	defer cancel()
+	id := f.GetId()
+	switch kind := f.GetKind().(type) {
+	case *heraldv1.ClientFrame_Auth:
+		// Authentication is off: the connection is already Anonymous.
+	case *heraldv1.ClientFrame_Ping:
+		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_Pong{Pong: &heraldv1.Pong{}}})
+	case *heraldv1.ClientFrame_Post:
+		resp, err := k.w.s.post(ctx, kind.Post)
+		if err != nil {
+			k.sendError(id, connectError(k.w.s.log, err))
+			return
+		}
+		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_Reply{Reply: resp}})
+	case *heraldv1.ClientFrame_Subscribe:
+		k.subscribe(ctx, id, kind.Subscribe)
+	case *heraldv1.ClientFrame_Unsubscribe:
+		k.mu.Lock()
+		s := k.subs[kind.Unsubscribe.GetChannelId()]
+		delete(k.subs, kind.Unsubscribe.GetChannelId())
+		delete(k.typing, kind.Unsubscribe.GetChannelId())
+		k.mu.Unlock()
+		if s != nil {
+			k.w.s.hub.unsubscribe(s)
+		}
+	case *heraldv1.ClientFrame_Typing:
+		k.typingFrame(id, kind.Typing.GetChannelId())
+	}
+}
+
+func (k *wsConn) subscribe(ctx context.Context, id string, req *heraldv1.SubscribeRequest) {
+	channel := req.GetChannelId()
+	if err := storage.ValidateChannelID(channel); err != nil {
+		k.sendError(id, connectError(k.w.s.log, err))
+		return
+	}
+	k.mu.Lock()
+	_, dup := k.subs[channel]
+	n := len(k.subs)
+	k.mu.Unlock()
+	switch {
+	case dup:
+		k.sendError(id, invalid(fmt.Sprintf("already subscribed to channel %q; unsubscribe first", channel)))
+		return
+	case n >= k.w.s.cfg.MaxSubscriptions:
+		k.sendError(id, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"a connection may hold at most %d subscriptions", k.w.s.cfg.MaxSubscriptions)))
+		return
+	}
+	s, err := k.w.s.hub.subscribe(ctx, k.caller, k, channel, req.AfterSeq, id)
+	if re, ok := errors.AsType[*resyncError](err); ok {
+		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_ResyncRequired{
+			ResyncRequired: re.resync}})
+		return
+	}
+	if err != nil {
+		k.sendError(id, connectError(k.w.s.log, err))
+		return
+	}
+	k.mu.Lock()
+	k.subs[channel] = s
+	k.mu.Unlock()
+	if k.overflowed.Load() || k.ctx.Err() != nil || s.isEnded() {
+		// The connection overflowed or closed, or the hub ended the
+		// subscription, while it was being set up.
+		k.mu.Lock()
+		if k.subs[channel] == s {
+			delete(k.subs, channel)
+		}
+		k.mu.Unlock()
+		k.w.s.hub.unsubscribe(s)
+	}
+}
+
+func (k *wsConn) typingFrame(id, channel string) {
+	k.mu.Lock()
+	_, subscribed := k.subs[channel]
+	last := k.typing[channel]
+	now := time.Now()
+	relay := subscribed && now.Sub(last) >= typingInterval
+	if relay {
+		k.typing[channel] = now
+	}
+	k.mu.Unlock()
+	if !subscribed {
+		k.sendError(id, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"subscribe to channel %q before sending typing", channel)))
+		return
+	}
+	if relay {
+		k.w.s.hub.relay(channel, k, &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{
+			Typing: &heraldv1.Typing{ChannelId: channel, User: k.caller.User}}})
+	}
+}
