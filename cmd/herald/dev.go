@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heraldhq/herald/cluster"
+)
+
+func newDevCmd() *cobra.Command {
+	var (
+		dataDir    string
+		httpAddr   string
+		raftAddr   string
+		partitions uint32
+		logs       logFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a one-node Herald with every role on loopback, auth off",
+		Long: `Run a complete Herald node in one process: the Connect API, the WebSocket
+gateway, and every partition as a Raft group of one, with its data in
+--data-dir. Authentication is off (every caller is "anonymous", an admin),
+so dev listens on loopback addresses only. Stop it with Ctrl-C; start it
+again with the same --data-dir and everything is still there.`,
+		Example: `  herald dev
+  herald dev --data-dir /tmp/herald --http 127.0.0.1:8080`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if err := requireLoopback("--http", httpAddr); err != nil {
+				return err
+			}
+			if err := requireLoopback("--raft", raftAddr); err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("partitions") {
+				partitions = 0 // keep what the data directory says
+			}
+			out := cmd.OutOrStdout()
+			return runNode(cmd.Context(), nodeOptions{
+				nodeID:     "n1",
+				dataDir:    dataDir,
+				httpAddr:   httpAddr,
+				raftAddr:   raftAddr,
+				partitions: partitions,
+				log:        log,
+				started: func(h, r string) {
+					printDevBanner(out, dataDir, h, r)
+				},
+				ready: func(took time.Duration) {
+					fmt.Fprintf(out, "Ready in %v. Press Ctrl-C to stop.\n", took.Round(time.Millisecond))
+				},
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "herald-data", "directory for all of the node's data")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:7700", "loopback address for the Connect API, WebSocket and health checks")
+	f.StringVar(&raftAddr, "raft", "127.0.0.1:7800", "loopback address for Raft traffic")
+	f.Uint32Var(&partitions, "partitions", cluster.DefaultPartitions, "partition count of a new data directory (fixed once created)")
+	f.StringVar(&logs.level, "log-level", "error", "log level: debug, info, warn or error (info shows Raft elections)")
+	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+// requireLoopback refuses a listen address that is not on loopback: dev
+// runs with authentication off.
+func requireLoopback(flag, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want host:port (%v)", flag, addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s %q: herald dev listens on loopback only because authentication is off; use 127.0.0.1", flag, addr)
+}
+
+func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr string) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	base := "http://" + httpAddr
+	fmt.Fprintf(w, `Herald %s: one node, every role (pid %d)
+  data       %s
+  HTTP       %s  (Connect, gRPC and gRPC-Web; /healthz, /readyz)
+  WebSocket  ws://%s/ws
+  Raft       %s
+  auth       off: every caller is "anonymous", an admin; loopback only
+
+Try it:
+  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general"}' \
+    %s/herald.v1.ChannelService/CreateChannel
+  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general","text":"hello","client_msg_id":"m1"}' \
+    %s/herald.v1.MessageService/PostMessage
+  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general"}' \
+    %s/herald.v1.MessageService/GetHistory
+
+`, buildVersion(), os.Getpid(), abs, base, httpAddr, raftAddr, base, base, base)
+}
