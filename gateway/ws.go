@@ -61,7 +61,9 @@ func newWSServer(ctx context.Context, s *Server) *wsServer {
 	return w
 }
 
-type gwsLogger struct{ log interface{ Error(string, ...any) } }
+type gwsLogger struct {
+	log interface{ Error(string, ...any) }
+}
 
 func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }
 
