@@ -240,9 +240,18 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 	}
 }
 
-// failTopic ends every subscription of a topic whose upstream failed.
+// failTopic retires a topic whose upstream failed and ends each of its
+// subscriptions. The topic leaves the map first, so a new subscriber starts
+// a fresh one instead of joining a topic without a pump.
 func (h *hub) failTopic(t *topic, err error) {
 	h.log.Warn("channel stream failed", "channel", t.channel, "err", err)
+	h.mu.Lock()
+	if h.topics[t.channel] == t {
+		delete(h.topics, t.channel)
+	}
+	h.mu.Unlock()
+	t.cancel()
+	t.stream.Close()
 	t.mu.Lock()
 	subs := make([]*subscription, 0, len(t.subs))
 	for s := range t.subs {
