@@ -42,6 +42,13 @@ type Result struct {
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
+// present is the value of keys whose presence is the data (members, roots,
+// threads). It must not be nil: inside a write transaction bbolt's Get
+// returns the value as it was put, so a key put with a nil value reads as
+// missing until the transaction commits, and a member who joined earlier in
+// the same batch would not be one.
+var present = []byte{}
+
 // Apply applies entries, in order, in one write transaction that also
 // records the last entry's index and term as applied. Entries at or below
 // the stored applied index are skipped (Raft redelivers entries after its
@@ -246,7 +253,7 @@ func (a *applier) createChannel(req *heraldv1.CreateChannelRequest) (Result, err
 	if err := a.putChannel(c); err != nil {
 		return Result{}, err
 	}
-	if err := a.tx.Bucket(bucketMembers).Put(memberKey(id, a.cmd.GetUser()), nil); err != nil {
+	if err := a.tx.Bucket(bucketMembers).Put(memberKey(id, a.cmd.GetUser()), present); err != nil {
 		return Result{}, err
 	}
 	return Result{Channel: cloneChannel(c.rec)}, nil
@@ -286,7 +293,7 @@ func (a *applier) setMember(c *channel, join bool) (Result, error) {
 	var err error
 	if join {
 		c.rec.Channel.MemberCount++
-		err = members.Put(memberKey(c.id(), user), nil)
+		err = members.Put(memberKey(c.id(), user), present)
 	} else {
 		c.rec.Channel.MemberCount--
 		err = members.Delete(memberKey(c.id(), user))

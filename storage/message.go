@@ -77,9 +77,9 @@ func (a *applier) postMessage(req *heraldv1.PostMessageRequest) (Result, error) 
 		if err := putMessage(a.tx, parent); err != nil {
 			return Result{}, err
 		}
-		err = a.tx.Bucket(bucketThreads).Put(threadKey(c.id(), msg.ThreadSeq, msg.Seq), nil)
+		err = a.tx.Bucket(bucketThreads).Put(threadKey(c.id(), msg.ThreadSeq, msg.Seq), present)
 	} else {
-		err = a.tx.Bucket(bucketRoots).Put(seqKey(c.id(), msg.Seq), nil)
+		err = a.tx.Bucket(bucketRoots).Put(seqKey(c.id(), msg.Seq), present)
 	}
 	if err != nil {
 		return Result{}, err
