@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -13,10 +14,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Snapshot format: a 32-byte header, then the bbolt file as tx.WriteTo
-// writes it.
+// Snapshot format: a 32-byte header, the bbolt file as tx.WriteTo writes
+// it, and the SHA-256 of the file, checked before the file is opened (bbolt
+// trusts its pages: a corrupted one can crash the process).
 //
 //	magic "HRLDSNP1" ‖ uint64be applied index ‖ uint64be term ‖ uint64be file size
+//	file (size bytes)
+//	sha256(file)
 const (
 	snapshotMagic     = "HRLDSNP1"
 	snapshotHeaderLen = 32
@@ -53,7 +57,7 @@ func (d *DB) Snapshot() (*Snapshot, error) {
 // Index returns the applied index and term the snapshot reflects.
 func (s *Snapshot) Index() (index, term uint64) { return s.index, s.term }
 
-// WriteTo writes the header and the file to w.
+// WriteTo writes the header, the file and its checksum to w.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	hdr := make([]byte, 0, snapshotHeaderLen)
 	hdr = append(hdr, snapshotMagic...)
@@ -64,11 +68,16 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return int64(n), fmt.Errorf("write snapshot header: %w", err)
 	}
-	m, err := s.tx.WriteTo(w)
+	h := sha256.New()
+	m, err := s.tx.WriteTo(io.MultiWriter(w, h))
 	if err != nil {
 		return int64(n) + m, fmt.Errorf("write snapshot: %w", err)
 	}
-	return int64(n) + m, nil
+	k, err := w.Write(h.Sum(nil))
+	if err != nil {
+		return int64(n) + m + int64(k), fmt.Errorf("write snapshot checksum: %w", err)
+	}
+	return int64(n) + m + int64(k), nil
 }
 
 // Release ends the snapshot's read transaction.
@@ -94,7 +103,9 @@ func ReadSnapshotHeader(r io.Reader) (index, term, size uint64, err error) {
 // when Raft restores its latest snapshot at start over a state file that is
 // up to date. Otherwise it writes the file to a temporary path, fsyncs it,
 // checks that it opens and holds the header's applied index, renames it
-// over the state file, fsyncs the directory and reopens. It reports whether
+// over the state file, fsyncs the directory and reopens. A stream whose
+// checksum does not match is refused (ErrBadSnapshot) before the file is
+// opened. It reports whether
 // it replaced the state. It must not run concurrently with Apply.
 func (d *DB) Restore(r io.Reader) (bool, error) {
 	index, _, size, err := ReadSnapshotHeader(r)
@@ -112,8 +123,13 @@ func (d *DB) Restore(r io.Reader) (bool, error) {
 		return false, nil
 	}
 	tmp := d.path + ".restore"
-	if err := writeFileSync(tmp, io.LimitReader(r, int64(size)), int64(size)); err != nil {
-		_ = os.Remove(tmp) // best effort: the write error matters
+	h := sha256.New()
+	err = writeFileSync(tmp, io.TeeReader(io.LimitReader(r, int64(size)), h), int64(size))
+	if err == nil {
+		err = checkSum(r, h.Sum(nil))
+	}
+	if err != nil {
+		_ = os.Remove(tmp) // best effort: the write or checksum error matters
 		return false, err
 	}
 	if err := checkRestored(tmp, d.opts, index); err != nil {
@@ -165,6 +181,18 @@ func writeFileSync(path string, r io.Reader, size int64) error {
 	}
 	if err != nil {
 		return fmt.Errorf("restore: write %q: %w", path, err)
+	}
+	return nil
+}
+
+// checkSum reads the trailer and compares it with the file's checksum.
+func checkSum(r io.Reader, sum []byte) error {
+	want := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(r, want); err != nil {
+		return fmt.Errorf("%w: checksum: %v", ErrBadSnapshot, err)
+	}
+	if !bytes.Equal(sum, want) {
+		return fmt.Errorf("%w: file checksum does not match", ErrBadSnapshot)
 	}
 	return nil
 }
