@@ -81,6 +81,15 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 func (p *Partition) start(trans raft.Transport) error {
 	rc := p.cfg.raftConfig()
 	rc.Logger = raftlog.New(p.log)
+	if len(p.cfg.Bootstrap) > 0 {
+		reset, err := p.stores.ResetPartialBootstrap()
+		if err != nil {
+			return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
+		}
+		if reset {
+			p.log.Warn("replica was stopped while bootstrapping; bootstrapping it again")
+		}
+	}
 	has, err := p.stores.HasState()
 	if err != nil {
 		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
@@ -96,7 +105,7 @@ func (p *Partition) start(trans raft.Transport) error {
 	p.wg.Go(func() { p.watchLeadership(ctx) })
 	if !has && len(p.cfg.Bootstrap) > 0 {
 		err := r.BootstrapCluster(raft.Configuration{Servers: p.cfg.Bootstrap}).Error()
-		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if err != nil {
 			_ = r.Shutdown().Error() // best effort: report the bootstrap error
 			return fmt.Errorf("partition %d: bootstrap: %w", p.cfg.ID, err)
 		}

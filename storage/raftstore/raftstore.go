@@ -8,6 +8,7 @@
 package raftstore
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // File and directory names inside a replica directory.
@@ -73,6 +75,9 @@ func Open(cfg Config) (*Stores, error) {
 			NoFreelistSync: true,
 		},
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open raft log %q: locked by another process", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %q: %w", path, err)
 	}
@@ -94,6 +99,47 @@ func Open(cfg Config) (*Stores, error) {
 // replica was bootstrapped or joined before.
 func (s *Stores) HasState() (bool, error) {
 	return raft.HasExistingState(s.Log, s.Stable, s.Snapshots)
+}
+
+// Keys hashicorp/raft keeps in the stable store (raft.go).
+var (
+	keyCurrentTerm  = []byte("CurrentTerm")
+	keyLastVoteTerm = []byte("LastVoteTerm")
+)
+
+// ResetPartialBootstrap undoes a bootstrap that a crash cut short.
+// hashicorp/raft's BootstrapCluster makes two durable writes, the current
+// term and then the configuration entry; a replica stopped between them
+// has state (HasState is true, so it is not bootstrapped again) but no
+// configuration, and a group of one then never elects a leader. When the
+// stores hold a term but no log entry, no snapshot and no vote, nothing
+// else can have happened, and ResetPartialBootstrap clears the term so the
+// caller can bootstrap again. It reports whether it did. Call it only for a
+// replica whose caller bootstraps it, before starting Raft.
+func (s *Stores) ResetPartialBootstrap() (bool, error) {
+	has, err := s.HasState()
+	if err != nil || !has {
+		return false, err
+	}
+	last, err := s.Log.LastIndex()
+	if err != nil || last != 0 {
+		return false, err
+	}
+	snaps, err := s.Snapshots.List()
+	if err != nil || len(snaps) != 0 {
+		return false, err
+	}
+	vote, err := s.Stable.GetUint64(keyLastVoteTerm)
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return false, err
+	}
+	if vote != 0 {
+		return false, nil
+	}
+	if err := s.Stable.SetUint64(keyCurrentTerm, 0); err != nil {
+		return false, fmt.Errorf("reset partial bootstrap: %w", err)
+	}
+	return true, nil
 }
 
 // Close closes the log file. Call it after the Raft instance has shut down.

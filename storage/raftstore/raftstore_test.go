@@ -1,0 +1,76 @@
+package raftstore_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/storage/raftstore"
+)
+
+func open(t *testing.T, dir string) *raftstore.Stores {
+	t.Helper()
+	s, err := raftstore.Open(raftstore.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestResetPartialBootstrap(t *testing.T) {
+	tests := []struct {
+		name      string
+		setup     func(t *testing.T, s *raftstore.Stores)
+		wantReset bool
+	}{
+		{"fresh", func(*testing.T, *raftstore.Stores) {}, false},
+		{"term only", func(t *testing.T, s *raftstore.Stores) {
+			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 1))
+		}, true},
+		{"term and vote", func(t *testing.T, s *raftstore.Stores) {
+			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 3))
+			must(t, s.Stable.SetUint64([]byte("LastVoteTerm"), 3))
+		}, false},
+		{"term and log", func(t *testing.T, s *raftstore.Stores) {
+			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 1))
+			must(t, s.Log.StoreLog(&raft.Log{Index: 1, Term: 1, Type: raft.LogConfiguration}))
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, t.TempDir())
+			tt.setup(t, s)
+			before, err := s.HasState()
+			must(t, err)
+			reset, err := s.ResetPartialBootstrap()
+			must(t, err)
+			if reset != tt.wantReset {
+				t.Fatalf("ResetPartialBootstrap: got %v, want %v", reset, tt.wantReset)
+			}
+			after, err := s.HasState()
+			must(t, err)
+			if want := before && !tt.wantReset; after != want {
+				t.Errorf("HasState after: got %v, want %v (before %v)", after, want, before)
+			}
+		})
+	}
+}
+
+func TestOpenLockedByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	open(t, dir)
+	if _, err := raftstore.Open(raftstore.Config{Dir: dir}); err == nil {
+		t.Fatal("second Open of the same dir: got nil error, want locked")
+	} else if got := err.Error(); !strings.Contains(got, "locked by another process") {
+		t.Errorf("second Open: got %q, want it to say locked by another process", got)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
