@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -74,6 +75,7 @@ type Node struct {
 	mux        *transport.Mux
 	replicas   []*partition.Partition // index = partition number
 
+	closed    atomic.Bool // set by Close: requests fail fast with ErrClosed
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -176,6 +178,7 @@ func (n *Node) Ready() bool {
 // Close shuts every replica down, then the transport. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.closed.Store(true)
 		var wg sync.WaitGroup
 		errs := make([]error, len(n.replicas))
 		for i, r := range n.replicas {

@@ -166,3 +166,20 @@ func TestDataDirIdentity(t *testing.T) {
 		t.Errorf("partitions after reopen: got %d, want 4", got)
 	}
 }
+
+func TestRequestsAfterCloseFailFast(t *testing.T) {
+	n := startNode(t, t.TempDir(), 2)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := n.Apply(context.Background(), &clusterv1.Command{User: alice.User,
+		Op: &clusterv1.Command_CreateChannel{CreateChannel: &heraldv1.CreateChannelRequest{ChannelId: "late"}}})
+	if !errors.Is(err, cluster.ErrClosed) {
+		t.Errorf("Apply after Close: got %v, want ErrClosed", err)
+	}
+	if _, _, err := n.GetChannel(context.Background(), alice, "late"); !errors.Is(err, cluster.ErrClosed) {
+		t.Errorf("GetChannel after Close: got %v, want ErrClosed", err)
+	}
+	t.Logf("both answered in %v", time.Since(start))
+}

@@ -88,6 +88,9 @@ func (n *Node) read(ctx context.Context, channel string, stale bool, fn func(*st
 func (n *Node) retryNotLeader(ctx context.Context, fn func() error) error {
 	backoff := 5 * time.Millisecond
 	for {
+		if n.closed.Load() {
+			return ErrClosed
+		}
 		err := fn()
 		if !errors.Is(err, partition.ErrNotLeader) {
 			return err
