@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 )
@@ -35,7 +36,7 @@ func decodeClientFrame(data []byte, binary bool) (*heraldv1.ClientFrame, error) 
 	var err error
 	if binary {
 		err = protoIn.Unmarshal(data, f)
-		if err == nil && len(f.ProtoReflect().GetUnknown()) > 0 {
+		if err == nil && hasUnknown(f.ProtoReflect()) {
 			err = errors.New("unknown field")
 		}
 	} else {
@@ -51,6 +52,35 @@ func decodeClientFrame(data []byte, binary bool) (*heraldv1.ClientFrame, error) 
 		return nil, fmt.Errorf("%w: frame has no type; set one of auth, subscribe, unsubscribe, post, typing or ping", errFrame)
 	}
 	return f, nil
+}
+
+// hasUnknown reports whether m or any message within it has unknown
+// fields.
+func hasUnknown(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					found = hasUnknown(mv.Message())
+					return !found
+				})
+			}
+		case fd.Message() == nil:
+		case fd.IsList():
+			for i := 0; i < v.List().Len() && !found; i++ {
+				found = hasUnknown(v.List().Get(i).Message())
+			}
+		default:
+			found = hasUnknown(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 // encodeServerFrame encodes a frame for a connection.
