@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
 
@@ -69,7 +70,11 @@ func connectError(log *slog.Logger, err error) *connect.Error {
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
-	case errors.Is(err, cluster.ErrClosed):
+	case errors.Is(err, partition.ErrTooStale):
+		return connect.NewError(connect.CodeUnavailable, errors.New(
+			"the replica has not heard from its partition's leader recently enough for a stale read; retry"))
+	case errors.Is(err, cluster.ErrClosed), errors.Is(err, partition.ErrClosed), errors.Is(err, storage.ErrClosed),
+		errors.Is(err, errShuttingDown):
 		ce := connect.NewError(connect.CodeUnavailable, errors.New("node is shutting down"))
 		ce.Meta().Set(OutcomeHeader, OutcomeNotApplied)
 		return ce

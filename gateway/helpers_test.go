@@ -18,7 +18,7 @@ import (
 // TCP transport, real bbolt files in t.TempDir(), and the gateway on a
 // real HTTP server on 127.0.0.1.
 type node struct {
-	t        *testing.T
+	t        testing.TB
 	Node     *cluster.Node
 	Gateway  *gateway.Server
 	URL      string // http://127.0.0.1:port
@@ -30,18 +30,26 @@ type node struct {
 
 // nodeOptions tweaks startNode.
 type nodeOptions struct {
-	dir     string // data dir; "" = a new t.TempDir()
-	gateway gateway.Config
+	dir      string // data dir; "" = a new t.TempDir()
+	gateway  gateway.Config
+	client   *http.Client // for n.Channels and n.Messages; nil = http.DefaultClient
+	logLevel slog.Leveler // nil = warn
 }
 
 // startNode starts a node with 4 partitions and fast Raft timers, waits
 // until it is ready, and stops it at the end of the test.
-func startNode(t *testing.T, o nodeOptions) *node {
+func startNode(t testing.TB, o nodeOptions) *node {
 	t.Helper()
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if o.logLevel == nil {
+		o.logLevel = slog.LevelWarn
+	}
+	if o.client == nil {
+		o.client = http.DefaultClient
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: o.logLevel}))
 	raftLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +84,8 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	go func() { _ = srv.Serve(ln) }() // returns ErrServerClosed at cleanup
 	tn := &node{t: t, Node: n, Gateway: gw, srv: srv, Addr: ln.Addr().String(),
 		URL: "http://" + ln.Addr().String()}
-	tn.Channels = heraldv1connect.NewChannelServiceClient(http.DefaultClient, tn.URL)
-	tn.Messages = heraldv1connect.NewMessageServiceClient(http.DefaultClient, tn.URL)
+	tn.Channels = heraldv1connect.NewChannelServiceClient(o.client, tn.URL)
+	tn.Messages = heraldv1connect.NewMessageServiceClient(o.client, tn.URL)
 	t.Cleanup(tn.stop)
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() bool { return n.Ready() })
 	return tn
@@ -98,7 +106,7 @@ func (n *node) stop() {
 
 // checkFor polls fn every step until it returns true, failing the test
 // after total.
-func checkFor(t *testing.T, total, step time.Duration, fn func() bool) {
+func checkFor(t testing.TB, total, step time.Duration, fn func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	for !fn() {

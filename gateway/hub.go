@@ -11,12 +11,14 @@ import (
 	"github.com/heraldhq/herald/storage"
 )
 
+var errShuttingDown = errors.New("gateway: node is shutting down")
+
 // catchUpBatch is how many backlog events a subscription reads at a time.
 const catchUpBatch = 256
 
 // sink is where a subscription's frames go: a WebSocket connection or a
-// Connect stream. Its methods never block; they are called with topic locks
-// held, except end.
+// Connect stream. Its methods never block, except waitRoom; they are called
+// with topic locks held, except end and waitRoom.
 type sink interface {
 	// deliverEvent queues an event. false means the sink is full or closed;
 	// a full sink ends all its subscriptions (SLOW_CONSUMER) by itself,
@@ -27,6 +29,11 @@ type sink interface {
 	// end tells the sink the hub ended one of its subscriptions: with a
 	// resync_required, or with an error.
 	end(s *subscription, resync *heraldv1.ResyncRequired, err error)
+	// waitRoom waits until the sink has room for a good share of n more
+	// frames (up to n) and returns that room; 0 means the sink is closed or
+	// full for good, or ctx ended. It paces a backlog to the consumer, so
+	// a long backlog is not mistaken for a slow consumer.
+	waitRoom(ctx context.Context, n int) int
 }
 
 // resyncError is returned by hub.subscribe when the cursor cannot be served
@@ -45,7 +52,8 @@ func (e *resyncError) Error() string {
 // form. A new subscriber reads its backlog itself and then joins the
 // topic's live delivery at the exact seq where its backlog ends.
 //
-// Lock order: hub.mu before topic.mu. Goroutines (one pump per topic, one
+// Lock order: hub.mu, then topic.mu, then wsServer.mu (a sink that
+// overflows while the pump holds topic.mu registers its goroutine). Goroutines (one pump per topic, one
 // catch-up per subscription while it catches up) are owned by the hub and
 // end with its ctx or their topic or subscription.
 type hub struct {
@@ -56,6 +64,7 @@ type hub struct {
 
 	mu     sync.Mutex // guards following
 	topics map[string]*topic
+	closed bool // no goroutine starts once set: wait may be running
 }
 
 func newHub(ctx context.Context, cl Cluster, log *slog.Logger) *hub {
@@ -119,9 +128,9 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 	}
 
 	h.mu.Lock()
-	if h.ctx.Err() != nil {
+	if h.closed {
 		h.mu.Unlock()
-		return nil, errors.New("gateway: shutting down")
+		return nil, errShuttingDown
 	}
 	t, err := h.topicLocked(channel, head)
 	if err != nil {
@@ -135,9 +144,8 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 	snk.deliver(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Subscribed{
 		Subscribed: &heraldv1.Subscribed{ChannelId: channel, HeadSeq: head}}})
 	t.mu.Unlock()
-	h.mu.Unlock()
-
 	h.wg.Go(func() { h.catchUp(cctx, s) })
+	h.mu.Unlock()
 	return s, nil
 }
 
@@ -171,7 +179,11 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 		if ended {
 			return
 		}
-		evs, _, _, err := h.cl.Events(ctx, s.channel, after, catchUpBatch)
+		limit := s.sink.waitRoom(ctx, catchUpBatch)
+		if limit == 0 {
+			return // ended, or a sink full for good ends itself
+		}
+		evs, _, _, err := h.cl.Events(ctx, s.channel, after, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.end(s, endReason(s, err))
@@ -190,7 +202,7 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 			}
 			s.sent = ev.GetSeq()
 		}
-		if len(evs) < catchUpBatch && s.sent >= t.last {
+		if len(evs) < limit && s.sent >= t.last {
 			s.live = true
 			t.mu.Unlock()
 			return
@@ -327,6 +339,11 @@ func (h *hub) relay(channel string, from sink, f *heraldv1.ServerFrame) {
 	}
 }
 
-// wait waits for every pump and catch-up goroutine; the hub's ctx must have
-// ended.
-func (h *hub) wait() { h.wg.Wait() }
+// close stops new subscriptions and waits for every pump and catch-up
+// goroutine; the hub's ctx must have ended.
+func (h *hub) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.wg.Wait()
+}

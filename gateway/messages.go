@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
@@ -114,6 +115,9 @@ func (h *messageService) GetHistory(ctx context.Context, req *heraldv1.GetHistor
 	if err != nil {
 		return nil, connectError(h.s.log, err)
 	}
+	if msgs, cut := fitPage(resp.Messages, h.s.pageBudget(), 0); cut {
+		resp.Messages, resp.HasMore = msgs, true
+	}
 	return resp, nil
 }
 
@@ -128,7 +132,48 @@ func (h *messageService) GetThread(ctx context.Context, req *heraldv1.GetThreadR
 	if err != nil {
 		return nil, connectError(h.s.log, err)
 	}
+	if msgs, cut := fitPage(resp.Replies, h.s.pageBudget(), encodedBound(resp.GetParent())); cut {
+		resp.Replies, resp.HasMore = msgs, true
+	}
 	return resp, nil
+}
+
+// pageBudget is how many bytes of messages a history or thread page may
+// carry: three quarters of the response limit, the rest left for the
+// other fields and the envelope.
+func (s *Server) pageBudget() int { return 3 * s.sendMaxBytes() / 4 }
+
+// fitPage keeps the longest prefix of a page whose encoding, after used
+// bytes of other fields, stays within budget in any codec, and reports
+// whether it dropped any message. A page of messages near the text limit
+// would otherwise exceed the response limit and fail however the client
+// retried; a shorter page with has_more lets it read on. It keeps at least
+// one message, so paging always advances.
+func fitPage(msgs []*heraldv1.Message, budget, used int) ([]*heraldv1.Message, bool) {
+	for i, m := range msgs {
+		used += encodedBound(m)
+		if used > budget && i > 0 {
+			return msgs[:i], true
+		}
+	}
+	return msgs, false
+}
+
+// encodedBound bounds a message's encoded size in protobuf and in
+// protojson: its protobuf size, plus JSON's field names, quotes and
+// timestamps, plus five bytes for each byte of text JSON escapes as \uXXXX.
+func encodedBound(m *heraldv1.Message) int {
+	n := proto.Size(m) + 512
+	for _, r := range m.GetReactions() {
+		n += 64 + 2*len(r.GetUsers())
+	}
+	text := m.GetText()
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c < 0x20 || c == '"' || c == '\\' {
+			n += 5
+		}
+	}
+	return n
 }
 
 func validateWindow(channelID string, limit uint32, after, before uint64) error {
@@ -138,7 +183,7 @@ func validateWindow(channelID string, limit uint32, after, before uint64) error 
 	if _, err := storage.ValidateLimit(limit); err != nil {
 		return err
 	}
-	if before != 0 && before <= after+1 {
+	if before != 0 && after >= before-1 { // before <= after+1, without overflow at the top
 		return &storage.Error{Kind: storage.ErrInvalidArgument, Msg: fmt.Sprintf(
 			"before_seq %d and after_seq %d leave no room: both bounds are exclusive", before, after)}
 	}

@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -126,11 +129,18 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 
 	opts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
-		connect.WithSendMaxBytes(4 * cfg.MaxRequestBytes),
+		connect.WithSendMaxBytes(s.sendMaxBytes()),
+		// Replace the default gzip with one that stops inflating past the
+		// limit: Connect inflates an oversize message to its end to report
+		// its size, which a compression bomb turns into seconds of CPU.
+		connect.WithCompression("gzip", nil, nil),
+		connect.WithCompression("gzip", func() connect.Decompressor {
+			return &limitedGzip{limit: int64(cfg.MaxRequestBytes)}
+		}, func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
 	}
 	mux := http.NewServeMux()
-	mux.Handle(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...))
-	mux.Handle(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...))
+	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...)))
+	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...)))
 	mux.Handle("GET /ws", s.ws)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n")) // best effort: the client may be gone
@@ -146,6 +156,9 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	return s, nil
 }
 
+// sendMaxBytes caps a Connect response message.
+func (s *Server) sendMaxBytes() int { return 4 * s.cfg.MaxRequestBytes }
+
 // Handler returns the HTTP handler serving every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -159,7 +172,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.ws.close()
-		s.hub.wait()
+		s.hub.close()
 	})
 	return nil
 }
@@ -185,3 +198,43 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 	}
 }
+
+// limitBody caps the request bodies of a Connect handler at the message
+// limit plus room for framing. Connect reads an oversize body to its end to
+// report its size; past the cap it stops with resource_exhausted instead,
+// so a body that never ends cannot hold a handler.
+func limitBody(maxMessage int) func(string, http.Handler) (string, http.Handler) {
+	const framing = 4 << 10 // envelope prefixes, with room to spare
+	limit := int64(maxMessage) + framing
+	return func(path string, h http.Handler) (string, http.Handler) {
+		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// limitedGzip is a gzip connect.Decompressor that fails once it has
+// inflated more than limit bytes, so a compression bomb is refused after
+// the limit rather than inflated in full.
+type limitedGzip struct {
+	zr    gzip.Reader
+	limit int64
+	n     int64
+}
+
+func (d *limitedGzip) Read(p []byte) (int, error) {
+	if d.n > d.limit {
+		return 0, fmt.Errorf("gateway: inflated message is over %d bytes", d.limit)
+	}
+	n, err := d.zr.Read(p)
+	d.n += int64(n)
+	return n, err
+}
+
+func (d *limitedGzip) Reset(r io.Reader) error {
+	d.n = 0
+	return d.zr.Reset(r)
+}
+
+func (d *limitedGzip) Close() error { return d.zr.Close() }

@@ -1,16 +1,19 @@
 package gateway
 
 import (
+	"context"
 	"sync"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 )
 
 // streamSink queues one Subscribe stream's responses for its handler
-// goroutine. It is mutex-guarded; the hub's calls never block.
+// goroutine. It is mutex-guarded; the hub's calls never block, except
+// waitRoom.
 type streamSink struct {
-	limit  int
-	notify chan struct{} // size 1: a coalesced wake-up for the handler
+	limit   int
+	notify  chan struct{} // size 1: a coalesced wake-up for the handler
+	drained chan struct{} // size 1: a coalesced signal that take emptied the queue
 
 	mu       sync.Mutex // guards following
 	items    []*heraldv1.SubscribeResponse
@@ -19,7 +22,7 @@ type streamSink struct {
 }
 
 func newStreamSink(limit int) *streamSink {
-	return &streamSink{limit: limit, notify: make(chan struct{}, 1)}
+	return &streamSink{limit: limit, notify: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
 }
 
 func (k *streamSink) push(r *heraldv1.SubscribeResponse) bool {
@@ -60,9 +63,36 @@ func (k *streamSink) end(_ *subscription, resync *heraldv1.ResyncRequired, err e
 // stream ended or whether it overflowed.
 func (k *streamSink) take() (items []*heraldv1.SubscribeResponse, end *reason, overflow bool) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	items, k.items = k.items, nil
-	return items, k.ended, k.overflow
+	end, overflow = k.ended, k.overflow
+	k.mu.Unlock()
+	if len(items) > 0 {
+		select {
+		case k.drained <- struct{}{}:
+		default:
+		}
+	}
+	return items, end, overflow
+}
+
+func (k *streamSink) waitRoom(ctx context.Context, n int) int {
+	want := min(n, max(1, k.limit/2))
+	for {
+		k.mu.Lock()
+		room, done := k.limit-len(k.items), k.overflow || k.ended != nil
+		k.mu.Unlock()
+		switch {
+		case done:
+			return 0
+		case room >= want:
+			return min(n, room)
+		}
+		select {
+		case <-k.drained:
+		case <-ctx.Done():
+			return 0
+		}
+	}
 }
 
 func (k *streamSink) wake() {

@@ -17,6 +17,13 @@ import (
 	"github.com/heraldhq/herald/storage"
 )
 
+// closeWait bounds how long Close waits for a connection to take its
+// close frame.
+const closeWait = time.Second
+
+// writeWait bounds one write to a client; past it the connection closes.
+const writeWait = 10 * time.Second
+
 // typingInterval is the least time between two typing frames a connection
 // relays for one channel; extra ones are dropped.
 const typingInterval = 3 * time.Second
@@ -93,7 +100,7 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
 	conn := &wsConn{w: w, c: c, binary: binary, caller: w.s.caller(r.Context()),
-		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription),
+		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription), drained: make(chan struct{}, 1),
 		typing: make(map[string]time.Time)}
 	c.Session().Store("conn", conn)
 	w.mu.Lock()
@@ -104,8 +111,8 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.conns[conn] = struct{}{}
+	w.wg.Go(c.ReadLoop) // under mu: close cannot be waiting yet
 	w.mu.Unlock()
-	w.wg.Go(c.ReadLoop)
 }
 
 func (w *wsServer) pingLoop() {
@@ -120,7 +127,10 @@ func (w *wsServer) pingLoop() {
 		w.mu.Lock()
 		for conn := range w.conns {
 			c := conn.c
-			c.Async(func() { _ = c.WritePing(nil) }) // a failed write closes the conn
+			c.Async(func() {
+				_ = c.SetWriteDeadline(time.Now().Add(writeWait)) // fails only if closed
+				_ = c.WritePing(nil)                              // a failed write closes the conn
+			})
 		}
 		w.mu.Unlock()
 	}
@@ -136,9 +146,18 @@ func (w *wsServer) close() {
 		conns = append(conns, c)
 	}
 	w.mu.Unlock()
+	// A client that does not read must not hold up the shutdown, nor the
+	// goodbye to the others: each connection gets closeWait, in parallel,
+	// after which its blocked write (and so the close frame behind it)
+	// fails, which also ends its read loop.
+	var closing sync.WaitGroup
 	for _, c := range conns {
-		_ = c.c.WriteClose(1001, []byte("node is shutting down")) // best effort
+		closing.Go(func() {
+			_ = c.c.SetWriteDeadline(time.Now().Add(closeWait))       // fails only if closed
+			_ = c.c.WriteClose(1001, []byte("node is shutting down")) // best effort
+		})
 	}
+	closing.Wait()
 	w.wg.Wait()
 }
 
@@ -155,6 +174,7 @@ type wsConn struct {
 
 	pending    atomic.Int64 // frames queued to gws and not yet written
 	overflowed atomic.Bool
+	drained    chan struct{} // size 1: a coalesced signal that pending fell
 
 	mu     sync.Mutex // guards following
 	subs   map[string]*subscription
@@ -163,7 +183,8 @@ type wsConn struct {
 
 func (k *wsConn) limit() int64 { return int64(k.w.s.cfg.QueueFrames) }
 
-// write queues an encoded frame, refusing it once the queue is full.
+// write queues an encoded event or control frame, refusing it once the
+// queue is full.
 func (k *wsConn) write(b []byte) bool {
 	if k.overflowed.Load() {
 		return false
@@ -173,8 +194,40 @@ func (k *wsConn) write(b []byte) bool {
 		k.overflow()
 		return false
 	}
-	k.c.WriteAsync(k.opcode(), b, func(error) { k.pending.Add(-1) })
+	k.enqueue(b)
 	return true
+}
+
+// enqueue hands a counted frame to gws's write queue. Every write gets a
+// deadline, so a client that stops reading fails its write (and the
+// connection closes) instead of holding the queue forever.
+func (k *wsConn) enqueue(b []byte) {
+	k.c.Async(func() {
+		_ = k.c.SetWriteDeadline(time.Now().Add(writeWait)) // fails only if closed
+		_ = k.c.WriteMessage(k.opcode(), b)                 // a failed write closes the conn
+		k.pending.Add(-1)
+		select {
+		case k.drained <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (k *wsConn) waitRoom(ctx context.Context, n int) int {
+	want := min(n, max(1, int(k.limit())/2))
+	for !k.overflowed.Load() {
+		if room := int(k.limit() - k.pending.Load()); room >= want {
+			return min(n, room)
+		}
+		select {
+		case <-k.drained:
+		case <-ctx.Done():
+			return 0
+		case <-k.ctx.Done():
+			return 0
+		}
+	}
+	return 0
 }
 
 func (k *wsConn) opcode() gws.Opcode {
@@ -202,15 +255,22 @@ func (k *wsConn) deliver(f *heraldv1.ServerFrame) bool {
 	return k.write(b)
 }
 
-// send queues a reply or error frame outside the queue bound: the client
-// asked for it, and it reads one reply per request.
+// send queues a reply, error or resync frame. These answer the client's
+// own requests, so they are not refused while events are, but they count:
+// a client that sends requests and never reads the answers overflows at
+// twice the queue bound.
 func (k *wsConn) send(f *heraldv1.ServerFrame) {
 	b, err := encodeServerFrame(f, k.binary)
 	if err != nil {
 		k.w.s.log.Error("encode frame", "err", err)
 		return
 	}
-	k.c.WriteAsync(k.opcode(), b, nil)
+	if k.pending.Add(1) > 2*k.limit() && !k.overflowed.Load() {
+		k.pending.Add(-1)
+		k.overflow()
+		return
+	}
+	k.enqueue(b)
 }
 
 func (k *wsConn) end(s *subscription, resync *heraldv1.ResyncRequired, err error) {
@@ -233,6 +293,11 @@ func (k *wsConn) end(s *subscription, resync *heraldv1.ResyncRequired, err error
 func (k *wsConn) overflow() {
 	if !k.overflowed.CompareAndSwap(false, true) {
 		return
+	}
+	k.w.mu.Lock()
+	defer k.w.mu.Unlock()
+	if k.w.closed {
+		return // close is saying goodbye to every connection
 	}
 	k.w.wg.Go(func() {
 		k.mu.Lock()
