@@ -127,7 +127,12 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*raft.NetworkTran
 		Stream:  l,
 		MaxPool: transportMaxPool,
 		Timeout: transportTimeout,
-		Logger:  logger,
+		// 1 turns raft's pipelined replication off. With pipelining, a
+		// follower's reply that ends the pipeline while another request is
+		// in flight can block the sender for good (hashicorp/raft#612): the
+		// follower then gets heartbeats but no entries, and Shutdown hangs.
+		MaxRPCsInFlight: 1,
+		Logger:          logger,
 	}), nil
 }
 
