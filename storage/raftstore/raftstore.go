@@ -24,7 +24,7 @@ import (
 // File and directory names inside a replica directory.
 const (
 	LogFile     = "raft.db"
-	SnapshotDir = "snapshots"
+	SnapshotDir = "snapshots" // made by raft's file snapshot store
 )
 
 // Config says where and how to open the stores.
@@ -86,8 +86,8 @@ func Open(cfg Config) (*Stores, error) {
 		_ = store.Close() // best effort: report the cache error
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, SnapshotDir),
-		cfg.RetainSnapshots, cfg.Logger)
+	// The store keeps its files in Dir/snapshots (SnapshotDir).
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.RetainSnapshots, cfg.Logger)
 	if err != nil {
 		_ = store.Close() // best effort: report the snapshot store error
 		return nil, fmt.Errorf("open snapshot store: %w", err)
