@@ -20,6 +20,7 @@ type Feed struct {
 
 	mu       sync.Mutex // guards following
 	watchers map[string]map[*Stream]struct{}
+	closed   bool
 }
 
 func newFeed(db *storage.DB) *Feed {
@@ -34,6 +35,10 @@ func (f *Feed) Watch(channel string, after uint64) *Stream {
 		notify: make(chan struct{}, 1)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		s.closed = true
+		return s
+	}
 	set := f.watchers[channel]
 	if set == nil {
 		set = make(map[*Stream]struct{})
@@ -65,6 +70,23 @@ func (f *Feed) reset() {
 			s.markDirty()
 		}
 	}
+}
+
+// close ends every stream: a blocked Next returns ErrClosed, and so does
+// every stream watched afterwards. The replica is shutting down.
+func (f *Feed) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for _, set := range f.watchers {
+		for s := range set {
+			s.mu.Lock()
+			s.closed = true
+			s.mu.Unlock()
+			s.wake()
+		}
+	}
+	f.watchers = make(map[string]map[*Stream]struct{})
 }
 
 func (f *Feed) remove(s *Stream) {

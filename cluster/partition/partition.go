@@ -38,8 +38,9 @@ type Partition struct {
 	// Barrier: every entry of earlier terms is applied, so linearizable
 	// reads may be served from its state.
 	readyTerm atomic.Uint64
-	barrierMu sync.Mutex // serialises the Barrier that sets readyTerm
+	barrier   chan struct{} // size 1: a lock on the Barrier that sets readyTerm, usable with ctx
 
+	closed    atomic.Bool        // set first thing in Close
 	stop      context.CancelFunc // ends watchLeadership
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -69,7 +70,8 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 		_ = stores.Close() // best effort: report the open error
 		return nil, err
 	}
-	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db)}
+	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db),
+		barrier: make(chan struct{}, 1)}
 	if err := p.start(trans); err != nil {
 		_ = db.Close()     // best effort: report the start error
 		_ = stores.Close() // best effort: report the start error
@@ -145,6 +147,9 @@ func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*stora
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
+	if p.closed.Load() {
+		return nil, ErrClosed
+	}
 	if !p.IsLeader() {
 		return nil, p.notLeader()
 	}
@@ -214,6 +219,9 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if p.closed.Load() {
+		return ErrClosed
+	}
 	if stale {
 		if !p.IsLeader() && time.Since(p.raft.LastContact()) > p.cfg.MaxStale {
 			return fmt.Errorf("%w: partition %d last heard from a leader %v ago",
@@ -224,7 +232,8 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	if !p.IsLeader() {
 		return p.notLeader()
 	}
-	if err := p.awaitReady(ctx); err != nil {
+	term, err := p.awaitReady(ctx)
+	if err != nil {
 		return err
 	}
 	if err := p.db.View(fn); err != nil {
@@ -236,30 +245,42 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 		}
 		return fmt.Errorf("partition %d: verify leader: %w", p.cfg.ID, err)
 	}
+	// VerifyLeader may have succeeded in a later term, after this replica
+	// lost leadership and won it back, and a leader in between may have
+	// acknowledged writes the read missed. Still in the barrier's term, the
+	// replica led throughout.
+	if p.raft.CurrentTerm() != term {
+		return p.notLeader()
+	}
 	return nil
 }
 
-// awaitReady makes sure a Barrier has completed in the current term.
-func (p *Partition) awaitReady(ctx context.Context) error {
+// awaitReady makes sure a Barrier has completed in the current term, and
+// returns that term.
+func (p *Partition) awaitReady(ctx context.Context) (uint64, error) {
 	term := p.raft.CurrentTerm()
 	if p.readyTerm.Load() == term {
-		return nil
+		return term, nil
 	}
-	p.barrierMu.Lock()
-	defer p.barrierMu.Unlock()
+	select {
+	case p.barrier <- struct{}{}:
+		defer func() { <-p.barrier }()
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 	if p.readyTerm.Load() == term {
-		return nil
+		return term, nil
 	}
 	if err := wait(ctx, p.raft.Barrier(enqueueTimeout(ctx))); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return p.notLeader()
+			return 0, p.notLeader()
 		}
-		return fmt.Errorf("partition %d: barrier: %w", p.cfg.ID, err)
+		return 0, fmt.Errorf("partition %d: barrier: %w", p.cfg.ID, err)
 	}
 	// The barrier committed while this replica led, so it led throughout
 	// term: a leader that loses leadership fails its pending futures.
 	p.readyTerm.Store(term)
-	return nil
+	return term, nil
 }
 
 // watchLeadership runs the Barrier of each new leadership at once, so the
@@ -273,7 +294,7 @@ func (p *Partition) watchLeadership(ctx context.Context) {
 		case leader := <-p.raft.LeaderCh():
 			p.log.Info("leadership changed", "leader", leader, "term", p.raft.CurrentTerm())
 			if leader {
-				if err := p.awaitReady(ctx); err != nil {
+				if _, err := p.awaitReady(ctx); err != nil {
 					p.log.Debug("barrier after election failed", "err", err)
 				}
 			}
@@ -318,6 +339,8 @@ func (p *Partition) Status() Status {
 // then closes the stores and the state file. It is idempotent.
 func (p *Partition) Close() error {
 	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		p.feed.close()
 		if p.IsLeader() && len(p.raft.GetConfiguration().Configuration().Servers) > 1 {
 			if err := p.raft.LeadershipTransfer().Error(); err != nil {
 				p.log.Debug("leadership transfer before shutdown failed", "err", err)
