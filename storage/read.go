@@ -98,15 +98,11 @@ func (r *Reader) History(c Caller, req *heraldv1.GetHistoryRequest) (*heraldv1.G
 	}
 	seqs, more := scanSeqs(r.tx.Bucket(bucketRoots), chanPrefix(id),
 		req.GetAfterSeq(), req.GetBeforeSeq(), limit, !req.GetOldestFirst())
-	resp := &heraldv1.GetHistoryResponse{HasMore: more, AppliedIndex: r.AppliedIndex()}
-	for _, seq := range seqs {
-		m, err := r.message(id, seq)
-		if err != nil {
-			return nil, err
-		}
-		resp.Messages = append(resp.Messages, m)
+	msgs, err := r.messages(id, seqs)
+	if err != nil {
+		return nil, err
 	}
-	return resp, nil
+	return &heraldv1.GetHistoryResponse{Messages: msgs, HasMore: more, AppliedIndex: r.AppliedIndex()}, nil
 }
 
 // Thread answers a GetThread request for c: the parent and its replies
@@ -126,26 +122,28 @@ func (r *Reader) Thread(c Caller, req *heraldv1.GetThreadRequest) (*heraldv1.Get
 	}
 	seqs, more := scanSeqs(r.tx.Bucket(bucketThreads), seqKey(id, req.GetThreadSeq()),
 		req.GetAfterSeq(), 0, limit, false)
-	resp := &heraldv1.GetThreadResponse{Parent: rec.GetMessage(), HasMore: more, AppliedIndex: r.AppliedIndex()}
-	for _, seq := range seqs {
-		m, err := r.message(id, seq)
-		if err != nil {
-			return nil, err
-		}
-		resp.Replies = append(resp.Replies, m)
-	}
-	return resp, nil
-}
-
-func (r *Reader) message(channel string, seq uint64) (*heraldv1.Message, error) {
-	rec, err := getMessage(r.tx, channel, seq)
+	replies, err := r.messages(id, seqs)
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil {
-		return nil, fmt.Errorf("index names message %d of %q, which is missing", seq, channel)
+	return &heraldv1.GetThreadResponse{Parent: rec.GetMessage(), Replies: replies, HasMore: more,
+		AppliedIndex: r.AppliedIndex()}, nil
+}
+
+// messages loads the messages an index named, in order.
+func (r *Reader) messages(channel string, seqs []uint64) ([]*heraldv1.Message, error) {
+	out := make([]*heraldv1.Message, 0, len(seqs))
+	for _, seq := range seqs {
+		rec, err := getMessage(r.tx, channel, seq)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil {
+			return nil, fmt.Errorf("index names message %d of %q, which is missing", seq, channel)
+		}
+		out = append(out, rec.GetMessage())
 	}
-	return rec.GetMessage(), nil
+	return out, nil
 }
 
 // scanSeqs walks keys prefix ‖ seq of an index bucket with after < seq <
