@@ -6,6 +6,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Defaults applied by DefaultConfig and to zero fields of Config.
@@ -49,6 +51,12 @@ type Config struct {
 	// Handshake, if non-nil, runs on both ends of every connection after
 	// the header; see HandshakeFunc. Nil means no authentication.
 	Handshake HandshakeFunc
+
+	// AddressProvider, if non-nil, resolves a Raft server id to the address
+	// to dial, for every transport NewTransport builds; raft falls back to
+	// the address in its configuration when it fails. It lets peers move
+	// (or be reached through a proxy) without a configuration change.
+	AddressProvider raft.ServerAddressProvider
 
 	// Logger receives connection-level diagnostics. Nil discards them.
 	Logger *slog.Logger

@@ -131,8 +131,9 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*raft.NetworkTran
 		// follower's reply that ends the pipeline while another request is
 		// in flight can block the sender for good (hashicorp/raft#612): the
 		// follower then gets heartbeats but no entries, and Shutdown hangs.
-		MaxRPCsInFlight: 1,
-		Logger:          logger,
+		MaxRPCsInFlight:       1,
+		ServerAddressProvider: m.cfg.AddressProvider,
+		Logger:                logger,
 	}), nil
 }
 
