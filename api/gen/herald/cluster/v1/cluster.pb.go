@@ -1838,7 +1838,9 @@ func (*DigestOp) Descriptor() ([]byte, []int) {
 }
 
 type RecoverOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation is the placement generation the recovered group starts.
+	Generation    uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1871,6 +1873,13 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
 	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RecoverOp) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type ReplicaOpResponse struct {
@@ -1935,6 +1944,214 @@ func (x *ReplicaOpResponse) GetNotLeader() *NotLeader {
 }
 
 func (x *ReplicaOpResponse) GetError() *DomainError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SnapshotRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+type SnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SnapshotResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RestoreRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *RestoreRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type RestoreResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	NotLeader     *NotLeader             `protobuf:"bytes,2,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
+	Error         *DomainError           `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreResponse) Reset() {
+	*x = RestoreResponse{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreResponse) ProtoMessage() {}
+
+func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
+func (*RestoreResponse) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RestoreResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetNotLeader() *NotLeader {
+	if x != nil {
+		return x.NotLeader
+	}
+	return nil
+}
+
+func (x *RestoreResponse) GetError() *DomainError {
 	if x != nil {
 		return x.Error
 	}
@@ -2074,14 +2291,30 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"to_node_id\x18\x01 \x01(\tR\btoNodeId\"\n" +
 	"\n" +
-	"\bDigestOp\"\v\n" +
-	"\tRecoverOp\"\xc3\x01\n" +
+	"\bDigestOp\"+\n" +
+	"\tRecoverOp\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"\xc3\x01\n" +
 	"\x11ReplicaOpResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12;\n" +
 	"\n" +
 	"not_leader\x18\x03 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
-	"\x05error\x18\x04 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xa9\x05\n" +
+	"\x05error\x18\x04 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error\"/\n" +
+	"\x0fSnapshotRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\"K\n" +
+	"\x10SnapshotResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"B\n" +
+	"\x0eRestoreRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x0fRestoreResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12;\n" +
+	"\n" +
+	"not_leader\x18\x02 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xd8\x06\n" +
 	"\x0eClusterService\x12L\n" +
 	"\x05Hello\x12\x1f.herald.cluster.v1.HelloRequest\x1a .herald.cluster.v1.HelloResponse\"\x00\x12I\n" +
 	"\x04Join\x12\x1e.herald.cluster.v1.JoinRequest\x1a\x1f.herald.cluster.v1.JoinResponse\"\x00\x12^\n" +
@@ -2091,7 +2324,9 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05Watch\x12\x1f.herald.cluster.v1.WatchRequest\x1a .herald.cluster.v1.WatchResponse\"\x000\x01\x12[\n" +
 	"\n" +
 	"NodeStatus\x12$.herald.cluster.v1.NodeStatusRequest\x1a%.herald.cluster.v1.NodeStatusResponse\"\x00\x12X\n" +
-	"\tReplicaOp\x12#.herald.cluster.v1.ReplicaOpRequest\x1a$.herald.cluster.v1.ReplicaOpResponse\"\x00B@Z>github.com/heraldhq/herald/api/gen/herald/cluster/v1;clusterv1b\x06proto3"
+	"\tReplicaOp\x12#.herald.cluster.v1.ReplicaOpRequest\x1a$.herald.cluster.v1.ReplicaOpResponse\"\x00\x12W\n" +
+	"\bSnapshot\x12\".herald.cluster.v1.SnapshotRequest\x1a#.herald.cluster.v1.SnapshotResponse\"\x000\x01\x12T\n" +
+	"\aRestore\x12!.herald.cluster.v1.RestoreRequest\x1a\".herald.cluster.v1.RestoreResponse\"\x00(\x01B@Z>github.com/heraldhq/herald/api/gen/herald/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_herald_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -2106,7 +2341,7 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
 	(*HelloRequest)(nil),           // 1: herald.cluster.v1.HelloRequest
@@ -2137,86 +2372,96 @@ var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(*DigestOp)(nil),               // 26: herald.cluster.v1.DigestOp
 	(*RecoverOp)(nil),              // 27: herald.cluster.v1.RecoverOp
 	(*ReplicaOpResponse)(nil),      // 28: herald.cluster.v1.ReplicaOpResponse
-	(*v1.Node)(nil),                // 29: herald.v1.Node
-	(*MetaState)(nil),              // 30: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 31: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 32: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 33: herald.v1.Channel
-	(*v1.Message)(nil),             // 34: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 35: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 36: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 37: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 38: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 39: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 40: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 41: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 42: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 43: herald.v1.Replica
+	(*SnapshotRequest)(nil),        // 29: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 30: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 31: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 32: herald.cluster.v1.RestoreResponse
+	(*v1.Node)(nil),                // 33: herald.v1.Node
+	(*MetaState)(nil),              // 34: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 35: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 36: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 37: herald.v1.Channel
+	(*v1.Message)(nil),             // 38: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 39: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 40: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 41: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 42: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 43: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 44: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 45: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 46: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 47: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	29, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	29, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	29, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	29, // 3: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	30, // 4: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	33, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	33, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	33, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	33, // 3: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	34, // 4: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 5: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	31, // 6: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	30, // 7: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	35, // 6: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	34, // 7: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 8: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	8,  // 9: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
 	0,  // 10: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	32, // 11: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	36, // 11: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
 	12, // 12: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
 	8,  // 13: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 14: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	9,  // 15: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
-	33, // 16: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	34, // 17: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	37, // 16: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	38, // 17: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
 	13, // 18: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	35, // 19: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	36, // 20: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	37, // 21: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	38, // 22: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	39, // 19: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	40, // 20: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	41, // 21: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	42, // 22: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
 	15, // 23: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	39, // 24: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	40, // 25: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	41, // 26: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	42, // 27: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	43, // 24: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	44, // 25: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	45, // 26: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	46, // 27: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
 	18, // 28: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
 	16, // 29: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
 	8,  // 30: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 31: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	33, // 32: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	39, // 33: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	29, // 34: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	37, // 32: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	43, // 33: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	33, // 34: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
 	23, // 35: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	43, // 36: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	47, // 36: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
 	25, // 37: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
 	26, // 38: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
 	27, // 39: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
 	7,  // 40: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	8,  // 41: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 42: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 43: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 44: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 45: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	14, // 46: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	19, // 47: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	21, // 48: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	24, // 49: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	2,  // 50: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 51: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 52: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 53: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	17, // 54: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	20, // 55: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	22, // 56: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	28, // 57: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	50, // [50:58] is the sub-list for method output_type
-	42, // [42:50] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	7,  // 42: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 43: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	1,  // 44: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	3,  // 45: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	5,  // 46: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	10, // 47: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	14, // 48: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	19, // 49: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	21, // 50: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	24, // 51: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	29, // 52: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	31, // 53: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	2,  // 54: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	4,  // 55: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	6,  // 56: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	11, // 57: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	17, // 58: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	20, // 59: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	22, // 60: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	28, // 61: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	30, // 62: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	32, // 63: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	54, // [54:64] is the sub-list for method output_type
+	44, // [44:54] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -2260,7 +2505,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -372,7 +372,10 @@ type Placement struct {
 	// placement has epoch 1 and only then may replicas bootstrap the group.
 	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// expect_epoch, in SetPlacement, is the epoch the change was planned on.
-	ExpectEpoch   uint64 `protobuf:"varint,4,opt,name=expect_epoch,json=expectEpoch,proto3" json:"expect_epoch,omitempty"`
+	ExpectEpoch uint64 `protobuf:"varint,4,opt,name=expect_epoch,json=expectEpoch,proto3" json:"expect_epoch,omitempty"`
+	// generation counts recoveries of the partition (RecoverPartition): a
+	// replica made for an older generation is discarded, never rejoined.
+	Generation    uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +434,13 @@ func (x *Placement) GetEpoch() uint64 {
 func (x *Placement) GetExpectEpoch() uint64 {
 	if x != nil {
 		return x.ExpectEpoch
+	}
+	return 0
+}
+
+func (x *Placement) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
 	}
 	return 0
 }
@@ -556,12 +566,15 @@ const file_herald_cluster_v1_meta_proto_rawDesc = "" +
 	"\fSetPlacement\x12<\n" +
 	"\n" +
 	"placements\x18\x01 \x03(\v2\x1c.herald.cluster.v1.PlacementR\n" +
-	"placements\"~\n" +
+	"placements\"\x9e\x01\n" +
 	"\tPlacement\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x1a\n" +
 	"\breplicas\x18\x02 \x03(\tR\breplicas\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12!\n" +
-	"\fexpect_epoch\x18\x04 \x01(\x04R\vexpectEpoch\"\xe7\x01\n" +
+	"\fexpect_epoch\x18\x04 \x01(\x04R\vexpectEpoch\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\"\xe7\x01\n" +
 	"\tMetaState\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +

@@ -52,6 +52,10 @@ const (
 	// ClusterServiceReplicaOpProcedure is the fully-qualified name of the ClusterService's ReplicaOp
 	// RPC.
 	ClusterServiceReplicaOpProcedure = "/herald.cluster.v1.ClusterService/ReplicaOp"
+	// ClusterServiceSnapshotProcedure is the fully-qualified name of the ClusterService's Snapshot RPC.
+	ClusterServiceSnapshotProcedure = "/herald.cluster.v1.ClusterService/Snapshot"
+	// ClusterServiceRestoreProcedure is the fully-qualified name of the ClusterService's Restore RPC.
+	ClusterServiceRestoreProcedure = "/herald.cluster.v1.ClusterService/Restore"
 )
 
 // ClusterServiceClient is a client for the herald.cluster.v1.ClusterService service.
@@ -75,6 +79,11 @@ type ClusterServiceClient interface {
 	NodeStatus(context.Context, *v1.NodeStatusRequest) (*v1.NodeStatusResponse, error)
 	// ReplicaOp runs an operation on this node's replica of a partition.
 	ReplicaOp(context.Context, *v1.ReplicaOpRequest) (*v1.ReplicaOpResponse, error)
+	// Snapshot streams a snapshot of this node's replica of a partition.
+	Snapshot(context.Context, *v1.SnapshotRequest) (*connect.ServerStreamForClient[v1.SnapshotResponse], error)
+	// Restore replaces a partition's state with a saved snapshot, through
+	// this node's replica, which must lead.
+	Restore(context.Context) (*connect.ClientStreamForClientSimple[v1.RestoreRequest, v1.RestoreResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the herald.cluster.v1.ClusterService service. By
@@ -136,6 +145,18 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("ReplicaOp")),
 			connect.WithClientOptions(opts...),
 		),
+		snapshot: connect.NewClient[v1.SnapshotRequest, v1.SnapshotResponse](
+			httpClient,
+			baseURL+ClusterServiceSnapshotProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Snapshot")),
+			connect.WithClientOptions(opts...),
+		),
+		restore: connect.NewClient[v1.RestoreRequest, v1.RestoreResponse](
+			httpClient,
+			baseURL+ClusterServiceRestoreProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Restore")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -149,6 +170,8 @@ type clusterServiceClient struct {
 	watch       *connect.Client[v1.WatchRequest, v1.WatchResponse]
 	nodeStatus  *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
 	replicaOp   *connect.Client[v1.ReplicaOpRequest, v1.ReplicaOpResponse]
+	snapshot    *connect.Client[v1.SnapshotRequest, v1.SnapshotResponse]
+	restore     *connect.Client[v1.RestoreRequest, v1.RestoreResponse]
 }
 
 // Hello calls herald.cluster.v1.ClusterService.Hello.
@@ -219,6 +242,16 @@ func (c *clusterServiceClient) ReplicaOp(ctx context.Context, req *v1.ReplicaOpR
 	return nil, err
 }
 
+// Snapshot calls herald.cluster.v1.ClusterService.Snapshot.
+func (c *clusterServiceClient) Snapshot(ctx context.Context, req *v1.SnapshotRequest) (*connect.ServerStreamForClient[v1.SnapshotResponse], error) {
+	return c.snapshot.CallServerStream(ctx, connect.NewRequest(req))
+}
+
+// Restore calls herald.cluster.v1.ClusterService.Restore.
+func (c *clusterServiceClient) Restore(ctx context.Context) (*connect.ClientStreamForClientSimple[v1.RestoreRequest, v1.RestoreResponse], error) {
+	return c.restore.CallClientStreamSimple(ctx)
+}
+
 // ClusterServiceHandler is an implementation of the herald.cluster.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Hello exchanges node identities; a starting node calls it on its
@@ -240,6 +273,11 @@ type ClusterServiceHandler interface {
 	NodeStatus(context.Context, *v1.NodeStatusRequest) (*v1.NodeStatusResponse, error)
 	// ReplicaOp runs an operation on this node's replica of a partition.
 	ReplicaOp(context.Context, *v1.ReplicaOpRequest) (*v1.ReplicaOpResponse, error)
+	// Snapshot streams a snapshot of this node's replica of a partition.
+	Snapshot(context.Context, *v1.SnapshotRequest, *connect.ServerStream[v1.SnapshotResponse]) error
+	// Restore replaces a partition's state with a saved snapshot, through
+	// this node's replica, which must lead.
+	Restore(context.Context, *connect.ClientStream[v1.RestoreRequest]) (*v1.RestoreResponse, error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -297,6 +335,18 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("ReplicaOp")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceSnapshotHandler := connect.NewServerStreamHandlerSimple(
+		ClusterServiceSnapshotProcedure,
+		svc.Snapshot,
+		connect.WithSchema(clusterServiceMethods.ByName("Snapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceRestoreHandler := connect.NewClientStreamHandlerSimple(
+		ClusterServiceRestoreProcedure,
+		svc.Restore,
+		connect.WithSchema(clusterServiceMethods.ByName("Restore")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/herald.cluster.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceHelloProcedure:
@@ -315,6 +365,10 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceNodeStatusHandler.ServeHTTP(w, r)
 		case ClusterServiceReplicaOpProcedure:
 			clusterServiceReplicaOpHandler.ServeHTTP(w, r)
+		case ClusterServiceSnapshotProcedure:
+			clusterServiceSnapshotHandler.ServeHTTP(w, r)
+		case ClusterServiceRestoreProcedure:
+			clusterServiceRestoreHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -354,4 +408,12 @@ func (UnimplementedClusterServiceHandler) NodeStatus(context.Context, *v1.NodeSt
 
 func (UnimplementedClusterServiceHandler) ReplicaOp(context.Context, *v1.ReplicaOpRequest) (*v1.ReplicaOpResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.ReplicaOp is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Snapshot(context.Context, *v1.SnapshotRequest, *connect.ServerStream[v1.SnapshotResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Snapshot is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Restore(context.Context, *connect.ClientStream[v1.RestoreRequest]) (*v1.RestoreResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Restore is not implemented"))
 }
