@@ -185,6 +185,31 @@ func writeFileSync(path string, r io.Reader, size int64) error {
 	return nil
 }
 
+// VerifySnapshot reads a whole snapshot stream and checks its header, size
+// and checksum, without opening the file. It returns the header's applied
+// index and term.
+func VerifySnapshot(r io.Reader) (index, term uint64, err error) {
+	index, term, size, err := ReadSnapshotHeader(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(r, int64(size)))
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	if n != int64(size) {
+		return 0, 0, fmt.Errorf("%w: file is %d bytes, header says %d", ErrBadSnapshot, n, size)
+	}
+	if err := checkSum(r, h.Sum(nil)); err != nil {
+		return 0, 0, err
+	}
+	if extra, _ := io.Copy(io.Discard, r); extra != 0 {
+		return 0, 0, fmt.Errorf("%w: %d bytes after the checksum", ErrBadSnapshot, extra)
+	}
+	return index, term, nil
+}
+
 // checkSum reads the trailer and compares it with the file's checksum.
 func checkSum(r io.Reader, sum []byte) error {
 	want := make([]byte, sha256.Size)
