@@ -1,0 +1,399 @@
+package meta_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/meta"
+	"github.com/heraldhq/herald/cluster/transport"
+)
+
+// group is the transport group of the metadata replicas.
+const group = "meta"
+
+// Liveness bounds: generous on purpose; the tests log what they measured.
+const (
+	electionWait = 20 * time.Second
+	convergeWait = 20 * time.Second
+	opTimeout    = 10 * time.Second
+	pollStep     = 10 * time.Millisecond
+	closeWait    = 30 * time.Second
+)
+
+// msgRestored is what the FSM logs when it loads a snapshot.
+const msgRestored = "restored metadata from snapshot"
+
+// msgReset is what New logs when it undoes a partial bootstrap.
+const msgReset = "replica was stopped while bootstrapping or joining; its term was cleared"
+
+// checkFor polls fn every step until it returns nil, failing the test with
+// fn's last error if that takes longer than total.
+func checkFor(t *testing.T, total, step time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", total, err)
+		}
+		time.Sleep(step)
+	}
+}
+
+// testWriter forwards to the test's output until the test ends, then drops
+// writes, so Raft goroutines that log late cannot write to a finished test.
+type testWriter struct {
+	mu sync.Mutex
+	// guards following
+	w io.Writer
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.w == nil {
+		return len(p), nil
+	}
+	return w.w.Write(p)
+}
+
+// logSink is a slog.Handler that counts every record's message at Info and
+// above and writes records at or above its output level (Warn, or Debug
+// with META_TEST_LOG set) to the test's output.
+type logSink struct {
+	out   slog.Handler
+	level slog.Level
+
+	mu *sync.Mutex // guards following
+	n  map[string]int
+}
+
+func newLogSink(t *testing.T, node string) *logSink {
+	tw := &testWriter{w: t.Output()}
+	t.Cleanup(func() {
+		tw.mu.Lock()
+		tw.w = nil
+		tw.mu.Unlock()
+	})
+	level := slog.LevelWarn
+	if os.Getenv("META_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	out := slog.NewTextHandler(tw, &slog.HandlerOptions{Level: level}).
+		WithAttrs([]slog.Attr{slog.String("node", node)})
+	return &logSink{out: out, level: level, mu: &sync.Mutex{}, n: make(map[string]int)}
+}
+
+func (s *logSink) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= min(s.level, slog.LevelInfo)
+}
+
+func (s *logSink) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelInfo {
+		s.mu.Lock()
+		s.n[r.Message]++
+		s.mu.Unlock()
+	}
+	if r.Level >= s.level {
+		return s.out.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (s *logSink) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *s
+	c.out = s.out.WithAttrs(attrs)
+	return &c
+}
+
+func (s *logSink) WithGroup(name string) slog.Handler {
+	c := *s
+	c.out = s.out.WithGroup(name)
+	return &c
+}
+
+// count returns how often msg was logged.
+func (s *logSink) count(msg string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[msg]
+}
+
+// replica is one node's metadata replica in a test cluster: its directory,
+// its address and, while it runs, its Mux and Group. The test goroutine
+// owns it.
+type replica struct {
+	t    *testing.T
+	id   string
+	addr string
+	cfg  meta.Config
+	logs *logSink
+	mux  *transport.Mux
+	g    *meta.Group
+}
+
+func (r *replica) running() bool { return r.g != nil }
+
+// start opens the replica from its directory with a new Mux on its
+// address. It does not bootstrap.
+func (r *replica) start() {
+	t := r.t
+	t.Helper()
+	if r.running() {
+		t.Fatalf("start %s: already running", r.id)
+	}
+	var ln net.Listener
+	// The port was ours a moment ago; the kernel may take a moment to let
+	// go of it.
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		ln, err = net.Listen("tcp", r.addr)
+		return err
+	})
+	mux, err := transport.New(transport.Config{Listener: ln})
+	if err != nil {
+		_ = ln.Close()
+		t.Fatalf("start %s: transport.New: %v", r.id, err)
+	}
+	trans, err := mux.NewTransport(group, nil)
+	if err != nil {
+		_ = mux.Close()
+		t.Fatalf("start %s: NewTransport: %v", r.id, err)
+	}
+	g, err := meta.New(r.cfg, trans)
+	if err != nil {
+		_ = trans.Close()
+		_ = mux.Close()
+		t.Fatalf("start %s: meta.New: %v", r.id, err)
+	}
+	r.mux, r.g = mux, g
+}
+
+// stop closes the Group (a leader first hands leadership over), then the
+// Mux, which frees the port.
+func (r *replica) stop() {
+	t := r.t
+	t.Helper()
+	if !r.running() {
+		t.Fatalf("stop %s: not running", r.id)
+	}
+	g, mux := r.g, r.mux
+	r.g, r.mux = nil, nil
+	done := make(chan error, 1)
+	go func() { done <- g.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("stop %s: Close: got %v, want nil", r.id, err)
+		}
+	case <-time.After(closeWait):
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Fatalf("stop %s: Close still running after %v; goroutines:\n%s", r.id, closeWait, b.String())
+	}
+	if err := mux.Close(); err != nil {
+		t.Errorf("stop %s: Mux.Close: got %v, want nil", r.id, err)
+	}
+}
+
+// cluster is a test metadata group: replicas n1..nN, each with its own Mux
+// on 127.0.0.1 and its own directory.
+type cluster struct {
+	t        *testing.T
+	replicas []*replica
+	servers  []raft.Server // the founding configuration
+}
+
+// testConfig returns fast timers for tests.
+func testConfig() meta.Config {
+	return meta.Config{
+		HeartbeatTimeout:   200 * time.Millisecond,
+		ElectionTimeout:    200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// newCluster starts n voters and bootstraps each with the same server
+// list. The cluster stops when the test ends.
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			if r.running() {
+				r.stop()
+			}
+		}
+	})
+	for i := range n {
+		id := fmt.Sprintf("n%d", i+1)
+		r := c.newReplica(id)
+		c.servers = append(c.servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(r.addr)})
+	}
+	for _, r := range c.replicas {
+		r.start()
+		if err := r.g.Bootstrap(c.servers); err != nil {
+			t.Fatalf("%s: Bootstrap: got %v, want nil", r.id, err)
+		}
+	}
+	return c
+}
+
+// newReplica describes a replica with its own directory and address, not
+// started.
+func (c *cluster) newReplica(id string) *replica {
+	logs := newLogSink(c.t, id)
+	cfg := testConfig()
+	cfg.NodeID = id
+	cfg.Dir = filepath.Join(c.t.TempDir(), id)
+	cfg.Logger = slog.New(logs)
+	r := &replica{t: c.t, id: id, addr: freeAddr(c.t), cfg: cfg, logs: logs}
+	c.replicas = append(c.replicas, r)
+	return r
+}
+
+// addReplica starts a replica without Raft state; it waits to be added.
+func (c *cluster) addReplica(id string) *replica {
+	r := c.newReplica(id)
+	r.start()
+	return r
+}
+
+func (c *cluster) running() []*replica {
+	var rs []*replica
+	for _, r := range c.replicas {
+		if r.running() {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// followers returns the running replicas other than leader.
+func (c *cluster) followers(leader *replica) []*replica {
+	var rs []*replica
+	for _, r := range c.running() {
+		if r != leader {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+// waitLeader waits until exactly one running replica leads and every other
+// names it, and logs how long that took.
+func (c *cluster) waitLeader() *replica {
+	t := c.t
+	t.Helper()
+	start := time.Now()
+	var leader *replica
+	checkFor(t, electionWait, pollStep, func() error {
+		leader = nil
+		for _, r := range c.running() {
+			if r.g.IsLeader() {
+				if leader != nil {
+					return fmt.Errorf("both %s and %s lead", leader.id, r.id)
+				}
+				leader = r
+			}
+		}
+		if leader == nil {
+			return errors.New("no replica leads")
+		}
+		for _, r := range c.followers(leader) {
+			if id, _ := r.g.Leader(); id != leader.id {
+				return fmt.Errorf("%s names leader %q, want %q", r.id, id, leader.id)
+			}
+		}
+		return nil
+	})
+	t.Logf("leader %s after %v", leader.id, time.Since(start).Round(time.Millisecond))
+	return leader
+}
+
+// waitSame waits until every running replica's state equals want, and logs
+// how long that took.
+func (c *cluster) waitSame(want *clusterv1.MetaState) {
+	t := c.t
+	t.Helper()
+	start := time.Now()
+	checkFor(t, convergeWait, pollStep, func() error {
+		for _, r := range c.running() {
+			if got := r.g.State(); !proto.Equal(got, want) {
+				return fmt.Errorf("%s state at epoch %d: got %v, want %v", r.id, got.GetEpoch(), got, want)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d replicas at epoch %d after %v", len(c.running()), want.GetEpoch(), time.Since(start).Round(time.Millisecond))
+}
+
+// propose proposes cmd on g with the default deadline and fails the test
+// on any error.
+func propose(t *testing.T, g *meta.Group, cmd *clusterv1.MetaCommand) *clusterv1.MetaState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
+	defer cancel()
+	s, err := g.Propose(ctx, cmd)
+	if err != nil {
+		t.Fatalf("Propose %v: got error %v, want nil", cmd.GetOp(), err)
+	}
+	return s
+}
+
+// tryPropose proposes cmd on g with the default deadline.
+func tryPropose(t *testing.T, g *meta.Group, cmd *clusterv1.MetaCommand) (*clusterv1.MetaState, error) {
+	ctx, cancel := context.WithTimeout(t.Context(), opTimeout)
+	defer cancel()
+	return g.Propose(ctx, cmd)
+}
+
+// ids returns the ids of rs.
+func ids(rs []*replica) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.id)
+	}
+	return out
+}
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
