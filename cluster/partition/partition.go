@@ -337,11 +337,18 @@ func (p *Partition) Status() Status {
 
 // Close shuts Raft down (a leader first tries to hand leadership over),
 // then closes the stores and the state file. It is idempotent.
-func (p *Partition) Close() error {
+func (p *Partition) Close() error { return p.close(true) }
+
+// Kill stops the replica the way a crash would, as far as the others can
+// tell: no leadership transfer. The files are closed cleanly. For tests of
+// failover; idempotent, and Close after Kill is a no-op.
+func (p *Partition) Kill() error { return p.close(false) }
+
+func (p *Partition) close(handOver bool) error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
 		p.feed.close()
-		if p.IsLeader() && len(p.raft.GetConfiguration().Configuration().Servers) > 1 {
+		if handOver && p.IsLeader() && len(p.raft.GetConfiguration().Configuration().Servers) > 1 {
 			if err := p.raft.LeadershipTransfer().Error(); err != nil {
 				p.log.Debug("leadership transfer before shutdown failed", "err", err)
 			}

@@ -1,0 +1,53 @@
+package partition
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/storage"
+	"github.com/heraldhq/herald/storage/raftstore"
+)
+
+// Recover rewrites a closed replica's Raft configuration to servers
+// (raft.RecoverCluster), so that a partition which lost its quorum can
+// elect a leader again from this replica. It applies the replica's
+// committed log first and snapshots the result. Writes that a majority
+// acknowledged but this replica never received are lost: use it only when
+// the other replicas are gone. Open the replica with New afterwards.
+func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger.With("partition", cfg.ID)
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	if err != nil {
+		return err
+	}
+	db, err := storage.Open(filepath.Join(cfg.Dir, StateFile), cfg.Storage)
+	if err != nil {
+		return errors.Join(err, stores.Close())
+	}
+	onFatal := cfg.OnFatal
+	if onFatal == nil {
+		onFatal = func(error) {}
+	}
+	var fatal error
+	f := &fsm{db: db, feed: newFeed(db), log: log, onFatal: func(err error) { fatal = err; onFatal(err) }}
+	rc := cfg.raftConfig()
+	rc.Logger = raftlog.New(log)
+	err = raft.RecoverCluster(rc, f, stores.Log, stores.Stable, stores.Snapshots, trans,
+		raft.Configuration{Servers: servers})
+	if err == nil && fatal != nil {
+		err = fatal
+	}
+	if err != nil {
+		err = fmt.Errorf("partition %d: recover: %w", cfg.ID, err)
+	}
+	log.Warn("recovered replica group from this replica", "servers", len(servers), "err", err)
+	return errors.Join(err, db.Close(), stores.Close())
+}
