@@ -20,7 +20,9 @@ type identity struct {
 
 // loadIdentity reads the data directory's identity, or writes want if there
 // is none. A directory made for another node id or partition count is
-// refused: channels would map to other partitions.
+// refused: channels would map to other partitions. The partition count
+// is what this node asked for when it was created; the cluster's own
+// count lives in the metadata and is fixed when the cluster is founded.
 func loadIdentity(dir string, want identity) (identity, error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)

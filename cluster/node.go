@@ -1,48 +1,78 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
-
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/cluster/ring"
 	"github.com/heraldhq/herald/cluster/transport"
 )
 
-// DefaultPartitions is the partition count of a new cluster.
-const DefaultPartitions = 16
+// Defaults for a new cluster.
+const (
+	DefaultPartitions  = 16
+	DefaultReplication = 3
+	DefaultMetaVoters  = 3
+)
 
 // Config configures a Node.
 type Config struct {
-	// NodeID names the node; it is every local replica's Raft server id.
+	// NodeID names the node; it is its Raft server id in every group.
 	NodeID string
-	// DataDir holds node.json and one directory per replica.
+	// DataDir holds node.json, the metadata replica and one directory per
+	// partition replica.
 	DataDir string
+	// HTTPAddr is the host:port clients and peers reach the node's HTTP
+	// API at (its advertised address).
+	HTTPAddr string
 	// RaftListener is the node's one Raft port, shared by all its groups.
 	RaftListener net.Listener
 	// AdvertiseRaft is the Raft address peers dial; empty means the
 	// listener's address.
 	AdvertiseRaft string
-	// Partitions is the partition count of a new data directory; 0 means
-	// what the directory says, or DefaultPartitions for a new one.
-	Partitions uint32
+	// Join lists peers' HTTP addresses to find the cluster through. The
+	// node's own address may be among them.
+	Join []string
+	// BootstrapExpect, if not 0, lets the node found a cluster: the first
+	// BootstrapExpect nodes that find each other bootstrap it together. 0
+	// means join an existing cluster through Join.
+	BootstrapExpect int
+	// Partitions, Replication and MetaVoters shape a new cluster; 0 means
+	// 16, 3 (at most the founding nodes) and 3.
+	Partitions  uint32
+	Replication uint32
+	MetaVoters  int
+	// Region is recorded in the metadata.
+	Region string
+	// Secret is the cluster secret; node-to-node traffic is authenticated
+	// with a key derived from it. Empty means no authentication.
+	Secret []byte
+	// PeerMap overrides the addresses dialed for given node ids.
+	PeerMap map[string]PeerAddrs
 	// RequestTimeout bounds requests that arrive without a deadline; 0
 	// means 10 s.
 	RequestTimeout time.Duration
+	// ReconcileInterval is how often placement and membership are
+	// reconciled; 0 means 500 ms.
+	ReconcileInterval time.Duration
 	// Partition is the template for every replica's configuration (timers,
-	// storage options); its ID, NodeID, Dir, Bootstrap and Logger are set
-	// per replica.
+	// storage options).
 	Partition partition.Config
+	// Meta is the template for the metadata replica's configuration.
+	Meta meta.Config
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
 }
@@ -54,43 +84,84 @@ func (c *Config) Validate() error {
 		return errors.New("cluster: NodeID is required")
 	case c.DataDir == "":
 		return errors.New("cluster: DataDir is required")
+	case c.HTTPAddr == "":
+		return errors.New("cluster: HTTPAddr is required")
 	case c.RaftListener == nil:
 		return errors.New("cluster: RaftListener is required")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("cluster: RequestTimeout %v is negative", c.RequestTimeout)
+	case c.BootstrapExpect < 0:
+		return fmt.Errorf("cluster: BootstrapExpect %d is negative", c.BootstrapExpect)
+	case c.MetaVoters != 0 && c.MetaVoters != 1 && c.MetaVoters != 3 && c.MetaVoters != 5:
+		return fmt.Errorf("cluster: MetaVoters %d: want 1, 3 or 5", c.MetaVoters)
 	}
 	return nil
 }
 
-// Node is one Herald node's cluster role: its partition replicas, their
-// shared Raft transport, and the router that sends each request to the
-// partition that owns its channel. Today every partition has its single
-// replica on this node; the router's contract (any request, any node) is
-// the one the multi-node cluster keeps. Methods are safe for concurrent
-// use; Close is idempotent.
-type Node struct {
-	cfg        Config
-	log        *slog.Logger
-	partitions uint32
-	mux        *transport.Mux
-	replicas   []*partition.Partition // index = partition number
+func (c Config) withDefaults() Config {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 500 * time.Millisecond
+	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.Replication == 0 {
+		c.Replication = DefaultReplication
+	}
+	if c.MetaVoters == 0 {
+		c.MetaVoters = DefaultMetaVoters
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
 
-	closed    atomic.Bool // set by Close: requests fail fast with ErrClosed
+// Node is one Herald node's cluster role. It holds a replica of the
+// metadata group and replicas of the partitions the placement gives it,
+// all over one Raft port; it serves the internal ClusterService; and its
+// router sends every request to the partition that owns its channel,
+// locally or to the partition's leader on another node.
+//
+// Goroutines: one runs the node's life (joining, then reconciling
+// placement, membership and, on the metadata leader, planning), owned by
+// the Node and stopped by Close. Methods are safe for concurrent use; Close
+// is idempotent.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	auth  *nodeAuth
+	mux   *transport.Mux
+	meta  *meta.Group
+	peers *peers
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // guards following
+	replicas map[uint32]*partition.Partition
+	gens     map[uint32]uint64         // partition → generation of the local replica
+	busy     map[uint32]bool           // partitions being recovered or retired here
+	hints    map[uint32]string         // partition → last known leader id
+	heard    map[string]*heraldv1.Node // nodes heard of through Hello, before the metadata has them
+	joined   bool                      // the metadata replica belongs to a cluster
+
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New opens the data directory and starts every replica. A new directory
-// bootstraps each partition as a group of one.
+// New opens the data directory, starts the Raft transport and the metadata
+// replica, and starts the node's life goroutine, which finds or founds the
+// cluster (so the HTTP API, which serves ClusterService, must be up soon
+// after) and then opens the partition replicas the placement gives it.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = 10 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -103,89 +174,187 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Partitions = id.Partitions
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("node", cfg.NodeID)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
+		replicas: make(map[uint32]*partition.Partition), gens: make(map[uint32]uint64),
+		busy: make(map[uint32]bool), hints: make(map[uint32]string),
+		heard: make(map[string]*heraldv1.Node)}
+	n.peers = newPeers(n)
 	mux, err := transport.New(transport.Config{
-		Listener:  cfg.RaftListener,
-		Advertise: cfg.AdvertiseRaft,
-		Logger:    log,
+		Listener:        cfg.RaftListener,
+		Advertise:       cfg.AdvertiseRaft,
+		Handshake:       n.auth.handshake,
+		AddressProvider: n.peers,
+		Logger:          log,
 	})
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, partitions: id.Partitions, mux: mux}
-	start := time.Now()
-	for p := range id.Partitions {
-		r, err := n.openReplica(p)
-		if err != nil {
-			return nil, errors.Join(err, n.Close())
-		}
-		n.replicas = append(n.replicas, r)
+	n.mux = mux
+	trans, err := mux.NewTransport("meta", raftlog.New(log.With("group", "meta")))
+	if err != nil {
+		cancel()
+		return nil, errors.Join(err, mux.Close())
 	}
-	log.Info("opened replicas", "partitions", id.Partitions, "took", time.Since(start).Round(time.Millisecond))
+	mc := cfg.Meta
+	mc.NodeID = cfg.NodeID
+	mc.Dir = filepath.Join(cfg.DataDir, "meta")
+	mc.Logger = log
+	if n.meta, err = meta.New(mc, trans); err != nil {
+		cancel()
+		return nil, errors.Join(err, trans.Close(), mux.Close())
+	}
+	n.wg.Go(n.run)
 	return n, nil
 }
 
-func (n *Node) openReplica(p uint32) (*partition.Partition, error) {
-	group := fmt.Sprintf("p%d", p)
-	trans, err := n.mux.NewTransport(group, raftlog.New(n.log.With("partition", p)))
-	if err != nil {
-		return nil, err
+// self returns this node as the metadata records it.
+func (n *Node) self() *heraldv1.Node {
+	return &heraldv1.Node{
+		Id:       n.cfg.NodeID,
+		HttpAddr: n.cfg.HTTPAddr,
+		RaftAddr: n.mux.Addr().String(),
+		Roles:    []string{"edge", "admin", "channel", "gateway"},
+		Region:   n.cfg.Region,
+		State:    heraldv1.Node_STATE_ACTIVE,
 	}
-	pc := n.cfg.Partition
-	pc.ID = p
-	pc.NodeID = n.cfg.NodeID
-	pc.Dir = filepath.Join(n.cfg.DataDir, "partitions", fmt.Sprintf("%03d", p))
-	pc.Logger = n.log
-	pc.Bootstrap = []raft.Server{{
-		Suffrage: raft.Voter,
-		ID:       raft.ServerID(n.cfg.NodeID),
-		Address:  raft.ServerAddress(n.mux.Addr().String()),
-	}}
-	r, err := partition.New(pc, trans)
-	if err != nil {
-		_ = trans.Close() // best effort: report the replica error
-		return nil, err
-	}
-	return r, nil
 }
 
-// Partitions returns the partition count.
-func (n *Node) Partitions() uint32 { return n.partitions }
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Partitions returns the cluster's partition count, or 0 before the node
+// has the metadata.
+func (n *Node) Partitions() uint32 { return n.meta.State().GetPartitions() }
+
+// PartitionOf returns the partition that owns a channel. It needs the
+// metadata (Partitions() > 0).
+func (n *Node) PartitionOf(channelID string) uint32 {
+	return ring.Partition(channelID, n.Partitions())
+}
 
 // Replica returns the local replica of partition p, or nil.
 func (n *Node) Replica(p uint32) *partition.Partition {
-	if int(p) >= len(n.replicas) {
-		return nil
-	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	return n.replicas[p]
 }
 
-// PartitionOf returns the partition that owns a channel.
-func (n *Node) PartitionOf(channelID string) uint32 {
-	return ring.Partition(channelID, n.partitions)
-}
+// Meta returns the node's metadata replica.
+func (n *Node) Meta() *meta.Group { return n.meta }
 
-// Ready reports whether every local replica has a leader and is caught up.
+// Ready reports whether the node has the metadata and every replica the
+// placement gives it is open and caught up.
 func (n *Node) Ready() bool {
-	for _, r := range n.replicas {
-		if !r.Ready() {
+	st := n.meta.State()
+	if !n.meta.Ready() || st.GetPartitions() == 0 {
+		return false
+	}
+	for _, pl := range st.GetPlacements() {
+		if !contains(pl.GetReplicas(), n.cfg.NodeID) {
+			continue
+		}
+		r := n.Replica(pl.GetPartition())
+		if r == nil || !r.Ready() {
 			return false
 		}
 	}
-	return len(n.replicas) > 0
+	return true
 }
 
-// Close shuts every replica down, then the transport. It is idempotent.
-func (n *Node) Close() error {
+// run is the node's life: join or found the cluster, then reconcile
+// until Close.
+func (n *Node) run() {
+	if err := n.discover(n.ctx); err != nil {
+		if n.ctx.Err() == nil {
+			n.log.Error("cannot join a cluster", "err", err)
+		}
+		return
+	}
+	n.mu.Lock()
+	n.joined = true
+	n.mu.Unlock()
+	t := time.NewTicker(n.cfg.ReconcileInterval)
+	defer t.Stop()
+	for {
+		changed := n.meta.Changed()
+		n.reconcile(n.ctx)
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+// reconcile runs one round of the node's duties.
+func (n *Node) reconcile(ctx context.Context) {
+	n.register(ctx)
+	n.reconcileReplicas()
+	n.executeMembership(ctx)
+	if n.meta.IsLeader() {
+		n.lead(ctx)
+	}
+}
+
+// Close stops the node's life goroutine, shuts every replica down (leaders
+// first hand their leadership over), then the metadata replica and the
+// transport. It is idempotent.
+func (n *Node) Close() error { return n.close(true) }
+
+// Kill stops the node the way a crash would, as far as its peers can
+// tell: its replicas hand no leadership over. For failover tests; Close
+// after Kill is a no-op.
+func (n *Node) Kill() error { return n.close(false) }
+
+func (n *Node) close(graceful bool) error {
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
+		n.cancel()
+		n.wg.Wait()
+		n.mu.Lock()
+		replicas := make([]*partition.Partition, 0, len(n.replicas))
+		for _, r := range n.replicas {
+			replicas = append(replicas, r)
+		}
+		n.mu.Unlock()
 		var wg sync.WaitGroup
-		errs := make([]error, len(n.replicas))
-		for i, r := range n.replicas {
-			wg.Go(func() { errs[i] = r.Close() })
+		errs := make([]error, len(replicas))
+		for i, r := range replicas {
+			if graceful {
+				wg.Go(func() { errs[i] = r.Close() })
+			} else {
+				wg.Go(func() { errs[i] = r.Kill() })
+			}
 		}
 		wg.Wait()
-		n.closeErr = errors.Join(append(errs, n.mux.Close())...)
+		if graceful {
+			errs = append(errs, n.meta.Close())
+		} else {
+			errs = append(errs, n.meta.Kill())
+		}
+		errs = append(errs, n.mux.Close())
+		n.peers.close()
+		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// httpHandlerTimeout bounds internal RPCs that carry no deadline.
+const httpHandlerTimeout = 30 * time.Second
+
+var _ http.Handler = (*rpcServer)(nil)
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

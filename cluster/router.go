@@ -46,12 +46,13 @@ func CommandChannel(cmd *clusterv1.Command) string {
 	return ""
 }
 
-// Apply replicates a command in the partition that owns its channel and
-// returns the result. It stamps the command with the current time. While
-// the partition has no leader it retries until ctx's deadline (or the
-// request timeout); a command that may have applied is never retried here.
+// Apply replicates a command in the partition that owns its channel, on
+// this node if its replica leads, else through the leader, following
+// leader changes until ctx's deadline (or the request timeout). It stamps
+// the command with the current time. A command that may have applied is
+// retried only if it carries a client_msg_id, which makes the retry safe.
 // Errors: ErrNotApplied / ErrNoLeader (nothing applied), ErrIndeterminate
-// (may have applied), or the command's *storage.Error.
+// (may have applied), ErrClosed, or the command's *storage.Error.
 func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Result, error) {
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
@@ -59,51 +60,172 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	if err := storage.ValidateChannelID(channel); err != nil {
 		return nil, err
 	}
+	p, err := n.partitionOf(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
 	cmd.Ts = timestamppb.Now()
-	r := n.replicas[n.PartitionOf(channel)]
+	retrySafe := cmd.GetPostMessage().GetClientMsgId() != ""
 	var res *storage.Result
-	err := n.retryNotLeader(ctx, func() error {
+	err = n.route(ctx, p, retrySafe, func(target string) error {
 		var err error
-		res, err = r.Propose(ctx, cmd)
+		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
+			res, err = r.Propose(ctx, cmd)
+		} else {
+			res, err = n.applyRemote(ctx, target, p, cmd)
+		}
 		return err
 	})
-	return res, err
-}
-
-// read runs fn on the state of the partition that owns channel, as a
-// linearizable read unless stale.
-func (n *Node) read(ctx context.Context, channel string, stale bool, fn func(*storage.Reader) error) error {
-	ctx, cancel := n.withTimeout(ctx)
-	defer cancel()
-	if err := storage.ValidateChannelID(channel); err != nil {
-		return err
+	if err != nil {
+		return nil, err
 	}
-	r := n.replicas[n.PartitionOf(channel)]
-	return n.retryNotLeader(ctx, func() error { return r.Read(ctx, stale, fn) })
+	return res, nil
 }
 
-// retryNotLeader calls fn until it returns something other than "not the
-// leader" or ctx ends. With every replica local, "not the leader" means an
-// election is under way.
-func (n *Node) retryNotLeader(ctx context.Context, fn func() error) error {
+// applyRemote forwards a command to the node that leads its partition.
+func (n *Node) applyRemote(ctx context.Context, target string, p uint32, cmd *clusterv1.Command) (*storage.Result, error) {
+	c, err := n.peers.to(target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	resp, err := c.Apply(ctx, &clusterv1.ApplyRequest{Partition: p, Command: cmd})
+	if err != nil {
+		return nil, rpcOutcome(err)
+	}
+	switch r := resp.GetResult().(type) {
+	case *clusterv1.ApplyResponse_Ok:
+		return resultFromWire(r.Ok), nil
+	case *clusterv1.ApplyResponse_Error:
+		return nil, domainError(r.Error)
+	case *clusterv1.ApplyResponse_NotLeader:
+		return nil, &partition.NotLeaderError{Partition: p, LeaderID: r.NotLeader.GetLeaderId()}
+	case *clusterv1.ApplyResponse_Failed:
+		if r.Failed.GetMaybeApplied() {
+			return nil, fmt.Errorf("%w: at %s: %s", ErrIndeterminate, target, r.Failed.GetReason())
+		}
+		return nil, fmt.Errorf("%w: at %s: %s", ErrNotApplied, target, r.Failed.GetReason())
+	}
+	return nil, fmt.Errorf("%w: empty answer from %s", ErrIndeterminate, target)
+}
+
+// rpcOutcome classifies a failed forward: a request that never reached the
+// peer did not apply; one that may have reached it may have.
+func rpcOutcome(err error) error {
+	if notSent(err) {
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+}
+
+// route calls try with the node that should lead partition p until try
+// succeeds, fails for good, or ctx ends. "Not the leader" and "not
+// applied" move on to the leader named or the next replica; an
+// indeterminate failure is retried only when retrySafe.
+func (n *Node) route(ctx context.Context, p uint32, retrySafe bool, try func(target string) error) error {
 	backoff := 5 * time.Millisecond
+	skip := map[string]bool{}
+	var last error
 	for {
 		if n.closed.Load() {
 			return ErrClosed
 		}
-		err := fn()
-		if !errors.Is(err, partition.ErrNotLeader) {
-			return err
+		target := n.leaderOf(p, skip)
+		if target != "" {
+			err := try(target)
+			var nle *partition.NotLeaderError
+			switch {
+			case err == nil:
+				n.setHint(p, target)
+				return nil
+			case errors.As(err, &nle):
+				last = err
+				n.setHint(p, nle.LeaderID)
+				if nle.LeaderID != "" && nle.LeaderID != target && !skip[nle.LeaderID] {
+					skip[target] = true
+					continue // follow the hint at once
+				}
+				skip[target] = true
+			case errors.Is(err, ErrNotApplied), errors.Is(err, partition.ErrTooStale), errors.Is(err, partition.ErrClosed):
+				// Nothing happened there: a replica closing or retiring
+				// answers partition.ErrClosed before it proposes.
+				last = err
+				skip[target] = true
+			case errors.Is(err, ErrIndeterminate) && retrySafe && ctx.Err() == nil:
+				last = err
+				skip[target] = true
+			default:
+				return err
+			}
 		}
+		if n.leaderOf(p, skip) != "" {
+			continue // another replica to try
+		}
+		clear(skip)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%w: %w", err, ctx.Err())
+			if last == nil {
+				last = fmt.Errorf("%w: partition %d", ErrNoLeader, p)
+			}
+			return fmt.Errorf("%w: %w", last, ctx.Err())
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}
+}
+
+// leaderOf returns the node most likely to lead partition p, not in skip:
+// this node if its replica leads, the leader its replica knows, the last
+// hint, then the placement's replicas in order.
+func (n *Node) leaderOf(p uint32, skip map[string]bool) string {
+	var cands []string
+	if r := n.Replica(p); r != nil {
+		if r.IsLeader() {
+			cands = append(cands, n.cfg.NodeID)
+		}
+		if _, id := r.Raft().LeaderWithID(); id != "" {
+			cands = append(cands, string(id))
+		}
+	}
+	n.mu.Lock()
+	if h := n.hints[p]; h != "" {
+		cands = append(cands, h)
+	}
+	n.mu.Unlock()
+	if pl := placementOf(n.meta.State(), p); pl != nil {
+		cands = append(cands, pl.GetReplicas()...)
+	}
+	for _, c := range cands {
+		if !skip[c] {
+			return c
+		}
+	}
+	return ""
+}
+
+func (n *Node) setHint(p uint32, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if id == "" {
+		delete(n.hints, p)
+	} else {
+		n.hints[p] = id
+	}
+}
+
+// partitionOf maps a channel to its partition, waiting (within ctx) for
+// the metadata on a node that has just started.
+func (n *Node) partitionOf(ctx context.Context, channel string) (uint32, error) {
+	for n.Partitions() == 0 {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: the node has no cluster metadata yet: %w", ErrNotApplied, ctx.Err())
+		case <-n.meta.Changed():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return n.PartitionOf(channel), nil
 }
 
 func (n *Node) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -113,49 +235,112 @@ func (n *Node) withTimeout(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
 }
 
-// GetChannel returns a channel visible to c and whether c is a member.
-func (n *Node) GetChannel(ctx context.Context, c Caller, id string) (*heraldv1.Channel, bool, error) {
-	var ch *heraldv1.Channel
-	var member bool
-	err := n.read(ctx, id, false, func(r *storage.Reader) error {
+// read runs a query on partition p: linearizably on its leader, or, if
+// stale, on this node's replica when it is fresh enough, else the leader.
+func (n *Node) read(ctx context.Context, p uint32, stale bool, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	req.Partition = p
+	req.Stale = stale
+	if r := n.Replica(p); stale && r != nil {
+		resp, err := execRead(ctx, r, req)
+		if err == nil {
+			return resp, nil
+		}
+		if !errors.Is(err, partition.ErrTooStale) {
+			return nil, err
+		}
+	}
+	var resp *clusterv1.ReadResponse
+	err := n.route(ctx, p, true, func(target string) error {
 		var err error
-		ch, member, err = r.Channel(c, id)
+		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
+			resp, err = execRead(ctx, r, req)
+			return err
+		}
+		resp, err = n.readRemote(ctx, target, req)
 		return err
 	})
-	return ch, member, err
+	return resp, err
+}
+
+func (n *Node) readRemote(ctx context.Context, target string, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	c, err := n.peers.to(target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	resp, err := c.Read(ctx, req)
+	if err != nil {
+		return nil, rpcOutcome(err)
+	}
+	switch r := resp.GetResult().(type) {
+	case *clusterv1.ReadResponse_Error:
+		return nil, domainError(r.Error)
+	case *clusterv1.ReadResponse_NotLeader:
+		return nil, &partition.NotLeaderError{Partition: req.GetPartition(), LeaderID: r.NotLeader.GetLeaderId()}
+	case *clusterv1.ReadResponse_TooStale:
+		return nil, partition.ErrTooStale
+	}
+	return resp, nil
+}
+
+// readChannel routes a query about one channel.
+func (n *Node) readChannel(ctx context.Context, channel string, stale bool, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	if err := storage.ValidateChannelID(channel); err != nil {
+		return nil, err
+	}
+	p, err := n.partitionOf(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	return n.read(ctx, p, stale, req)
+}
+
+func callerWire(c Caller) *clusterv1.Caller {
+	return &clusterv1.Caller{User: c.User, Admin: c.Admin}
+}
+
+// GetChannel returns a channel visible to c and whether c is a member.
+func (n *Node) GetChannel(ctx context.Context, c Caller, id string) (*heraldv1.Channel, bool, error) {
+	resp, err := n.readChannel(ctx, id, false, &clusterv1.ReadRequest{Caller: callerWire(c),
+		Query: &clusterv1.ReadRequest_GetChannel{GetChannel: &heraldv1.GetChannelRequest{ChannelId: id}}})
+	if err != nil {
+		return nil, false, err
+	}
+	return resp.GetGetChannel().GetChannel(), resp.GetGetChannel().GetIsMember(), nil
 }
 
 // History answers GetHistory.
 func (n *Node) History(ctx context.Context, c Caller, req *heraldv1.GetHistoryRequest) (*heraldv1.GetHistoryResponse, error) {
-	var resp *heraldv1.GetHistoryResponse
-	err := n.read(ctx, req.GetChannelId(), req.GetStale(), func(r *storage.Reader) error {
-		var err error
-		resp, err = r.History(c, req)
-		return err
-	})
-	return resp, err
+	resp, err := n.readChannel(ctx, req.GetChannelId(), req.GetStale(), &clusterv1.ReadRequest{Caller: callerWire(c),
+		Query: &clusterv1.ReadRequest_History{History: req}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetHistory(), nil
 }
 
 // Thread answers GetThread.
 func (n *Node) Thread(ctx context.Context, c Caller, req *heraldv1.GetThreadRequest) (*heraldv1.GetThreadResponse, error) {
-	var resp *heraldv1.GetThreadResponse
-	err := n.read(ctx, req.GetChannelId(), req.GetStale(), func(r *storage.Reader) error {
-		var err error
-		resp, err = r.Thread(c, req)
-		return err
-	})
-	return resp, err
+	resp, err := n.readChannel(ctx, req.GetChannelId(), req.GetStale(), &clusterv1.ReadRequest{Caller: callerWire(c),
+		Query: &clusterv1.ReadRequest_Thread{Thread: req}})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetThread(), nil
 }
 
 // Events returns up to limit events of a channel after a cursor, with the
 // channel's head and oldest retained seq, read linearizably.
-func (n *Node) Events(ctx context.Context, channel string, after uint64, limit int) (evs []*heraldv1.Event, head, oldest uint64, err error) {
-	err = n.read(ctx, channel, false, func(r *storage.Reader) error {
-		var err error
-		evs, head, oldest, err = r.Events(channel, after, limit)
-		return err
-	})
-	return evs, head, oldest, err
+func (n *Node) Events(ctx context.Context, channel string, after uint64, limit int) ([]*heraldv1.Event, uint64, uint64, error) {
+	resp, err := n.readChannel(ctx, channel, false, &clusterv1.ReadRequest{
+		Query: &clusterv1.ReadRequest_Events{Events: &clusterv1.EventsRequest{
+			ChannelId: channel, AfterSeq: after, Limit: uint32(limit)}}})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	e := resp.GetEvents()
+	return e.GetEvents(), e.GetHeadSeq(), e.GetOldestSeq(), nil
 }
 
 // ListChannels pages through the channels visible to c across all
@@ -167,23 +352,19 @@ func (n *Node) ListChannels(ctx context.Context, c Caller, req *heraldv1.ListCha
 	}
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
+	if _, err := n.partitionOf(ctx, ""); err != nil {
+		return nil, err
+	}
 	var all []*heraldv1.Channel
 	more := false
-	for _, r := range n.replicas {
-		var chs []*heraldv1.Channel
-		var m bool
-		err := n.retryNotLeader(ctx, func() error {
-			return r.Read(ctx, false, func(rd *storage.Reader) error {
-				var err error
-				chs, m, err = rd.ListChannels(c, req.GetCursor(), limit, req.GetExcludeArchived())
-				return err
-			})
-		})
+	for p := range n.Partitions() {
+		resp, err := n.read(ctx, p, false, &clusterv1.ReadRequest{Caller: callerWire(c),
+			Query: &clusterv1.ReadRequest_ListChannels{ListChannels: req}})
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, chs...)
-		more = more || m
+		all = append(all, resp.GetListChannels().GetChannels()...)
+		more = more || resp.GetListChannels().GetMore()
 	}
 	slices.SortFunc(all, func(a, b *heraldv1.Channel) int { return cmp.Compare(a.GetId(), b.GetId()) })
 	resp := &heraldv1.ListChannelsResponse{Channels: all}
@@ -194,13 +375,4 @@ func (n *Node) ListChannels(ctx context.Context, c Caller, req *heraldv1.ListCha
 		resp.NextCursor = resp.Channels[len(resp.Channels)-1].GetId()
 	}
 	return resp, nil
-}
-
-// Watch starts a stream of a channel's events with seq > after from the
-// local replica's feed. The caller must Close it.
-func (n *Node) Watch(channel string, after uint64) (*partition.Stream, error) {
-	if err := storage.ValidateChannelID(channel); err != nil {
-		return nil, err
-	}
-	return n.replicas[n.PartitionOf(channel)].Feed().Watch(channel, after), nil
 }

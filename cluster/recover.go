@@ -1,0 +1,142 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/partition"
+)
+
+// generationFile records, in a replica directory, the placement generation
+// the replica was made for.
+const generationFile = "generation"
+
+func (n *Node) readGeneration(p uint32) uint64 {
+	b, err := os.ReadFile(filepath.Join(n.replicaDir(p), generationFile))
+	if err != nil {
+		return 0
+	}
+	g, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return g
+}
+
+func (n *Node) writeGeneration(p uint32, g uint64) error {
+	if err := os.MkdirAll(n.replicaDir(p), 0o700); err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(n.replicaDir(p), generationFile), []byte(strconv.FormatUint(g, 10)+"\n"))
+}
+
+// RecoverPartition restarts partition p from the replica on node from,
+// after the partition lost its quorum: that replica's group becomes a group
+// of one, the other replicas are discarded, and the placement re-replicates
+// it. Writes acknowledged by the lost majority but missing from that
+// replica are lost.
+func (n *Node) RecoverPartition(ctx context.Context, p uint32, from string) (*heraldv1.Partition, error) {
+	st, err := n.requireMeta()
+	if err != nil {
+		return nil, err
+	}
+	pl := placementOf(st, p)
+	if pl == nil {
+		return nil, notFoundf("partition %d does not exist; the cluster has %d", p, st.GetPartitions())
+	}
+	if _, err := n.node(st, from); err != nil {
+		return nil, err
+	}
+	next := pl.GetGeneration() + 1
+	if _, err := n.replicaOpAt(ctx, from, &clusterv1.ReplicaOpRequest{Partition: p,
+		Op: &clusterv1.ReplicaOpRequest_Recover{Recover: &clusterv1.RecoverOp{Generation: next}}}); err != nil {
+		return nil, err
+	}
+	_, err = n.proposeMeta(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
+		SetPlacement: &clusterv1.SetPlacement{Placements: []*clusterv1.Placement{{
+			Partition: p, Replicas: []string{from}, ExpectEpoch: pl.GetEpoch(), Generation: next}}}}})
+	if err != nil {
+		return nil, fmt.Errorf("record the recovered placement: %w", err)
+	}
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	for {
+		parts := n.ring(n.meta.State(), n.allStatus(ctx))
+		if parts[p].GetLeader() == from {
+			return parts[p], nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("partition %d: recovered replica on %s does not lead yet: %w", p, from, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// recoverLocal rewrites this node's replica of p into a group of one, for
+// generation g, and reopens it.
+func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
+	n.mu.Lock()
+	r := n.replicas[p]
+	if r == nil {
+		n.mu.Unlock()
+		return notFoundf("node %s holds no replica of partition %d", n.cfg.NodeID, p)
+	}
+	if n.busy[p] {
+		n.mu.Unlock()
+		return preconditionf("partition %d is already being recovered here", p)
+	}
+	n.busy[p] = true
+	delete(n.replicas, p)
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.busy, p)
+		n.mu.Unlock()
+	}()
+	if err := r.Close(); err != nil {
+		n.log.Warn("close replica for recovery", "partition", p, "err", err)
+	}
+	trans, err := n.mux.NewTransport(fmt.Sprintf("p%d", p), raftlog.New(n.log.With("partition", p)))
+	if err != nil {
+		return err
+	}
+	pc := n.replicaConfig(p)
+	me := raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.NodeID), Address: raft.ServerAddress(n.mux.Addr().String())}
+	err = partition.Recover(pc, trans, []raft.Server{me})
+	err = errors.Join(err, trans.Close())
+	if err != nil {
+		return err
+	}
+	if err := n.writeGeneration(p, g); err != nil {
+		return err
+	}
+	return n.startReplica(p, g, nil)
+}
+
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	return err
+}

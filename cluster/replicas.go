@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/raft"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/partition"
+)
+
+// replicaDir is where partition p's replica lives.
+func (n *Node) replicaDir(p uint32) string {
+	return filepath.Join(n.cfg.DataDir, "partitions", fmt.Sprintf("%03d", p))
+}
+
+// reconcileReplicas opens the replicas the placement gives this node and
+// retires the ones that left their group: a replica in neither the
+// placement nor its group's configuration shuts down and its files are
+// deleted, and so is one made for an older generation of its partition
+// (before a RecoverPartition).
+func (n *Node) reconcileReplicas() {
+	st := n.meta.State()
+	for _, pl := range st.GetPlacements() {
+		p := pl.GetPartition()
+		n.mu.Lock()
+		r, gen, busy := n.replicas[p], n.gens[p], n.busy[p]
+		n.mu.Unlock()
+		if busy {
+			continue
+		}
+		wanted := contains(pl.GetReplicas(), n.cfg.NodeID)
+		switch {
+		case r == nil && wanted:
+			if err := n.openReplica(st, pl); err != nil {
+				n.log.Error("open replica", "partition", p, "err", err)
+			}
+		case r == nil:
+		case gen < pl.GetGeneration():
+			n.log.Warn("discarding a replica of an earlier generation", "partition", p,
+				"generation", gen, "current", pl.GetGeneration())
+			n.retireReplica(p, r)
+		case r.Raft().State() == raft.Shutdown:
+			// Removed from its group (raft shuts a removed replica down).
+			n.retireReplica(p, r)
+		case !wanted && !inConfiguration(r, n.cfg.NodeID):
+			n.retireReplica(p, r)
+		}
+	}
+}
+
+// openReplica starts this node's replica of a partition. Only the first
+// placement (epoch 1, generation 0) bootstraps a group, identically on
+// every replica; a replica placed later starts empty and waits for the
+// leader to add it. Files left by an earlier generation are discarded.
+func (n *Node) openReplica(st *clusterv1.MetaState, pl *clusterv1.Placement) error {
+	p, g := pl.GetPartition(), pl.GetGeneration()
+	if local := n.readGeneration(p); local < g {
+		if err := os.RemoveAll(n.replicaDir(p)); err != nil {
+			return err
+		}
+	}
+	if err := n.writeGeneration(p, g); err != nil {
+		return err
+	}
+	var bootstrap []raft.Server
+	if pl.GetEpoch() == 1 && g == 0 {
+		for _, id := range pl.GetReplicas() {
+			bootstrap = append(bootstrap, raft.Server{Suffrage: raft.Voter,
+				ID: raft.ServerID(id), Address: raft.ServerAddress(n.peers.raftAddr(id))})
+		}
+	}
+	return n.startReplica(p, g, bootstrap)
+}
+
+// replicaConfig is the configuration of this node's replica of p.
+func (n *Node) replicaConfig(p uint32) partition.Config {
+	pc := n.cfg.Partition
+	pc.ID = p
+	pc.NodeID = n.cfg.NodeID
+	pc.Dir = n.replicaDir(p)
+	pc.Logger = n.log
+	return pc
+}
+
+// startReplica opens the replica of p for generation g.
+func (n *Node) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
+	trans, err := n.mux.NewTransport(fmt.Sprintf("p%d", p), raftlog.New(n.log.With("partition", p)))
+	if err != nil {
+		return err
+	}
+	pc := n.replicaConfig(p)
+	pc.Bootstrap = bootstrap
+	r, err := partition.New(pc, trans)
+	if err != nil {
+		_ = trans.Close() // best effort: report the replica error
+		return err
+	}
+	n.mu.Lock()
+	n.replicas[p] = r
+	n.gens[p] = g
+	n.mu.Unlock()
+	n.log.Info("opened replica", "partition", p, "generation", g, "bootstrap", len(bootstrap) > 0)
+	return nil
+}
+
+// retireReplica closes a replica that left its group and deletes its files.
+func (n *Node) retireReplica(p uint32, r *partition.Partition) {
+	n.mu.Lock()
+	if n.replicas[p] != r || n.busy[p] {
+		n.mu.Unlock()
+		return
+	}
+	delete(n.replicas, p)
+	delete(n.gens, p)
+	n.busy[p] = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.busy, p)
+		n.mu.Unlock()
+	}()
+	if err := r.Close(); err != nil {
+		n.log.Warn("close retired replica", "partition", p, "err", err)
+	}
+	if err := os.RemoveAll(n.replicaDir(p)); err != nil {
+		n.log.Error("delete retired replica", "partition", p, "err", err)
+		return
+	}
+	n.log.Info("retired replica", "partition", p)
+}
+
+// inConfiguration reports whether id is in r's group configuration.
+func inConfiguration(r *partition.Partition, id string) bool {
+	f := r.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return true // unknown: keep it
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// placementOf returns partition p's placement, or nil.
+func placementOf(st *clusterv1.MetaState, p uint32) *clusterv1.Placement {
+	for _, pl := range st.GetPlacements() {
+		if pl.GetPartition() == p {
+			return pl
+		}
+	}
+	return nil
+}

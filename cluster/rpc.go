@@ -1,0 +1,272 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/api/gen/herald/cluster/v1/clusterv1connect"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/meta"
+	"github.com/heraldhq/herald/cluster/partition"
+	"github.com/heraldhq/herald/storage"
+)
+
+// watchBatch is how many events one Watch message carries at most.
+const watchBatch = 256
+
+// rpcServer serves ClusterService for one node.
+type rpcServer struct {
+	n       *Node
+	handler http.Handler
+}
+
+// RPCHandler returns the path and handler of the internal ClusterService,
+// to mount on the node's HTTP server. Every call must carry the cluster
+// key (when the node has a secret).
+func (n *Node) RPCHandler() (string, http.Handler) {
+	s := &rpcServer{n: n}
+	path, h := clusterv1connect.NewClusterServiceHandler(s,
+		connect.WithInterceptors(requireAuth{n.auth}),
+		connect.WithReadMaxBytes(8<<20))
+	s.handler = h
+	return path, s
+}
+
+func (s *rpcServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.ServeHTTP(w, r)
+}
+
+// requireAuth refuses internal RPCs without the cluster key.
+type requireAuth struct{ a *nodeAuth }
+
+var errUnauthenticated = connect.NewError(connect.CodeUnauthenticated, errors.New("internal RPC without a valid cluster key"))
+
+func (i requireAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if !i.a.authorize(req.Header()) {
+			return nil, errUnauthenticated
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i requireAuth) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i requireAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if !i.a.authorize(conn.RequestHeader()) {
+			return errUnauthenticated
+		}
+		return next(ctx, conn)
+	}
+}
+
+func (s *rpcServer) notLeader(p uint32) *clusterv1.NotLeader {
+	if r := s.n.Replica(p); r != nil {
+		if _, id := r.Raft().LeaderWithID(); id != "" {
+			return &clusterv1.NotLeader{LeaderId: string(id), LeaderHttp: s.n.peers.httpAddr(string(id))}
+		}
+	}
+	return &clusterv1.NotLeader{}
+}
+
+func (s *rpcServer) metaNotLeader() *clusterv1.NotLeader {
+	id, _ := s.n.meta.Leader()
+	return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.httpAddr(id)}
+}
+
+func (s *rpcServer) Hello(_ context.Context, req *clusterv1.HelloRequest) (*clusterv1.HelloResponse, error) {
+	s.n.noteHeard(req.GetNode())
+	known, _ := s.n.knownNodes()
+	s.n.mu.Lock()
+	joined := s.n.joined
+	s.n.mu.Unlock()
+	return &clusterv1.HelloResponse{Node: s.n.self(), Known: known, Bootstrapped: joined,
+		ClusterId: s.n.meta.State().GetClusterId()}, nil
+}
+
+func (s *rpcServer) Join(ctx context.Context, req *clusterv1.JoinRequest) (*clusterv1.JoinResponse, error) {
+	if !s.n.meta.IsLeader() {
+		return &clusterv1.JoinResponse{NotLeader: s.metaNotLeader()}, nil
+	}
+	if req.GetNode().GetId() == "" || req.GetNode().GetRaftAddr() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("join: node id and raft address are required"))
+	}
+	st, err := s.n.admit(ctx, req.GetNode())
+	if errors.Is(err, meta.ErrNotLeader) {
+		return &clusterv1.JoinResponse{NotLeader: s.metaNotLeader()}, nil
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	return &clusterv1.JoinResponse{State: st}, nil
+}
+
+func (s *rpcServer) MetaPropose(ctx context.Context, req *clusterv1.MetaProposeRequest) (*clusterv1.MetaProposeResponse, error) {
+	if !s.n.meta.IsLeader() {
+		return &clusterv1.MetaProposeResponse{NotLeader: s.metaNotLeader()}, nil
+	}
+	st, err := s.n.meta.Propose(ctx, req.GetCommand())
+	if w, ok := toWire(err); ok {
+		return &clusterv1.MetaProposeResponse{Error: w}, nil
+	}
+	if errors.Is(err, meta.ErrNotLeader) {
+		return &clusterv1.MetaProposeResponse{NotLeader: s.metaNotLeader()}, nil
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	return &clusterv1.MetaProposeResponse{State: st}, nil
+}
+
+func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*clusterv1.ApplyResponse, error) {
+	p := req.GetPartition()
+	r := s.n.Replica(p)
+	if r == nil {
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: s.notLeader(p)}}, nil
+	}
+	res, err := r.Propose(ctx, req.GetCommand())
+	if err == nil {
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Ok{Ok: resultToWire(res)}}, nil
+	}
+	if w, ok := toWire(err); ok {
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Error{Error: w}}, nil
+	}
+	var nle *partition.NotLeaderError
+	switch {
+	case errors.As(err, &nle):
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
+			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.httpAddr(nle.LeaderID)}}}, nil
+	case errors.Is(err, partition.ErrIndeterminate):
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Failed{Failed: &clusterv1.Outcome{
+			MaybeApplied: true, Reason: err.Error()}}}, nil
+	default: // ErrNotApplied, ErrClosed: nothing was proposed
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Failed{Failed: &clusterv1.Outcome{
+			Reason: err.Error()}}}, nil
+	}
+}
+
+func (s *rpcServer) Read(ctx context.Context, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	r := s.n.Replica(req.GetPartition())
+	if r == nil {
+		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_NotLeader{NotLeader: s.notLeader(req.GetPartition())}}, nil
+	}
+	resp, err := execRead(ctx, r, req)
+	if err == nil {
+		return resp, nil
+	}
+	if w, ok := toWire(err); ok {
+		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_Error{Error: w}}, nil
+	}
+	var nle *partition.NotLeaderError
+	switch {
+	case errors.As(err, &nle):
+		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
+			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.httpAddr(nle.LeaderID)}}}, nil
+	case errors.Is(err, partition.ErrTooStale):
+		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_TooStale{TooStale: true}}, nil
+	}
+	return nil, connect.NewError(connect.CodeUnavailable, err)
+}
+
+// execRead runs a read request against a local replica.
+func execRead(ctx context.Context, r *partition.Partition, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	c := storage.Caller{User: req.GetCaller().GetUser(), Admin: req.GetCaller().GetAdmin()}
+	resp := &clusterv1.ReadResponse{}
+	err := r.Read(ctx, req.GetStale(), func(rd *storage.Reader) error {
+		switch q := req.GetQuery().(type) {
+		case *clusterv1.ReadRequest_GetChannel:
+			ch, member, err := rd.Channel(c, q.GetChannel.GetChannelId())
+			if err != nil {
+				return err
+			}
+			resp.Result = &clusterv1.ReadResponse_GetChannel{GetChannel: &heraldv1.GetChannelResponse{Channel: ch, IsMember: member}}
+		case *clusterv1.ReadRequest_History:
+			h, err := rd.History(c, q.History)
+			if err != nil {
+				return err
+			}
+			resp.Result = &clusterv1.ReadResponse_History{History: h}
+		case *clusterv1.ReadRequest_Thread:
+			t, err := rd.Thread(c, q.Thread)
+			if err != nil {
+				return err
+			}
+			resp.Result = &clusterv1.ReadResponse_Thread{Thread: t}
+		case *clusterv1.ReadRequest_ListChannels:
+			limit, err := storage.ValidateLimit(q.ListChannels.GetLimit())
+			if err != nil {
+				return err
+			}
+			chs, more, err := rd.ListChannels(c, q.ListChannels.GetCursor(), limit, q.ListChannels.GetExcludeArchived())
+			if err != nil {
+				return err
+			}
+			resp.Result = &clusterv1.ReadResponse_ListChannels{ListChannels: &clusterv1.ListChannelsPage{Channels: chs, More: more}}
+		case *clusterv1.ReadRequest_Events:
+			limit := int(min(max(q.Events.GetLimit(), 1), storage.MaxPageSize))
+			evs, head, oldest, err := rd.Events(q.Events.GetChannelId(), q.Events.GetAfterSeq(), limit)
+			if err != nil {
+				return err
+			}
+			resp.Result = &clusterv1.ReadResponse_Events{Events: &clusterv1.EventsResponse{
+				Events: evs, HeadSeq: head, OldestSeq: oldest}}
+		default:
+			return &storage.Error{Kind: storage.ErrInvalidArgument, Msg: "read request has no query"}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *rpcServer) Watch(ctx context.Context, req *clusterv1.WatchRequest, stream *connect.ServerStream[clusterv1.WatchResponse]) error {
+	r := s.n.Replica(req.GetPartition())
+	if r == nil {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"node %s holds no replica of partition %d", s.n.cfg.NodeID, req.GetPartition()))
+	}
+	w := r.Feed().Watch(req.GetChannelId(), req.GetAfterSeq())
+	defer w.Close()
+	for {
+		evs, err := w.Next(ctx, watchBatch)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return watchError(err)
+		}
+		if err := stream.Send(&clusterv1.WatchResponse{Events: evs}); err != nil {
+			return nil
+		}
+	}
+}
+
+func (s *rpcServer) NodeStatus(context.Context, *clusterv1.NodeStatusRequest) (*clusterv1.NodeStatusResponse, error) {
+	return s.n.localStatus(), nil
+}
+
+func (s *rpcServer) ReplicaOp(ctx context.Context, req *clusterv1.ReplicaOpRequest) (*clusterv1.ReplicaOpResponse, error) {
+	return s.n.replicaOp(ctx, req)
+}
+
+// watchError carries a stream's domain error over the wire in its code:
+// out_of_range for a trimmed cursor, not_found for a missing channel.
+func watchError(err error) error {
+	switch {
+	case errors.Is(err, storage.ErrCursorExpired):
+		return connect.NewError(connect.CodeOutOfRange, errors.New(err.Error()))
+	case errors.Is(err, storage.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, errors.New(err.Error()))
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
+}

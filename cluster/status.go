@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/meta"
+	"github.com/heraldhq/herald/cluster/ring"
+)
+
+// statusTimeout bounds one NodeStatus call to a peer.
+const statusTimeout = 2 * time.Second
+
+// localStatus reports this node's replicas.
+func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
+	resp := &clusterv1.NodeStatusResponse{Node: n.self()}
+	resp.MetaLeader, _ = n.meta.Leader()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for p, r := range n.replicas {
+		s := r.Status()
+		rs := &clusterv1.ReplicaStatus{
+			Partition:    p,
+			State:        s.State,
+			Term:         s.Term,
+			LeaderId:     s.LeaderID,
+			CommitIndex:  s.CommitIndex,
+			AppliedIndex: s.AppliedIndex,
+		}
+		if !s.LastContact.IsZero() {
+			rs.LastContactMs = time.Since(s.LastContact).Milliseconds()
+		}
+		if f := r.Raft().GetConfiguration(); f.Error() == nil {
+			for _, srv := range f.Configuration().Servers {
+				rs.Configuration = append(rs.Configuration, &heraldv1.Replica{
+					NodeId: string(srv.ID), Voter: srv.Suffrage == raft.Voter})
+			}
+		}
+		resp.Replicas = append(resp.Replicas, rs)
+	}
+	sort.Slice(resp.Replicas, func(i, j int) bool { return resp.Replicas[i].Partition < resp.Replicas[j].Partition })
+	return resp
+}
+
+// nodeStatus asks a node for its replicas' state.
+func (n *Node) nodeStatus(ctx context.Context, id string) (*clusterv1.NodeStatusResponse, error) {
+	if id == n.cfg.NodeID {
+		return n.localStatus(), nil
+	}
+	c, err := n.peers.to(id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	return c.NodeStatus(ctx, &clusterv1.NodeStatusRequest{})
+}
+
+// allStatus asks every node the metadata knows (but removed ones) for its
+// status, in parallel. Unreachable nodes are missing from the map.
+func (n *Node) allStatus(ctx context.Context) map[string]*clusterv1.NodeStatusResponse {
+	var mu sync.Mutex
+	out := map[string]*clusterv1.NodeStatusResponse{}
+	var wg sync.WaitGroup
+	for _, node := range n.meta.State().GetNodes() {
+		if node.GetState() == heraldv1.Node_STATE_REMOVED {
+			continue
+		}
+		wg.Go(func() {
+			s, err := n.nodeStatus(ctx, node.GetId())
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			out[node.GetId()] = s
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// ring builds the view of every partition from the nodes' statuses.
+func (n *Node) ring(st *clusterv1.MetaState, statuses map[string]*clusterv1.NodeStatusResponse) []*heraldv1.Partition {
+	parts := make([]*heraldv1.Partition, st.GetPartitions())
+	for p := range parts {
+		first, last := ring.Range(uint32(p), st.GetPartitions())
+		parts[p] = &heraldv1.Partition{Id: uint32(p), FirstToken: first, LastToken: last,
+			Health: heraldv1.Partition_HEALTH_NO_QUORUM}
+		if pl := placementOf(st, uint32(p)); pl != nil {
+			parts[p].DesiredReplicas = pl.GetReplicas()
+		}
+	}
+	// Replica status by partition and node; the leader's configuration is
+	// the partition's.
+	type entry struct {
+		node string
+		rs   *clusterv1.ReplicaStatus
+	}
+	byPart := map[uint32][]entry{}
+	var leaderTerm = map[uint32]uint64{}
+	for id, s := range statuses {
+		for _, rs := range s.GetReplicas() {
+			p := rs.GetPartition()
+			if int(p) >= len(parts) {
+				continue
+			}
+			byPart[p] = append(byPart[p], entry{id, rs})
+			if rs.GetState() == raft.Leader.String() && rs.GetTerm() >= leaderTerm[p] {
+				leaderTerm[p] = rs.GetTerm()
+				parts[p].Leader = id
+				parts[p].CommitIndex = rs.GetCommitIndex()
+				parts[p].AppliedIndex = rs.GetAppliedIndex()
+				parts[p].Replicas = nil
+				for _, c := range rs.GetConfiguration() {
+					parts[p].Replicas = append(parts[p].Replicas, &heraldv1.Replica{NodeId: c.GetNodeId(), Voter: c.GetVoter()})
+				}
+			}
+		}
+	}
+	for p, part := range parts {
+		if part.Leader == "" {
+			continue
+		}
+		healthy := true
+		for _, r := range part.Replicas {
+			found := false
+			for _, e := range byPart[uint32(p)] {
+				if e.node == r.NodeId {
+					found = true
+					r.State = e.rs.GetState()
+					r.AppliedIndex = e.rs.GetAppliedIndex()
+					r.CommitIndex = e.rs.GetCommitIndex()
+				}
+			}
+			if !found {
+				r.State = "unknown"
+			}
+			healthy = healthy && found && r.Voter && r.AppliedIndex+caughtUpLag >= part.CommitIndex
+		}
+		part.Health = heraldv1.Partition_HEALTH_DEGRADED
+		if healthy && len(part.Replicas) == len(part.DesiredReplicas) {
+			part.Health = heraldv1.Partition_HEALTH_OK
+		}
+	}
+	return parts
+}
+
+// lead runs the metadata leader's duties: found the partitions once the
+// founders have registered, then plan placement changes for partitions
+// whose groups match their placement.
+func (n *Node) lead(ctx context.Context) {
+	st := n.meta.State()
+	if st.GetPartitions() == 0 {
+		n.initCluster(ctx)
+		return
+	}
+	parts := n.ring(st, n.allStatus(ctx))
+	settled := func(p uint32) bool {
+		if int(p) >= len(parts) {
+			return false
+		}
+		part := parts[p]
+		if part.Leader == "" || len(part.Replicas) != len(part.DesiredReplicas) {
+			return false
+		}
+		for _, r := range part.Replicas {
+			if !r.Voter || !contains(part.DesiredReplicas, r.NodeId) {
+				return false
+			}
+		}
+		return true
+	}
+	moves := meta.Plan(st, settled)
+	if len(moves) == 0 {
+		return
+	}
+	_, err := n.meta.Propose(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
+		SetPlacement: &clusterv1.SetPlacement{Placements: moves}}})
+	if err != nil {
+		n.log.Debug("placement change", "err", err)
+		return
+	}
+	n.log.Info("placement changed", "partitions", len(moves))
+}

@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/storage"
+)
+
+// Stream is one channel's events in seq order with no gap or duplicate.
+// One goroutine calls Next; Close may be called from any goroutine.
+type Stream interface {
+	// Next returns the next events, at most max, waiting until there is at
+	// least one or ctx ends.
+	Next(ctx context.Context, max int) ([]*heraldv1.Event, error)
+	// Close ends the stream; it is idempotent.
+	Close()
+}
+
+// Watch starts a stream of a channel's events with seq > after: from this
+// node's replica of the channel's partition if it has one, else from a
+// replica on another node, reconnecting (from the last seq delivered) to
+// another when the connection fails. The caller must Close it.
+func (n *Node) Watch(channel string, after uint64) (Stream, error) {
+	if err := storage.ValidateChannelID(channel); err != nil {
+		return nil, err
+	}
+	if n.Partitions() == 0 {
+		return nil, ErrNotApplied
+	}
+	p := n.PartitionOf(channel)
+	if r := n.Replica(p); r != nil {
+		return r.Feed().Watch(channel, after), nil
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	return &remoteStream{n: n, p: p, channel: channel, next: after + 1, ctx: ctx, cancel: cancel}, nil
+}
+
+// remoteStream reads a channel's events from a replica on another node.
+type remoteStream struct {
+	n       *Node
+	p       uint32
+	channel string
+	ctx     context.Context // ends at Close; the RPC runs under it
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex // guards following
+	next    uint64     // seq of the next event to deliver
+	pending []*heraldv1.Event
+	rpc     *connect.ServerStreamForClient[clusterv1.WatchResponse]
+}
+
+// Next implements Stream. A dropped connection is retried against the
+// partition's replicas until ctx ends; a trimmed cursor or a missing
+// channel is returned as the storage error.
+func (s *remoteStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
+	backoff := 10 * time.Millisecond
+	for {
+		if evs := s.take(max); len(evs) > 0 {
+			return evs, nil
+		}
+		if err := s.ctx.Err(); err != nil {
+			return nil, ErrClosed
+		}
+		err := s.receive()
+		switch {
+		case err == nil:
+			backoff = 10 * time.Millisecond
+			continue
+		case connect.CodeOf(err) == connect.CodeOutOfRange:
+			return nil, &storage.Error{Kind: storage.ErrCursorExpired, Msg: errorMessage(err)}
+		case connect.CodeOf(err) == connect.CodeNotFound:
+			return nil, &storage.Error{Kind: storage.ErrNotFound, Msg: errorMessage(err)}
+		}
+		s.n.log.Debug("event stream from a peer broke; reconnecting", "channel", s.channel, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.ctx.Done():
+			return nil, ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// take returns buffered events in order, dropping any already delivered.
+func (s *remoteStream) take(max int) []*heraldv1.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.pending) > 0 && s.pending[0].GetSeq() < s.next {
+		s.pending = s.pending[1:]
+	}
+	n := 0
+	for n < len(s.pending) && n < max && s.pending[n].GetSeq() == s.next+uint64(n) {
+		n++
+	}
+	evs := s.pending[:n:n]
+	s.pending = s.pending[n:]
+	s.next += uint64(n)
+	if len(s.pending) > 0 && n == 0 {
+		// A gap: the upstream's contract rules it out; start over from the
+		// cursor rather than skip.
+		s.pending = nil
+		s.closeRPCLocked()
+	}
+	return evs
+}
+
+// receive reads the next message of the RPC, opening it (from the
+// cursor) if needed.
+func (s *remoteStream) receive() error {
+	s.mu.Lock()
+	rpc := s.rpc
+	after := s.next - 1
+	s.mu.Unlock()
+	if rpc == nil {
+		target := s.n.leaderOf(s.p, nil)
+		if target == "" {
+			return errors.New("no replica known")
+		}
+		c, err := s.n.peers.to(target)
+		if err != nil {
+			return err
+		}
+		rpc, err = c.Watch(s.ctx, &clusterv1.WatchRequest{Partition: s.p, ChannelId: s.channel, AfterSeq: after})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.rpc = rpc
+		s.mu.Unlock()
+	}
+	if !rpc.Receive() {
+		err := rpc.Err()
+		s.mu.Lock()
+		s.closeRPCLocked()
+		s.mu.Unlock()
+		if err == nil {
+			err = errors.New("stream ended")
+		}
+		return err
+	}
+	s.mu.Lock()
+	s.pending = append(s.pending, rpc.Msg().GetEvents()...)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *remoteStream) closeRPCLocked() {
+	if s.rpc != nil {
+		_ = s.rpc.Close() // best effort: the stream is being replaced
+		s.rpc = nil
+	}
+}
+
+// Close implements Stream.
+func (s *remoteStream) Close() {
+	s.cancel()
+	s.mu.Lock()
+	s.closeRPCLocked()
+	s.mu.Unlock()
+}
+
+// errorMessage is a Connect error's message without its code.
+func errorMessage(err error) string {
+	if ce, ok := errors.AsType[*connect.Error](err); ok {
+		return ce.Message()
+	}
+	return err.Error()
+}
