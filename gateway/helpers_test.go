@@ -10,6 +10,7 @@ import (
 
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/gateway"
 )
@@ -58,13 +59,21 @@ func startNode(t testing.TB, o nodeOptions) *node {
 	pc.HeartbeatTimeout = 100 * time.Millisecond
 	pc.ElectionTimeout = 100 * time.Millisecond
 	pc.LeaderLeaseTimeout = 50 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, err := cluster.New(cluster.Config{
-		NodeID:       "n1",
-		DataDir:      o.dir,
-		RaftListener: raftLn,
-		Partitions:   4,
-		Partition:    pc,
-		Logger:       log,
+		NodeID:          "n1",
+		DataDir:         o.dir,
+		HTTPAddr:        ln.Addr().String(),
+		RaftListener:    raftLn,
+		BootstrapExpect: 1,
+		Partitions:      4,
+		Partition:       pc,
+		Meta: meta.Config{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			LeaderLeaseTimeout: 50 * time.Millisecond},
+		Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -73,10 +82,6 @@ func startNode(t testing.TB, o nodeOptions) *node {
 		o.gateway.Logger = log
 	}
 	gw, err := gateway.New(o.gateway, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

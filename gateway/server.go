@@ -16,7 +16,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
-	"github.com/heraldhq/herald/cluster/partition"
+	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/storage"
 )
 
@@ -29,15 +29,12 @@ type Cluster interface {
 	History(ctx context.Context, c storage.Caller, req *heraldv1.GetHistoryRequest) (*heraldv1.GetHistoryResponse, error)
 	Thread(ctx context.Context, c storage.Caller, req *heraldv1.GetThreadRequest) (*heraldv1.GetThreadResponse, error)
 	Events(ctx context.Context, channel string, after uint64, limit int) ([]*heraldv1.Event, uint64, uint64, error)
-	Watch(channel string, after uint64) (*partition.Stream, error)
+	Watch(channel string, after uint64) (cluster.Stream, error)
 	Ready() bool
 }
 
 // Stream is an upstream of one channel's events in seq order.
-type Stream interface {
-	Next(ctx context.Context, max int) ([]*heraldv1.Event, error)
-	Close()
-}
+type Stream = cluster.Stream
 
 // Anonymous is the caller of every request while authentication is off:
 // user "anonymous", an admin (DESIGN.md "Security").
@@ -141,6 +138,11 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...)))
 	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...)))
+	if admin, ok := cl.(Admin); ok {
+		// Restores stream whole snapshots: no message limit beyond the chunk.
+		mux.Handle(heraldv1connect.NewAdminServiceHandler(&adminService{s: s, a: admin},
+			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20)))
+	}
 	mux.Handle("GET /ws", s.ws)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n")) // best effort: the client may be gone
