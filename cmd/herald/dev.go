@@ -19,6 +19,7 @@ func newDevCmd() *cobra.Command {
 		httpAddr   string
 		raftAddr   string
 		partitions uint32
+		nodes      int
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
@@ -47,13 +48,20 @@ again with the same --data-dir and everything is still there.`,
 				partitions = 0 // keep what the data directory says
 			}
 			out := cmd.OutOrStdout()
+			if nodes < 1 || nodes > 9 {
+				return fmt.Errorf("--nodes %d: want 1 to 9", nodes)
+			}
+			if nodes > 1 {
+				return runDevCluster(cmd.Context(), out, nodes, dataDir, httpAddr, partitions, log)
+			}
 			return runNode(cmd.Context(), nodeOptions{
-				nodeID:     "n1",
-				dataDir:    dataDir,
-				httpAddr:   httpAddr,
-				raftAddr:   raftAddr,
-				partitions: partitions,
-				log:        log,
+				nodeID:          "n1",
+				dataDir:         dataDir,
+				httpAddr:        httpAddr,
+				raftAddr:        raftAddr,
+				bootstrapExpect: 1,
+				partitions:      partitions,
+				log:             log,
 				started: func(h, r string) {
 					printDevBanner(out, dataDir, h, r)
 				},
@@ -68,6 +76,7 @@ again with the same --data-dir and everything is still there.`,
 	f.StringVar(&httpAddr, "http", "127.0.0.1:7700", "loopback address for the Connect API, WebSocket and health checks")
 	f.StringVar(&raftAddr, "raft", "127.0.0.1:7800", "loopback address for Raft traffic")
 	f.Uint32Var(&partitions, "partitions", cluster.DefaultPartitions, "partition count of a new data directory (fixed once created)")
+	f.IntVar(&nodes, "nodes", 1, "run this many nodes in one process: HTTP on --http's port + i, Raft on that port + 100 + i, data in DATA/n<i>")
 	f.StringVar(&logs.level, "log-level", "error", "log level: debug, info, warn or error (info shows Raft elections)")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd

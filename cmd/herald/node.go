@@ -15,14 +15,22 @@ import (
 
 // nodeOptions is what runNode needs to start a node.
 type nodeOptions struct {
-	nodeID     string
-	dataDir    string
-	httpAddr   string
-	raftAddr   string
-	partitions uint32
-	log        *slog.Logger
+	nodeID          string
+	dataDir         string
+	httpAddr        string // listen
+	raftAddr        string // listen
+	advertiseHTTP   string // "" = the bound --http address
+	advertiseRaft   string // "" = the bound --raft address
+	join            []string
+	bootstrapExpect int
+	partitions      uint32
+	metaVoters      int
+	region          string
+	secret          []byte
+	peerMap         map[string]cluster.PeerAddrs
+	log             *slog.Logger
 	// started is called once the node serves HTTP, with the bound
-	// addresses; ready once every partition has a leader.
+	// addresses; ready once the node has the metadata and its replicas.
 	started func(httpAddr, raftAddr string)
 	ready   func(took time.Duration)
 }
@@ -40,12 +48,24 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen on --raft %s: %w", o.raftAddr, err)
 	}
+	advertiseHTTP := o.advertiseHTTP
+	if advertiseHTTP == "" {
+		advertiseHTTP = httpLn.Addr().String()
+	}
 	node, err := cluster.New(cluster.Config{
-		NodeID:       o.nodeID,
-		DataDir:      o.dataDir,
-		RaftListener: raftLn,
-		Partitions:   o.partitions,
-		Logger:       o.log,
+		NodeID:          o.nodeID,
+		DataDir:         o.dataDir,
+		HTTPAddr:        advertiseHTTP,
+		RaftListener:    raftLn,
+		AdvertiseRaft:   o.advertiseRaft,
+		Join:            o.join,
+		BootstrapExpect: o.bootstrapExpect,
+		Partitions:      o.partitions,
+		MetaVoters:      o.metaVoters,
+		Region:          o.region,
+		Secret:          o.secret,
+		PeerMap:         o.peerMap,
+		Logger:          o.log,
 	})
 	if err != nil {
 		_ = raftLn.Close() // best effort: report the start error
@@ -55,7 +75,10 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	if err != nil {
 		return errors.Join(err, node.Close())
 	}
-	srv := gateway.NewHTTPServer(gw.Handler(), o.log)
+	mux := http.NewServeMux()
+	mux.Handle(node.RPCHandler())
+	mux.Handle("/", gw.Handler())
+	srv := gateway.NewHTTPServer(mux, o.log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(httpLn) }()
 	if o.started != nil {
@@ -80,7 +103,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	return errors.Join(err, node.Close())
 }
 
-// waitReady polls until every partition has a leader, then calls ready.
+// waitReady polls until the node is ready, then calls ready.
 func waitReady(ctx context.Context, node *cluster.Node, begin time.Time, ready func(time.Duration)) {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
