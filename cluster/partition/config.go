@@ -28,7 +28,11 @@ type Config struct {
 
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
 	// CommitTimeout are hashicorp/raft's timers; zero means 1 s, 1 s,
-	// 500 ms and 50 ms.
+	// 500 ms and 500 ms. CommitTimeout only bounds how long an idle
+	// follower waits to learn the commit index (so how stale an idle
+	// follower's reads may be); raising it from raft's 50 ms to 500 ms
+	// cut the idle CPU of a 3-node cluster with 64 partitions from 17 %
+	// to 10 % of a core (BenchmarkIdleCluster in package cluster).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -56,7 +60,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   time.Second,
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
+		CommitTimeout:      500 * time.Millisecond,
 		SnapshotInterval:   2 * time.Minute,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,

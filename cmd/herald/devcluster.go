@@ -76,4 +76,3 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 	wg.Wait()
 	return errors.Join(errs...)
 }
-

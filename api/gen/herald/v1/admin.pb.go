@@ -1354,8 +1354,8 @@ func (x *SaveSnapshotRequest) GetPartition() uint32 {
 	return 0
 }
 
-// SaveSnapshotResponse is one chunk of the snapshot; the first carries the
-// header fields.
+// SaveSnapshotResponse is one chunk of the snapshot, in order; the last
+// carries applied_index.
 type SaveSnapshotResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
