@@ -278,3 +278,54 @@ func writeField(w io.Writer, b []byte) {
 	_, _ = w.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b)))) // hash writes never fail
 	_, _ = w.Write(b)
 }
+
+// RebaseSnapshot copies a snapshot stream to w, raising the applied index
+// it records to at least minIndex. A snapshot restored into another
+// cluster (whose Raft log has its own indexes) must record an index past
+// that cluster's own, or Restore would take it for old news and Apply
+// would skip the cluster's next entries. It checks the stream like
+// VerifySnapshot and returns the index and term written.
+func RebaseSnapshot(r io.Reader, w io.Writer, minIndex uint64) (index, term uint64, err error) {
+	index, term, size, err := ReadSnapshotHeader(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	tmp, err := os.CreateTemp("", "herald-rebase-*.db")
+	if err != nil {
+		return 0, 0, err
+	}
+	path := tmp.Name()
+	tmp.Close()
+	defer os.Remove(path)
+	h := sha256.New()
+	if err := writeFileSync(path, io.TeeReader(io.LimitReader(r, int64(size)), h), int64(size)); err != nil {
+		return 0, 0, err
+	}
+	if err := checkSum(r, h.Sum(nil)); err != nil {
+		return 0, 0, err
+	}
+	if err := checkRestored(path, Options{}, index); err != nil {
+		return 0, 0, err
+	}
+	db, err := Open(path, Options{InitialMmapSize: 1 << 20})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer db.Close()
+	if index < minIndex {
+		err := db.db.Update(func(tx *bolt.Tx) error { return writeApplied(tx, minIndex, term) })
+		if err != nil {
+			return 0, 0, err
+		}
+		index = minIndex
+	}
+	s, err := db.Snapshot()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Release()
+	if _, err := s.WriteTo(w); err != nil {
+		return 0, 0, err
+	}
+	return index, term, nil
+}

@@ -604,3 +604,48 @@ func restoreChild(dir string) {
 	}
 	os.Exit(0)
 }
+
+func TestRebaseSnapshot(t *testing.T) {
+	src := durableHarness(t)
+	seedState(src)
+	data := snapshotBytes(t, src.db)
+	index, _, _, err := storage.ReadSnapshotHeader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name      string
+		min, want uint64
+	}{
+		{"raised", index + 100, index + 100},
+		{"kept", index - 1, index},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			got, _, err := storage.RebaseSnapshot(bytes.NewReader(data), &out, tt.min)
+			if err != nil || got != tt.want {
+				t.Fatalf("RebaseSnapshot(min %d) = %d, %v; want %d, nil", tt.min, got, err, tt.want)
+			}
+			if v, _, err := storage.VerifySnapshot(bytes.NewReader(out.Bytes())); err != nil || v != tt.want {
+				t.Fatalf("VerifySnapshot(rebased) = %d, %v; want %d, nil", v, err, tt.want)
+			}
+			dst := durableHarness(t)
+			if replaced, err := dst.db.Restore(bytes.NewReader(out.Bytes())); err != nil || !replaced {
+				t.Fatalf("Restore(rebased) = %v, %v; want true, nil", replaced, err)
+			}
+			if got, _, _ := dst.db.AppliedIndex(); got != tt.want {
+				t.Errorf("applied index after restore: got %d, want %d", got, tt.want)
+			}
+			wantHistory, _ := historyOf(src.db)
+			gotHistory, _ := historyOf(dst.db)
+			if len(gotHistory) != len(wantHistory) {
+				t.Errorf("history after restore: got %d messages, want %d", len(gotHistory), len(wantHistory))
+			}
+		})
+	}
+	bad := bytes.Clone(data)
+	bad[len(bad)/2] ^= 0xff
+	if _, _, err := storage.RebaseSnapshot(bytes.NewReader(bad), io.Discard, 0); !errors.Is(err, storage.ErrBadSnapshot) {
+		t.Errorf("RebaseSnapshot(corrupted): got %v, want ErrBadSnapshot", err)
+	}
+}
