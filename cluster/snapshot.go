@@ -128,9 +128,10 @@ func (s *rpcServer) Snapshot(_ context.Context, req *clusterv1.SnapshotRequest, 
 
 // RestoreSnapshot replaces partition p's state with a snapshot that
 // SaveSnapshot wrote, on every replica (through the leader's Raft log, as
-// a user snapshot). The partition must not have applied more than the
-// snapshot's index: it is meant for a fresh cluster with the same
-// partition count. It returns the applied index restored.
+// a user snapshot). It is meant for a fresh cluster with the same
+// partition count: whatever the partition held before is replaced. It
+// returns the applied index the restored state records (rebased past the
+// partition's own log).
 func (n *Node) RestoreSnapshot(ctx context.Context, p uint32, r io.Reader) (uint64, error) {
 	st, err := n.requireMeta()
 	if err != nil {
@@ -217,30 +218,34 @@ func spool(r io.Reader) (*os.File, error) {
 }
 
 // restoreLocal restores a verified snapshot file through a local leader
-// replica: raft.Restore stores it as a snapshot at an index past the log
-// (and past the snapshot's own applied index, so later entries are never
-// skipped), applies it here and installs it on every follower.
+// replica. The snapshot is first rebased past the partition's applied
+// index, so that it replaces the state on every replica and the log's next
+// entries are never taken as already applied; raft.Restore then stores it
+// as a snapshot past the log, applies it here and installs it on every
+// follower.
 func restoreLocal(ctx context.Context, r *partition.Partition, f *os.File) (uint64, error) {
 	if !r.IsLeader() {
 		return 0, &partition.NotLeaderError{Partition: r.ID()}
-	}
-	index, term, err := storage.VerifySnapshot(f)
-	if err != nil {
-		return 0, &storage.Error{Kind: storage.ErrInvalidArgument, Msg: err.Error()}
 	}
 	cur, _, err := r.DB().AppliedIndex()
 	if err != nil {
 		return 0, err
 	}
-	if cur >= index {
-		return 0, preconditionf("partition %d has applied up to index %d, at or past the snapshot's %d: restore into a fresh cluster",
-			r.ID(), cur, index)
-	}
-	size, err := f.Seek(0, io.SeekEnd)
+	rebased, err := os.CreateTemp("", "herald-restore-*")
 	if err != nil {
 		return 0, err
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	defer os.Remove(rebased.Name())
+	defer rebased.Close()
+	index, term, err := storage.RebaseSnapshot(f, rebased, max(cur+1, r.Raft().LastIndex()+1))
+	if err != nil {
+		return 0, &storage.Error{Kind: storage.ErrInvalidArgument, Msg: err.Error()}
+	}
+	size, err := rebased.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := rebased.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: term, Size: size}
@@ -248,7 +253,7 @@ func restoreLocal(ctx context.Context, r *partition.Partition, f *os.File) (uint
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	if err := r.Raft().Restore(meta, f, timeout); err != nil {
+	if err := r.Raft().Restore(meta, rebased, timeout); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, &partition.NotLeaderError{Partition: r.ID()}
 		}
