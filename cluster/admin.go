@@ -96,9 +96,16 @@ func (n *Node) LookupChannel(ctx context.Context, channel string) (*heraldv1.Loo
 func (n *Node) ListNodes(ctx context.Context) (*heraldv1.ListNodesResponse, error) {
 	statuses := n.allStatus(ctx)
 	nodes, _ := n.knownNodes()
+	voters := map[string]bool{}
+	if servers, err := n.meta.Configuration(); err == nil {
+		for _, s := range servers {
+			voters[string(s.ID)] = s.Suffrage == raft.Voter
+		}
+	}
 	for _, node := range nodes {
 		s, ok := statuses[node.GetId()]
 		node.Reachable = ok
+		node.MetaVoter = voters[node.GetId()]
 		for _, rs := range s.GetReplicas() {
 			node.Replicas++
 			if rs.GetState() == raft.Leader.String() {
