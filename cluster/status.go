@@ -161,6 +161,7 @@ func (n *Node) lead(ctx context.Context) {
 		n.initCluster(ctx)
 		return
 	}
+	n.tendMetaGroup(ctx)
 	parts := n.ring(st, n.allStatus(ctx))
 	settled := func(p uint32) bool {
 		if int(p) >= len(parts) {

@@ -1,0 +1,55 @@
+package cluster
+
+import (
+	"context"
+
+	"github.com/hashicorp/raft"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+)
+
+// tendMetaGroup keeps the metadata group's voters on active nodes, one
+// change per round, on the metadata leader: a removed node leaves the
+// group; while there are fewer than MetaVoters voters on active nodes, an
+// active non-voter is promoted; then a draining voter leaves (it is about
+// to be stopped), so that the group's quorum never depends on it.
+func (n *Node) tendMetaGroup(ctx context.Context) {
+	servers, err := n.meta.Configuration()
+	if err != nil {
+		return
+	}
+	state := map[string]heraldv1.Node_State{}
+	for _, node := range n.meta.State().GetNodes() {
+		state[node.GetId()] = node.GetState()
+	}
+	activeVoters, candidate := 0, ""
+	var draining string
+	for _, s := range servers {
+		id := string(s.ID)
+		switch st := state[id]; {
+		case st == heraldv1.Node_STATE_REMOVED:
+			n.metaChange(ctx, "remove", id, n.meta.RemoveServer(ctx, id))
+			return
+		case s.Suffrage == raft.Voter && st == heraldv1.Node_STATE_ACTIVE:
+			activeVoters++
+		case s.Suffrage == raft.Voter && st == heraldv1.Node_STATE_DRAINING && id != n.cfg.NodeID:
+			draining = id
+		case s.Suffrage != raft.Voter && st == heraldv1.Node_STATE_ACTIVE && candidate == "":
+			candidate = id
+		}
+	}
+	switch {
+	case activeVoters < n.cfg.MetaVoters && candidate != "":
+		n.metaChange(ctx, "promote", candidate, n.meta.AddVoter(ctx, candidate, n.peers.raftAddr(candidate)))
+	case draining != "" && activeVoters >= min(n.cfg.MetaVoters, 3):
+		n.metaChange(ctx, "remove draining", draining, n.meta.RemoveServer(ctx, draining))
+	}
+}
+
+func (n *Node) metaChange(_ context.Context, what, id string, err error) {
+	if err != nil {
+		n.log.Warn("metadata group change", "change", what, "peer", id, "err", err)
+		return
+	}
+	n.log.Info("metadata group changed", "change", what, "peer", id)
+}
