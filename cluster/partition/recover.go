@@ -40,7 +40,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	f := &fsm{db: db, feed: newFeed(db), log: log, onFatal: func(err error) { fatal = err; onFatal(err) }}
 	rc := cfg.raftConfig()
 	rc.Logger = raftlog.New(log)
-	err = raft.RecoverCluster(rc, f, stores.Log, stores.Stable, stores.Snapshots, trans,
+	err = raft.RecoverCluster(rc, releasingFSM{f}, stores.Log, stores.Stable, stores.Snapshots, trans,
 		raft.Configuration{Servers: servers})
 	if err == nil && fatal != nil {
 		err = fatal
@@ -50,4 +50,25 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	}
 	log.Warn("recovered replica group from this replica", "servers", len(servers), "err", err)
 	return errors.Join(err, db.Close(), stores.Close())
+}
+
+// releasingFSM releases each snapshot once it is persisted:
+// raft.RecoverCluster never calls Release, and an unreleased snapshot
+// holds a read transaction that the state file's Close would wait for
+// for ever.
+type releasingFSM struct{ *fsm }
+
+func (f releasingFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.fsm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return releasingSnapshot{s}, nil
+}
+
+type releasingSnapshot struct{ raft.FSMSnapshot }
+
+func (s releasingSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.Release()
+	return s.FSMSnapshot.Persist(sink)
 }
