@@ -11,8 +11,10 @@ import (
 // tendMetaGroup keeps the metadata group's voters on active nodes, one
 // change per round, on the metadata leader: a removed node leaves the
 // group; while there are fewer than MetaVoters voters on active nodes, an
-// active non-voter is promoted; then a draining voter leaves (it is about
-// to be stopped), so that the group's quorum never depends on it.
+// active non-voter is promoted; then a draining voter is demoted to a
+// non-voter, so that the group's quorum never depends on a node about to
+// be stopped. It stays in the group: its copy of the metadata must stay
+// current until it has handed every leadership and replica over.
 func (n *Node) tendMetaGroup(ctx context.Context) {
 	servers, err := n.meta.Configuration()
 	if err != nil {
@@ -42,7 +44,7 @@ func (n *Node) tendMetaGroup(ctx context.Context) {
 	case activeVoters < n.cfg.MetaVoters && candidate != "":
 		n.metaChange(ctx, "promote", candidate, n.meta.AddVoter(ctx, candidate, n.peers.raftAddr(candidate)))
 	case draining != "" && activeVoters >= min(n.cfg.MetaVoters, 3):
-		n.metaChange(ctx, "remove draining", draining, n.meta.RemoveServer(ctx, draining))
+		n.metaChange(ctx, "demote draining", draining, n.meta.DemoteVoter(ctx, draining))
 	}
 }
 

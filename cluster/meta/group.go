@@ -275,6 +275,16 @@ func (g *Group) AddNonvoter(ctx context.Context, id, raftAddr string) error {
 
 // RemoveServer removes the node from the group. A leader that removes
 // itself steps down once the change commits. The contract is AddVoter's.
+// DemoteVoter makes a voter a non-voter: it keeps receiving the log, so
+// its copy of the metadata stays current, but no longer counts towards
+// the quorum. Leader only.
+func (g *Group) DemoteVoter(ctx context.Context, id string) error {
+	if err := g.precheck(ctx); err != nil {
+		return err
+	}
+	return g.membership(ctx, g.raft.DemoteVoter(raft.ServerID(id), 0, enqueueTimeout(ctx)), "demote voter %s", id)
+}
+
 func (g *Group) RemoveServer(ctx context.Context, id string) error {
 	if err := g.precheck(ctx); err != nil {
 		return err
