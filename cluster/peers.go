@@ -93,6 +93,12 @@ func (p *peers) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	if a, ok := p.n.cfg.PeerMap[string(id)]; ok && a.Raft != "" {
 		return raft.ServerAddress(a.Raft), nil
 	}
+	if string(id) == p.n.cfg.NodeID {
+		// Raft asks for this node's own address in the header of its first
+		// answers, possibly while New is still storing the metadata replica
+		// in n.meta: answer without reading it.
+		return raft.ServerAddress(p.n.mux.Addr().String()), nil
+	}
 	for _, node := range p.n.meta.State().GetNodes() {
 		if node.GetId() == string(id) {
 			return raft.ServerAddress(node.GetRaftAddr()), nil

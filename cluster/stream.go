@@ -39,7 +39,8 @@ func (n *Node) Watch(channel string, after uint64) (Stream, error) {
 		return r.Feed().Watch(channel, after), nil
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
-	return &remoteStream{n: n, p: p, channel: channel, next: after + 1, ctx: ctx, cancel: cancel}, nil
+	return &remoteStream{n: n, p: p, channel: channel, next: after + 1, ctx: ctx, cancel: cancel,
+		failed: map[string]bool{}}, nil
 }
 
 // remoteStream reads a channel's events from a replica on another node.
@@ -50,17 +51,26 @@ type remoteStream struct {
 	ctx     context.Context // ends at Close; the RPC runs under it
 	cancel  context.CancelFunc
 
+	// Used only by the goroutine calling Next.
+	source string          // node the open RPC reads from
+	failed map[string]bool // nodes whose stream failed, skipped until every candidate has
+
 	mu      sync.Mutex // guards following
 	next    uint64     // seq of the next event to deliver
 	pending []*heraldv1.Event
 	rpc     *connect.ServerStreamForClient[clusterv1.WatchResponse]
+	stopRPC context.CancelFunc // cancels rpc's context: a blocked Receive returns
 }
 
 // Next implements Stream. A dropped connection is retried against the
 // partition's replicas until ctx ends; a trimmed cursor or a missing
-// channel is returned as the storage error.
+// channel is returned as the storage error. When ctx ends while Next waits
+// for the peer, the RPC is dropped (the next call reopens it from the
+// cursor) and Next returns ctx's error.
 func (s *remoteStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
 	backoff := 10 * time.Millisecond
+	stop := context.AfterFunc(ctx, s.interrupt)
+	defer stop()
 	for {
 		if evs := s.take(max); len(evs) > 0 {
 			return evs, nil
@@ -68,11 +78,16 @@ func (s *remoteStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, er
 		if err := s.ctx.Err(); err != nil {
 			return nil, ErrClosed
 		}
-		err := s.receive()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := s.receive(ctx)
 		switch {
 		case err == nil:
 			backoff = 10 * time.Millisecond
 			continue
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
 		case connect.CodeOf(err) == connect.CodeOutOfRange:
 			return nil, &storage.Error{Kind: storage.ErrCursorExpired, Msg: errorMessage(err)}
 		case connect.CodeOf(err) == connect.CodeNotFound:
@@ -113,26 +128,61 @@ func (s *remoteStream) take(max int) []*heraldv1.Event {
 	return evs
 }
 
+// interrupt makes a Receive blocked in Next return; Next's ctx ended.
+func (s *remoteStream) interrupt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopRPC != nil {
+		s.stopRPC()
+	}
+}
+
 // receive reads the next message of the RPC, opening it (from the
-// cursor) if needed.
-func (s *remoteStream) receive() error {
+// cursor) if needed. A node whose stream failed is skipped when the RPC is
+// reopened, until every candidate has failed: the leader hint that chose
+// it may name a node that is down, and nothing else would correct it.
+// ctx is Next's: when it ends, the RPC is dropped, and its node is not
+// counted as failed.
+func (s *remoteStream) receive(ctx context.Context) error {
 	s.mu.Lock()
 	rpc := s.rpc
 	after := s.next - 1
 	s.mu.Unlock()
 	if rpc == nil {
-		target := s.n.leaderOf(s.p, nil)
+		target := s.n.leaderOf(s.p, s.failed)
+		if target == "" {
+			clear(s.failed)
+			target = s.n.leaderOf(s.p, nil)
+		}
 		if target == "" {
 			return errors.New("no replica known")
 		}
 		c, err := s.n.peers.to(target)
 		if err != nil {
+			s.failed[target] = true
 			return err
 		}
-		rpc, err = c.Watch(s.ctx, &clusterv1.WatchRequest{Partition: s.p, ChannelId: s.channel, AfterSeq: after})
+		// The call waits for the peer's first message, so interrupt must
+		// be able to cancel it already.
+		rctx, rcancel := context.WithCancel(s.ctx)
+		s.mu.Lock()
+		s.stopRPC = rcancel
+		if ctx.Err() != nil {
+			rcancel() // interrupt ran before stopRPC was set
+		}
+		s.mu.Unlock()
+		rpc, err = c.Watch(rctx, &clusterv1.WatchRequest{Partition: s.p, ChannelId: s.channel, AfterSeq: after})
 		if err != nil {
+			s.mu.Lock()
+			s.closeRPCLocked()
+			s.mu.Unlock()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.failed[target] = true
 			return err
 		}
+		s.source = target
 		s.mu.Lock()
 		s.rpc = rpc
 		s.mu.Unlock()
@@ -142,6 +192,10 @@ func (s *remoteStream) receive() error {
 		s.mu.Lock()
 		s.closeRPCLocked()
 		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.failed[s.source] = true
 		if err == nil {
 			err = errors.New("stream ended")
 		}
@@ -153,19 +207,23 @@ func (s *remoteStream) receive() error {
 	return nil
 }
 
+// closeRPCLocked drops the RPC. Only the goroutine calling Next calls it:
+// the RPC's Receive must not run concurrently with its Close.
 func (s *remoteStream) closeRPCLocked() {
+	if s.stopRPC != nil {
+		s.stopRPC()
+		s.stopRPC = nil
+	}
 	if s.rpc != nil {
 		_ = s.rpc.Close() // best effort: the stream is being replaced
 		s.rpc = nil
 	}
 }
 
-// Close implements Stream.
+// Close implements Stream. Canceling the stream's context ends its RPC: a
+// Next blocked on it returns ErrClosed.
 func (s *remoteStream) Close() {
 	s.cancel()
-	s.mu.Lock()
-	s.closeRPCLocked()
-	s.mu.Unlock()
 }
 
 // errorMessage is a Connect error's message without its code.
