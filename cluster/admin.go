@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -193,36 +194,45 @@ func (n *Node) removeMetaServer(ctx context.Context, id string) error {
 }
 
 // TransferLeadership makes node id the preferred leader of partition p and
-// waits (within ctx) until it leads.
+// waits (within ctx) until it leads. So that the metadata leader's
+// continuous leader balancing does not move the leadership straight back,
+// the same placement change moves other partitions' preferred leaders as
+// balancing would, leaving p's alone.
 func (n *Node) TransferLeadership(ctx context.Context, p uint32, id string) (*heraldv1.Partition, error) {
 	st, err := n.requireMeta()
 	if err != nil {
 		return nil, err
 	}
-	pl := placementOf(st, p)
-	if pl == nil {
-		return nil, notFoundf("partition %d does not exist; the cluster has %d", p, st.GetPartitions())
-	}
-	if !contains(pl.GetReplicas(), id) {
-		return nil, preconditionf("node %q holds no replica of partition %d (replicas: %s)",
-			id, p, strings.Join(pl.GetReplicas(), ", "))
-	}
-	if pl.GetReplicas()[0] != id {
-		order := []string{id}
-		for _, r := range pl.GetReplicas() {
-			if r != id {
-				order = append(order, r)
-			}
-		}
-		_, err := n.proposeMeta(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
-			SetPlacement: &clusterv1.SetPlacement{Placements: []*clusterv1.Placement{{
-				Partition: p, Replicas: order, ExpectEpoch: pl.GetEpoch(), Generation: pl.GetGeneration()}}}}})
-		if err != nil {
-			return nil, err
-		}
-	}
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
+	for {
+		pl := placementOf(st, p)
+		if pl == nil {
+			return nil, notFoundf("partition %d does not exist; the cluster has %d", p, st.GetPartitions())
+		}
+		if !contains(pl.GetReplicas(), id) {
+			return nil, preconditionf("node %q holds no replica of partition %d (replicas: %s)",
+				id, p, strings.Join(pl.GetReplicas(), ", "))
+		}
+		if pl.GetReplicas()[0] == id {
+			break
+		}
+		_, err := n.proposeMeta(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
+			SetPlacement: &clusterv1.SetPlacement{Placements: transferPlan(st, pl, id)}}})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrFailedPrecondition) {
+			return nil, err
+		}
+		// The planner changed a placement meanwhile: plan again.
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+		st = n.meta.State()
+	}
 	for {
 		parts := n.ring(n.meta.State(), n.allStatus(ctx))
 		if parts[p].GetLeader() == id {
@@ -234,6 +244,30 @@ func (n *Node) TransferLeadership(ctx context.Context, p uint32, id string) (*he
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// transferPlan returns the placement changes that make id the preferred
+// leader of pl's partition: that reorder, and the reorders of other
+// partitions (moves of preferred leaders only, no replica moves) that
+// balancing plans once it is made.
+func transferPlan(st *clusterv1.MetaState, pl *clusterv1.Placement, id string) []*clusterv1.Placement {
+	order := []string{id}
+	for _, r := range pl.GetReplicas() {
+		if r != id {
+			order = append(order, r)
+		}
+	}
+	p := pl.GetPartition()
+	next := proto.CloneOf(st)
+	placementOf(next, p).Replicas = order
+	changes := []*clusterv1.Placement{{Partition: p, Replicas: order, ExpectEpoch: pl.GetEpoch(), Generation: pl.GetGeneration()}}
+	for _, c := range meta.Plan(next, func(q uint32) bool { return q != p }) {
+		cur := placementOf(st, c.GetPartition()).GetReplicas()
+		if len(cur) == len(c.GetReplicas()) && !slices.ContainsFunc(c.GetReplicas(), func(r string) bool { return !contains(cur, r) }) {
+			changes = append(changes, c)
+		}
+	}
+	return changes
 }
 
 // Rebalance plans placement changes now, as the metadata leader does

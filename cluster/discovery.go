@@ -46,7 +46,11 @@ func (n *Node) discover(ctx context.Context) error {
 			return n.join(ctx, bootstrapped)
 		case n.cfg.BootstrapExpect > 0 && len(known) >= n.cfg.BootstrapExpect:
 			founders := known[:n.cfg.BootstrapExpect]
-			if slices.ContainsFunc(founders, func(x *heraldv1.Node) bool { return x.GetId() == n.cfg.NodeID }) {
+			// Only the voting founders bootstrap (raft refuses a non-voter);
+			// the others are in the configuration they bootstrap, and wait
+			// below for the leader to replicate it to them.
+			i := slices.IndexFunc(founders, func(x *heraldv1.Node) bool { return x.GetId() == n.cfg.NodeID })
+			if i >= 0 && i < n.cfg.MetaVoters {
 				return n.found(founders)
 			}
 		}

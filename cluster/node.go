@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
 	"github.com/heraldhq/herald/cluster/meta"
@@ -183,11 +185,12 @@ func New(cfg Config) (*Node, error) {
 		busy: make(map[uint32]bool), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node)}
 	n.peers = newPeers(n)
+	addrs := &startingProvider{peers: n.peers}
 	mux, err := transport.New(transport.Config{
 		Listener:        cfg.RaftListener,
 		Advertise:       cfg.AdvertiseRaft,
 		Handshake:       n.auth.handshake,
-		AddressProvider: n.peers,
+		AddressProvider: addrs,
 		Logger:          log,
 	})
 	if err != nil {
@@ -208,8 +211,26 @@ func New(cfg Config) (*Node, error) {
 		cancel()
 		return nil, errors.Join(err, trans.Close(), mux.Close())
 	}
+	addrs.ready.Store(true)
 	n.wg.Go(n.run)
 	return n, nil
+}
+
+// startingProvider resolves Raft server ids through peers once the
+// metadata replica is set on the Node. The metadata replica's Raft
+// instance starts inside meta.New and may resolve a peer (for a heartbeat
+// that arrives at once) before New has stored it; until then raft falls
+// back to the address it was given.
+type startingProvider struct {
+	peers *peers
+	ready atomic.Bool
+}
+
+func (s *startingProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if !s.ready.Load() {
+		return "", fmt.Errorf("cluster: node %q: addresses not loaded yet", id)
+	}
+	return s.peers.ServerAddr(id)
 }
 
 // self returns this node as the metadata records it.
@@ -295,7 +316,7 @@ func (n *Node) run() {
 // reconcile runs one round of the node's duties.
 func (n *Node) reconcile(ctx context.Context) {
 	n.register(ctx)
-	n.reconcileReplicas()
+	n.reconcileReplicas(ctx)
 	n.executeMembership(ctx)
 	if n.meta.IsLeader() {
 		n.lead(ctx)

@@ -55,6 +55,17 @@ func (n *Node) RecoverPartition(ctx context.Context, p uint32, from string) (*he
 	if _, err := n.node(st, from); err != nil {
 		return nil, err
 	}
+	// The recovered placement must be recorded, or the other replicas,
+	// when they return, would meet a survivor that no longer belongs to
+	// their group. So first make sure the metadata can take a change (its
+	// leader is reachable and has a quorum) and that the placement is still
+	// the one read here, with a change that changes nothing.
+	_, err = n.proposeMeta(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
+		SetPlacement: &clusterv1.SetPlacement{Placements: []*clusterv1.Placement{{
+			Partition: p, Replicas: pl.GetReplicas(), ExpectEpoch: pl.GetEpoch(), Generation: pl.GetGeneration()}}}}})
+	if err != nil {
+		return nil, fmt.Errorf("partition %d not recovered: the metadata group cannot record it (it needs its own quorum): %w", p, err)
+	}
 	next := pl.GetGeneration() + 1
 	if _, err := n.replicaOpAt(ctx, from, &clusterv1.ReplicaOpRequest{Partition: p,
 		Op: &clusterv1.ReplicaOpRequest_Recover{Recover: &clusterv1.RecoverOp{Generation: next}}}); err != nil {
@@ -105,7 +116,7 @@ func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
 	if err := r.Close(); err != nil {
 		n.log.Warn("close replica for recovery", "partition", p, "err", err)
 	}
-	trans, err := n.mux.NewTransport(fmt.Sprintf("p%d", p), raftlog.New(n.log.With("partition", p)))
+	trans, err := n.mux.NewTransport(groupName(p, g), raftlog.New(n.log.With("partition", p)))
 	if err != nil {
 		return err
 	}

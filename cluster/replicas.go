@@ -1,13 +1,16 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/hashicorp/raft"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
 	"github.com/heraldhq/herald/cluster/partition"
 )
@@ -22,8 +25,17 @@ func (n *Node) replicaDir(p uint32) string {
 // placement nor its group's configuration shuts down and its files are
 // deleted, and so is one made for an older generation of its partition
 // (before a RecoverPartition).
-func (n *Node) reconcileReplicas() {
+func (n *Node) reconcileReplicas(ctx context.Context) {
 	st := n.meta.State()
+	statuses := map[string]*clusterv1.NodeStatusResponse{}
+	status := func(id string) *clusterv1.NodeStatusResponse {
+		s, ok := statuses[id]
+		if !ok {
+			s, _ = n.nodeStatus(ctx, id) // nil when unreachable
+			statuses[id] = s
+		}
+		return s
+	}
 	for _, pl := range st.GetPlacements() {
 		p := pl.GetPartition()
 		n.mu.Lock()
@@ -47,6 +59,8 @@ func (n *Node) reconcileReplicas() {
 			// Removed from its group (raft shuts a removed replica down).
 			n.retireReplica(p, r)
 		case !wanted && !inConfiguration(r, n.cfg.NodeID):
+			n.retireReplica(p, r)
+		case n.removedByLeader(ctx, r, pl.GetReplicas(), status):
 			n.retireReplica(p, r)
 		}
 	}
@@ -86,9 +100,21 @@ func (n *Node) replicaConfig(p uint32) partition.Config {
 	return pc
 }
 
+// groupName is the transport group of partition p's replicas of
+// generation g. Each generation has its own, so that a replica of an older
+// generation (a node that was down during a RecoverPartition and has not
+// yet learnt of it) cannot reach the recovered group: it would otherwise
+// win its old peers' votes, depose the survivor and overwrite its log.
+func groupName(p uint32, g uint64) string {
+	if g == 0 {
+		return fmt.Sprintf("p%d", p)
+	}
+	return fmt.Sprintf("p%d.g%d", p, g)
+}
+
 // startReplica opens the replica of p for generation g.
 func (n *Node) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
-	trans, err := n.mux.NewTransport(fmt.Sprintf("p%d", p), raftlog.New(n.log.With("partition", p)))
+	trans, err := n.mux.NewTransport(groupName(p, g), raftlog.New(n.log.With("partition", p)))
 	if err != nil {
 		return err
 	}
@@ -131,6 +157,45 @@ func (n *Node) retireReplica(p uint32, r *partition.Partition) {
 		return
 	}
 	n.log.Info("retired replica", "partition", p)
+}
+
+// removedByLeader reports whether r was removed from its group without
+// learning it: the leader stops replicating to a server it removes, so the
+// removed replica may never apply its removal, and this node's metadata
+// may lag (a drained node leaves the metadata group too). Only a replica
+// that has a configuration but knows no leader asks; it asks the other
+// members of its configuration and of the placement, and trusts a replica
+// that leads the partition.
+func (n *Node) removedByLeader(ctx context.Context, r *partition.Partition, placed []string,
+	status func(string) *clusterv1.NodeStatusResponse) bool {
+	if _, id := r.Raft().LeaderWithID(); id != "" || r.IsLeader() {
+		return false
+	}
+	f := r.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	var peers []string
+	for _, s := range f.Configuration().Servers {
+		peers = append(peers, string(s.ID))
+	}
+	if len(peers) == 0 {
+		return false // a new replica, waiting to be added
+	}
+	for _, id := range append(peers, placed...) {
+		if id == n.cfg.NodeID {
+			continue
+		}
+		for _, rs := range status(id).GetReplicas() {
+			if rs.GetPartition() != r.ID() || rs.GetState() != raft.Leader.String() {
+				continue
+			}
+			return !slices.ContainsFunc(rs.GetConfiguration(), func(x *heraldv1.Replica) bool {
+				return x.GetNodeId() == n.cfg.NodeID
+			})
+		}
+	}
+	return false
 }
 
 // inConfiguration reports whether id is in r's group configuration.
