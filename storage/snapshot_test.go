@@ -358,9 +358,6 @@ func TestOpenErrors(t *testing.T) {
 		}
 	})
 	t.Run("locked", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("waits for the 1 s lock timeout")
-		}
 		path := filepath.Join(dir, "locked.db")
 		openAt(t, path, fastOpts)
 		if db, err := storage.Open(path, fastOpts); err == nil {
