@@ -251,13 +251,16 @@ func (n *Node) stop(graceful bool) {
 	if node == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(ctx) // best effort: streams end with the node
 	var err error
 	if graceful {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx) // best effort: streams end with the node
 		err = node.Close()
 	} else {
+		// A crash: connections drop at once, replicas stop without
+		// handing anything over.
+		_ = srv.Close() // best effort: the node is going anyway
 		err = node.Kill()
 	}
 	if err != nil {
