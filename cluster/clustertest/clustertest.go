@@ -65,6 +65,9 @@ type Node struct {
 	mu  sync.Mutex // guards following
 	n   *cluster.Node
 	srv *http.Server
+	// listeners reserved by newNode, so no other test takes the ports
+	// before the first start; nil afterwards.
+	httpLn, raftLn net.Listener
 }
 
 // New starts a cluster of opts.Nodes nodes that found it together, and
@@ -105,20 +108,22 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// newNode reserves ports and a directory for a node.
+// newNode reserves ports (by listening on them) and a directory for a
+// node.
 func (c *Cluster) newNode(id string) *Node {
-	return &Node{ID: id, Dir: filepath.Join(c.dir, id), HTTP: freePort(c.t), Raft: freePort(c.t), c: c}
+	n := &Node{ID: id, Dir: filepath.Join(c.dir, id), c: c}
+	n.httpLn, n.HTTP = reserve(c.t)
+	n.raftLn, n.Raft = reserve(c.t)
+	return n
 }
 
-func freePort(t testing.TB) string {
+func reserve(t testing.TB) (net.Listener, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return ln, ln.Addr().String()
 }
 
 func (c *Cluster) joinList() []string {
@@ -135,16 +140,23 @@ func (c *Cluster) joinList() []string {
 func (n *Node) start(join []string, expect int) {
 	t := n.c.t
 	t.Helper()
-	httpLn, err := listen(n.HTTP)
-	if err != nil {
-		t.Errorf("%s: listen http: %v", n.ID, err)
-		return
+	n.mu.Lock()
+	httpLn, raftLn := n.httpLn, n.raftLn
+	n.httpLn, n.raftLn = nil, nil
+	n.mu.Unlock()
+	var err error
+	if httpLn == nil {
+		if httpLn, err = listen(n.HTTP); err != nil {
+			t.Errorf("%s: listen http: %v", n.ID, err)
+			return
+		}
 	}
-	raftLn, err := listen(n.Raft)
-	if err != nil {
-		httpLn.Close()
-		t.Errorf("%s: listen raft: %v", n.ID, err)
-		return
+	if raftLn == nil {
+		if raftLn, err = listen(n.Raft); err != nil {
+			httpLn.Close()
+			t.Errorf("%s: listen raft: %v", n.ID, err)
+			return
+		}
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: n.c.opts.LogLevel})).With("test_node", n.ID)
 	mc := meta.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
@@ -247,6 +259,12 @@ func (n *Node) stop(graceful bool) {
 	n.mu.Lock()
 	node, srv := n.n, n.srv
 	n.n, n.srv = nil, nil
+	for _, ln := range []net.Listener{n.httpLn, n.raftLn} {
+		if ln != nil {
+			ln.Close() // never started: release the reserved ports
+		}
+	}
+	n.httpLn, n.raftLn = nil, nil
 	n.mu.Unlock()
 	if node == nil {
 		return
