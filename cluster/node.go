@@ -149,6 +149,7 @@ type Node struct {
 	gens     map[uint32]uint64         // partition → generation of the local replica
 	busy     map[uint32]bool           // partitions being recovered or retired here
 	hints    map[uint32]string         // partition → last known leader id
+	caughtUp map[uint32]bool           // follower replicas seen within caughtUpLag of their leader
 	heard    map[string]*heraldv1.Node // nodes heard of through Hello, before the metadata has them
 	joined   bool                      // the metadata replica belongs to a cluster
 
@@ -182,7 +183,7 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
 		replicas: make(map[uint32]*partition.Partition), gens: make(map[uint32]uint64),
-		busy: make(map[uint32]bool), hints: make(map[uint32]string),
+		busy: make(map[uint32]bool), hints: make(map[uint32]string), caughtUp: make(map[uint32]bool),
 		heard: make(map[string]*heraldv1.Node)}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
@@ -279,8 +280,11 @@ func (n *Node) Ready() bool {
 		if !contains(pl.GetReplicas(), n.cfg.NodeID) {
 			continue
 		}
-		r := n.Replica(pl.GetPartition())
-		if r == nil || !r.Ready() {
+		p := pl.GetPartition()
+		n.mu.Lock()
+		r, caught := n.replicas[p], n.caughtUp[p]
+		n.mu.Unlock()
+		if r == nil || !r.Ready() || !(r.IsLeader() || caught) {
 			return false
 		}
 	}
@@ -317,6 +321,7 @@ func (n *Node) run() {
 func (n *Node) reconcile(ctx context.Context) {
 	n.register(ctx)
 	n.reconcileReplicas(ctx)
+	n.trackCatchUp(ctx)
 	n.executeMembership(ctx)
 	if n.meta.IsLeader() {
 		n.lead(ctx)

@@ -152,6 +152,49 @@ func (n *Node) ring(st *clusterv1.MetaState, statuses map[string]*clusterv1.Node
 	return parts
 }
 
+// trackCatchUp records which follower replicas have applied up to within
+// caughtUpLag of their leader's commit index, asking the leaders' nodes:
+// a follower only learns the commit index with new entries, so its own
+// view cannot tell that it is behind. A replica stays caught up until it
+// loses contact with a leader; steady state costs no calls.
+func (n *Node) trackCatchUp(ctx context.Context) {
+	n.mu.Lock()
+	var pending []uint32
+	for p, r := range n.replicas {
+		switch {
+		case !r.Ready():
+			delete(n.caughtUp, p)
+		case !r.IsLeader() && !n.caughtUp[p]:
+			pending = append(pending, p)
+		}
+	}
+	n.mu.Unlock()
+	statuses := map[string]*clusterv1.NodeStatusResponse{}
+	for _, p := range pending {
+		r := n.Replica(p)
+		if r == nil {
+			continue
+		}
+		_, leader := r.Raft().LeaderWithID()
+		if leader == "" {
+			continue
+		}
+		s, ok := statuses[string(leader)]
+		if !ok {
+			s, _ = n.nodeStatus(ctx, string(leader)) // nil when unreachable
+			statuses[string(leader)] = s
+		}
+		for _, rs := range s.GetReplicas() {
+			if rs.GetPartition() == p && rs.GetState() == raft.Leader.String() &&
+				r.Raft().AppliedIndex()+caughtUpLag >= rs.GetCommitIndex() {
+				n.mu.Lock()
+				n.caughtUp[p] = true
+				n.mu.Unlock()
+			}
+		}
+	}
+}
+
 // lead runs the metadata leader's duties: found the partitions once the
 // founders have registered, then plan placement changes for partitions
 // whose groups match their placement.
