@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/partition"
 )
 
@@ -33,15 +34,7 @@ func (n *Node) executeMembership(ctx context.Context) {
 		}
 	}
 	n.mu.Unlock()
-	statuses := map[string]*clusterv1.NodeStatusResponse{}
-	status := func(id string) *clusterv1.NodeStatusResponse {
-		s, ok := statuses[id]
-		if !ok {
-			s, _ = n.nodeStatus(ctx, id) // nil when unreachable
-			statuses[id] = s
-		}
-		return s
-	}
+	status := n.statusCache(ctx)
 	for _, r := range leading {
 		pl := placementOf(st, r.ID())
 		n.mu.Lock()
@@ -88,10 +81,10 @@ func (n *Node) step(ctx context.Context, r *partition.Partition, want []string, 
 				continue
 			}
 			n.log.Info("adding replica as non-voter", "partition", r.ID(), "replica", id)
-			return wait(ctx, rf.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), index, membershipTimeout))
+			return future.Wait(ctx, rf.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), index, membershipTimeout))
 		case suffrage != raft.Voter && caughtUp(id):
 			n.log.Info("promoting caught-up replica to voter", "partition", r.ID(), "replica", id)
-			return wait(ctx, rf.AddVoter(raft.ServerID(id), raft.ServerAddress(n.peers.raftAddr(id)), index, membershipTimeout))
+			return future.Wait(ctx, rf.AddVoter(raft.ServerID(id), raft.ServerAddress(n.peers.raftAddr(id)), index, membershipTimeout))
 		}
 	}
 	settled := true
@@ -108,11 +101,11 @@ func (n *Node) step(ctx context.Context, r *partition.Partition, want []string, 
 			return n.handOver(ctx, r, want, caughtUp)
 		}
 		n.log.Info("removing replica", "partition", r.ID(), "replica", id)
-		return wait(ctx, rf.RemoveServer(raft.ServerID(id), index, membershipTimeout))
+		return future.Wait(ctx, rf.RemoveServer(raft.ServerID(id), index, membershipTimeout))
 	}
 	if settled && want[0] != n.cfg.NodeID && caughtUp(want[0]) {
 		n.log.Info("handing leadership to the preferred leader", "partition", r.ID(), "to", want[0])
-		return wait(ctx, rf.LeadershipTransferToServer(raft.ServerID(want[0]), raft.ServerAddress(n.peers.raftAddr(want[0]))))
+		return future.Wait(ctx, rf.LeadershipTransferToServer(raft.ServerID(want[0]), raft.ServerAddress(n.peers.raftAddr(want[0]))))
 	}
 	return nil
 }
@@ -123,7 +116,7 @@ func (n *Node) handOver(ctx context.Context, r *partition.Partition, want []stri
 	for _, id := range want {
 		if caughtUp(id) {
 			n.log.Info("handing leadership over before leaving", "partition", r.ID(), "to", id)
-			return wait(ctx, r.Raft().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(n.peers.raftAddr(id))))
+			return future.Wait(ctx, r.Raft().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(n.peers.raftAddr(id))))
 		}
 	}
 	return nil
@@ -136,16 +129,4 @@ func allVoters(in map[string]raft.ServerSuffrage, want []string) bool {
 		}
 	}
 	return true
-}
-
-// wait waits for a raft future under ctx.
-func wait(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }() // exits when raft resolves f, at the latest at shutdown
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -27,15 +27,7 @@ func (n *Node) replicaDir(p uint32) string {
 // (before a RecoverPartition).
 func (n *Node) reconcileReplicas(ctx context.Context) {
 	st := n.meta.State()
-	statuses := map[string]*clusterv1.NodeStatusResponse{}
-	status := func(id string) *clusterv1.NodeStatusResponse {
-		s, ok := statuses[id]
-		if !ok {
-			s, _ = n.nodeStatus(ctx, id) // nil when unreachable
-			statuses[id] = s
-		}
-		return s
-	}
+	status := n.statusCache(ctx)
 	for _, pl := range st.GetPlacements() {
 		p := pl.GetPartition()
 		n.mu.Lock()

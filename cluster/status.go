@@ -62,6 +62,21 @@ func (n *Node) nodeStatus(ctx context.Context, id string) (*clusterv1.NodeStatus
 	return c.NodeStatus(ctx, &clusterv1.NodeStatusRequest{})
 }
 
+// statusCache returns a function that asks a node for its status at most
+// once: one round's view of the cluster. It returns nil for an unreachable
+// node.
+func (n *Node) statusCache(ctx context.Context) func(id string) *clusterv1.NodeStatusResponse {
+	statuses := map[string]*clusterv1.NodeStatusResponse{}
+	return func(id string) *clusterv1.NodeStatusResponse {
+		s, ok := statuses[id]
+		if !ok {
+			s, _ = n.nodeStatus(ctx, id) // nil when unreachable
+			statuses[id] = s
+		}
+		return s
+	}
+}
+
 // allStatus asks every node the metadata knows (but removed ones) for its
 // status, in parallel. Unreachable nodes are missing from the map.
 func (n *Node) allStatus(ctx context.Context) map[string]*clusterv1.NodeStatusResponse {
@@ -169,7 +184,7 @@ func (n *Node) trackCatchUp(ctx context.Context) {
 		}
 	}
 	n.mu.Unlock()
-	statuses := map[string]*clusterv1.NodeStatusResponse{}
+	status := n.statusCache(ctx)
 	for _, p := range pending {
 		r := n.Replica(p)
 		if r == nil {
@@ -179,12 +194,7 @@ func (n *Node) trackCatchUp(ctx context.Context) {
 		if leader == "" {
 			continue
 		}
-		s, ok := statuses[string(leader)]
-		if !ok {
-			s, _ = n.nodeStatus(ctx, string(leader)) // nil when unreachable
-			statuses[string(leader)] = s
-		}
-		for _, rs := range s.GetReplicas() {
+		for _, rs := range status(string(leader)).GetReplicas() {
 			if rs.GetPartition() == p && rs.GetState() == raft.Leader.String() &&
 				r.Raft().AppliedIndex()+caughtUpLag >= rs.GetCommitIndex() {
 				n.mu.Lock()

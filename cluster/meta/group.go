@@ -9,12 +9,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
 	"github.com/heraldhq/herald/storage/raftstore"
 )
@@ -205,8 +205,8 @@ func (g *Group) Propose(ctx context.Context, cmd *clusterv1.MetaCommand) (*clust
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode command: %w", ErrNotApplied, err)
 	}
-	f := g.raft.Apply(data, enqueueTimeout(ctx))
-	if err := wait(ctx, f); err != nil {
+	f := g.raft.Apply(data, future.EnqueueTimeout(ctx))
+	if err := future.Wait(ctx, f); err != nil {
 		return nil, g.classify(err, ErrIndeterminate)
 	}
 	switch resp := f.Response().(type) {
@@ -258,7 +258,7 @@ func (g *Group) AddVoter(ctx context.Context, id, raftAddr string) error {
 	if err := g.precheck(ctx); err != nil {
 		return err
 	}
-	f := g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx))
+	f := g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, future.EnqueueTimeout(ctx))
 	return g.membership(ctx, f, "add voter", "node", id)
 }
 
@@ -269,7 +269,7 @@ func (g *Group) AddNonvoter(ctx context.Context, id, raftAddr string) error {
 	if err := g.precheck(ctx); err != nil {
 		return err
 	}
-	f := g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx))
+	f := g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, future.EnqueueTimeout(ctx))
 	return g.membership(ctx, f, "add non-voter", "node", id)
 }
 
@@ -282,19 +282,19 @@ func (g *Group) DemoteVoter(ctx context.Context, id string) error {
 	if err := g.precheck(ctx); err != nil {
 		return err
 	}
-	return g.membership(ctx, g.raft.DemoteVoter(raft.ServerID(id), 0, enqueueTimeout(ctx)), "demote voter %s", id)
+	return g.membership(ctx, g.raft.DemoteVoter(raft.ServerID(id), 0, future.EnqueueTimeout(ctx)), "demote voter %s", id)
 }
 
 func (g *Group) RemoveServer(ctx context.Context, id string) error {
 	if err := g.precheck(ctx); err != nil {
 		return err
 	}
-	f := g.raft.RemoveServer(raft.ServerID(id), 0, enqueueTimeout(ctx))
+	f := g.raft.RemoveServer(raft.ServerID(id), 0, future.EnqueueTimeout(ctx))
 	return g.membership(ctx, f, "remove server", "node", id)
 }
 
 func (g *Group) membership(ctx context.Context, f raft.Future, op string, args ...any) error {
-	if err := wait(ctx, f); err != nil {
+	if err := future.Wait(ctx, f); err != nil {
 		// An error that is not about leadership, shutdown or the deadline
 		// is raft refusing the change before appending it.
 		return g.classify(err, ErrNotApplied)
@@ -348,28 +348,6 @@ func (g *Group) classify(err, unknown error) error {
 	default:
 		return fmt.Errorf("%w: %w", unknown, err)
 	}
-}
-
-// wait blocks until f resolves or ctx ends. hashicorp/raft's own timeout
-// bounds only the enqueue, so the wait happens here. The helper goroutine
-// exits when raft resolves the future, which it does at the latest when the
-// Raft instance shuts down.
-func wait(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func enqueueTimeout(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return max(time.Until(d), time.Millisecond)
-	}
-	return 10 * time.Second
 }
 
 // Close shuts Raft down (a leader of a group with other voters first tries

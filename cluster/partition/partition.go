@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
 	"github.com/heraldhq/herald/storage"
 	"github.com/heraldhq/herald/storage/raftstore"
@@ -157,8 +158,8 @@ func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*stora
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode command: %w", ErrNotApplied, err)
 	}
-	f := p.raft.Apply(data, enqueueTimeout(ctx))
-	if err := wait(ctx, f); err != nil {
+	f := p.raft.Apply(data, future.EnqueueTimeout(ctx))
+	if err := future.Wait(ctx, f); err != nil {
 		return nil, p.classify(err)
 	}
 	switch resp := f.Response().(type) {
@@ -185,28 +186,6 @@ func (p *Partition) classify(err error) error {
 		// entry may be committed by a later leader.
 		return fmt.Errorf("%w: partition %d: %w", ErrIndeterminate, p.cfg.ID, err)
 	}
-}
-
-// wait blocks until f resolves or ctx ends. hashicorp/raft's own timeout
-// bounds only the enqueue, so the wait happens here. The helper goroutine
-// exits when raft resolves the future, which it does at the latest when the
-// Raft instance shuts down.
-func wait(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func enqueueTimeout(ctx context.Context) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return max(time.Until(d), time.Millisecond)
-	}
-	return 10 * time.Second
 }
 
 // Read runs fn against the replica's state. A linearizable read (stale
@@ -239,7 +218,7 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	if err := p.db.View(fn); err != nil {
 		return err
 	}
-	if err := wait(ctx, p.raft.VerifyLeader()); err != nil {
+	if err := future.Wait(ctx, p.raft.VerifyLeader()); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return p.notLeader()
 		}
@@ -271,7 +250,7 @@ func (p *Partition) awaitReady(ctx context.Context) (uint64, error) {
 	if p.readyTerm.Load() == term {
 		return term, nil
 	}
-	if err := wait(ctx, p.raft.Barrier(enqueueTimeout(ctx))); err != nil {
+	if err := future.Wait(ctx, p.raft.Barrier(future.EnqueueTimeout(ctx))); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, p.notLeader()
 		}
