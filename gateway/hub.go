@@ -88,12 +88,26 @@ type subscription struct {
 	channel string
 	replyTo string
 	sink    sink
+	user    string // the subscriber: the subscription ends when it leaves
+	head    uint64 // the channel's head when the subscription started
 	cancel  context.CancelFunc // stops the catch-up goroutine
 
 	// guarded by t.mu
 	sent  uint64 // seq of the last event queued to the sink
 	live  bool   // caught up: the pump delivers to it
 	ended bool
+}
+
+// left reports whether ev, delivered to s, is its subscriber leaving the
+// channel after the subscription started: that ends the subscription.
+func (s *subscription) left(ev *heraldv1.Event) bool {
+	return ev.GetMemberLeft().GetUser() == s.user && s.user != "" && ev.GetSeq() > s.head
+}
+
+// leftErr ends the subscription of a subscriber who left the channel.
+func leftErr(channel string) error {
+	return &storage.Error{Kind: storage.ErrPermissionDenied,
+		Msg: fmt.Sprintf("you left channel %q; subscribe again to keep reading it", channel)}
 }
 
 // isEnded reports whether the hub has ended s.
@@ -138,7 +152,8 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 		return nil, err
 	}
 	cctx, cancel := context.WithCancel(h.ctx)
-	s := &subscription{t: t, channel: channel, replyTo: replyTo, sink: snk, cancel: cancel, sent: start}
+	s := &subscription{t: t, channel: channel, replyTo: replyTo, sink: snk, user: c.User, head: head,
+		cancel: cancel, sent: start}
 	t.mu.Lock()
 	t.subs[s] = struct{}{}
 	snk.deliver(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Subscribed{
@@ -201,6 +216,11 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 				return // a full sink ends itself
 			}
 			s.sent = ev.GetSeq()
+			if s.left(ev) {
+				t.mu.Unlock()
+				h.end(s, reason{err: leftErr(s.channel)})
+				return
+			}
 		}
 		if len(evs) < limit && s.sent >= t.last {
 			s.live = true
@@ -221,7 +241,7 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 			}
 			return
 		}
-		var broken []*subscription
+		var broken, left []*subscription
 		t.mu.Lock()
 		for _, ev := range evs {
 			seq := ev.GetSeq()
@@ -240,6 +260,10 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 					broken = append(broken, s)
 				case s.sink.deliverEvent(o):
 					s.sent = seq
+					if s.left(ev) {
+						s.live = false
+						left = append(left, s)
+					}
 				default:
 					s.live = false // the full sink ends itself
 				}
@@ -248,6 +272,9 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 		t.mu.Unlock()
 		for _, s := range broken {
 			h.end(s, reason{err: fmt.Errorf("gateway: event stream of %q skipped past seq %d", s.channel, s.sent)})
+		}
+		for _, s := range left {
+			h.end(s, reason{err: leftErr(s.channel)})
 		}
 	}
 }

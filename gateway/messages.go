@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -29,6 +30,9 @@ func validatePost(req *heraldv1.PostMessageRequest) error {
 func (s *Server) post(ctx context.Context, req *heraldv1.PostMessageRequest) (*heraldv1.PostMessageResponse, error) {
 	if err := validatePost(req); err != nil {
 		return nil, connectError(s.log, err)
+	}
+	if ok, wait := s.posts.allow(s.caller(ctx).User); !ok {
+		return nil, rateLimited(wait, s.cfg.MaxPostsPerUser)
 	}
 	res, err := s.apply(ctx, &clusterv1.Command{Op: &clusterv1.Command_PostMessage{PostMessage: req}})
 	if err != nil {
@@ -196,8 +200,19 @@ func (h *messageService) Subscribe(ctx context.Context, req *heraldv1.SubscribeR
 	if err := storage.ValidateChannelID(req.GetChannelId()); err != nil {
 		return connectError(h.s.log, err)
 	}
+	id := h.s.identity(ctx)
+	if err := h.s.conns.acquire(id.User); err != nil {
+		return err
+	}
+	defer h.s.conns.release(id.User)
+	var expired <-chan time.Time
+	if !id.Expires.IsZero() {
+		t := time.NewTimer(time.Until(id.Expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	snk := newStreamSink(h.s.cfg.QueueFrames)
-	sub, err := h.s.hub.subscribe(ctx, h.s.caller(ctx), snk, req.GetChannelId(), req.AfterSeq, "")
+	sub, err := h.s.hub.subscribe(ctx, id.Caller, snk, req.GetChannelId(), req.AfterSeq, "")
 	if re, ok := errors.AsType[*resyncError](err); ok {
 		return stream.Send(&heraldv1.SubscribeResponse{Kind: &heraldv1.SubscribeResponse_ResyncRequired{
 			ResyncRequired: re.resync}})
@@ -229,6 +244,8 @@ func (h *messageService) Subscribe(ctx context.Context, req *heraldv1.SubscribeR
 		}
 		select {
 		case <-snk.notify:
+		case <-expired:
+			return connect.NewError(connect.CodeUnauthenticated, errors.New("token expired; subscribe again with a fresh token"))
 		case <-ctx.Done():
 			return nil
 		case <-h.s.hub.ctx.Done():

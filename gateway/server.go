@@ -42,6 +42,9 @@ var Anonymous = storage.Caller{User: "anonymous", Admin: true}
 
 // Config configures the gateway. Zero values mean the defaults.
 type Config struct {
+	// Auth verifies bearer tokens; nil turns authentication off, and every
+	// caller is Anonymous (DESIGN.md "Security").
+	Auth *Authenticator
 	// Logger receives errors and state transitions; nil discards them.
 	Logger *slog.Logger
 	// Version is reported in the WebSocket hello frame.
@@ -58,6 +61,15 @@ type Config struct {
 	// PingInterval is how often the gateway pings WebSocket clients; a
 	// connection silent for three intervals is closed. 0 means 15 s.
 	PingInterval time.Duration
+	// MaxPostsPerUser is how many posts a second one user may make through
+	// this node (a token bucket with that burst); 0 means no limit.
+	MaxPostsPerUser float64
+	// MaxConnsPerUser caps one user's WebSocket connections plus Subscribe
+	// streams on this node; 0 means no limit.
+	MaxConnsPerUser int
+	// AuthTimeout is how long a WebSocket connection without an
+	// Authorization header has to send its auth frame; 0 means 10 s.
+	AuthTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -72,7 +84,8 @@ func DefaultConfig() Config {
 
 // Validate reports the first out-of-range field.
 func (c Config) Validate() error {
-	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 {
+	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 ||
+		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
 	return nil
@@ -92,6 +105,9 @@ func (c Config) withDefaults() Config {
 	if c.PingInterval == 0 {
 		c.PingInterval = d.PingInterval
 	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -107,6 +123,8 @@ type Server struct {
 	log     *slog.Logger
 	hub     *hub
 	ws      *wsServer
+	posts   *rateLimiter
+	conns   *connLimiter
 	handler http.Handler
 	cancel  context.CancelFunc
 
@@ -120,11 +138,13 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, cl: cl, log: cfg.Logger, cancel: cancel}
+	s := &Server{cfg: cfg, cl: cl, log: cfg.Logger, cancel: cancel,
+		posts: newRateLimiter(cfg.MaxPostsPerUser), conns: newConnLimiter(cfg.MaxConnsPerUser)}
 	s.hub = newHub(ctx, cl, cfg.Logger)
 	s.ws = newWSServer(ctx, s)
 
 	opts := []connect.HandlerOption{
+		connect.WithRequestGate(s.requestGate),
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		connect.WithSendMaxBytes(s.sendMaxBytes()),
 		// Replace the default gzip with one that stops inflating past the
@@ -141,6 +161,7 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	if admin, ok := cl.(Admin); ok {
 		// Restores stream whole snapshots: no message limit beyond the chunk.
 		mux.Handle(heraldv1connect.NewAdminServiceHandler(&adminService{s: s, a: admin},
+			connect.WithRequestGate(s.requestGate),
 			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20)))
 	}
 	mux.Handle("GET /ws", s.ws)
@@ -163,10 +184,6 @@ func (s *Server) sendMaxBytes() int { return 4 * s.cfg.MaxRequestBytes }
 
 // Handler returns the HTTP handler serving every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// caller returns who a request is from. Authentication is off, so every
-// caller is Anonymous.
-func (s *Server) caller(context.Context) storage.Caller { return Anonymous }
 
 // Close closes every WebSocket connection (going away) and ends every
 // subscription and stream, then waits for the gateway's goroutines.
@@ -201,15 +218,23 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// BodyTimeout bounds how long a client may take to send a request body
+// to the Connect API, so a slow-loris body cannot hold a handler.
+const BodyTimeout = 30 * time.Second
+
 // limitBody caps the request bodies of a Connect handler at the message
-// limit plus room for framing. Connect reads an oversize body to its end to
-// report its size; past the cap it stops with resource_exhausted instead,
-// so a body that never ends cannot hold a handler.
+// limit plus room for framing, and the time to send them at BodyTimeout.
+// Connect reads an oversize body to its end to report its size; past the
+// cap it stops with resource_exhausted instead, so a body that never ends
+// cannot hold a handler. The read deadline ends with the body: net/http
+// clears it once the body is read to its end, and nothing else is read
+// from a streaming call's connection meanwhile.
 func limitBody(maxMessage int) func(string, http.Handler) (string, http.Handler) {
 	const framing = 4 << 10 // envelope prefixes, with room to spare
 	limit := int64(maxMessage) + framing
 	return func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout)) // unsupported only for exotic writers
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			h.ServeHTTP(w, r)
 		})

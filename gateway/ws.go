@@ -94,14 +94,25 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "node is shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	id, ok := w.upgradeIdentity(rw, r)
+	if !ok {
+		return // answered
+	}
 	c, err := up.Upgrade(rw, r)
 	if err != nil {
+		if id != nil {
+			w.s.conns.release(id.User)
+		}
 		return // gws has answered the client
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
-	conn := &wsConn{w: w, c: c, binary: binary, caller: w.s.caller(r.Context()),
+	conn := &wsConn{w: w, c: c, binary: binary,
 		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription), drained: make(chan struct{}, 1),
 		typing: make(map[string]time.Time)}
+	if id != nil {
+		conn.id, conn.counted = *id, true
+		conn.authed.Store(true)
+	}
 	c.Session().Store("conn", conn)
 	w.mu.Lock()
 	if w.closed {
@@ -168,9 +179,14 @@ type wsConn struct {
 	w      *wsServer
 	c      *gws.Conn
 	binary bool
-	caller storage.Caller
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// Owned by the read loop: who the connection is, once authenticated.
+	id      Identity
+	counted bool // the connection counts towards id.User's limit
+	authed  atomic.Bool
+	timer   atomic.Pointer[time.Timer] // the auth deadline, then the token expiry
 
 	pending    atomic.Int64 // frames queued to gws and not yet written
 	overflowed atomic.Bool
@@ -333,14 +349,27 @@ func connOf(c *gws.Conn) *wsConn {
 func (h *wsHandler) OnOpen(c *gws.Conn) {
 	k := connOf(c)
 	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
-	k.send(&heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Hello{Hello: &heraldv1.Hello{
-		User: k.caller.User, ServerVersion: h.w.s.cfg.Version,
-		HeartbeatIntervalMs: uint32(h.w.s.cfg.PingInterval / time.Millisecond)}}})
+	if k.authed.Load() {
+		k.hello("")
+		return
+	}
+	k.arm(h.w.s.cfg.AuthTimeout, func() {
+		if !k.authed.Load() {
+			k.fail("", connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(
+				"no auth frame within %v: send {\"auth\":{\"token\":\"TOKEN\"}} first, or an Authorization header", h.w.s.cfg.AuthTimeout)))
+		}
+	})
 }
 
 func (h *wsHandler) OnClose(c *gws.Conn, _ error) {
 	k := connOf(c)
 	k.cancel()
+	if t := k.timer.Load(); t != nil {
+		t.Stop()
+	}
+	if k.counted {
+		h.w.s.conns.release(k.id.User)
+	}
 	h.w.mu.Lock()
 	delete(h.w.conns, k)
 	h.w.mu.Unlock()
@@ -381,12 +410,16 @@ func (h *wsHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 
 // handle answers one client frame, on the read loop.
 func (k *wsConn) handle(f *heraldv1.ClientFrame) {
-	ctx, cancel := context.WithTimeout(k.ctx, 10*time.Second)
+	if !k.authed.Load() {
+		k.authenticate(f)
+		return
+	}
+	ctx, cancel := context.WithTimeout(withIdentity(k.ctx, k.id), 10*time.Second)
 	defer cancel()
 	id := f.GetId()
 	switch kind := f.GetKind().(type) {
 	case *heraldv1.ClientFrame_Auth:
-		// Authentication is off: the connection is already Anonymous.
+		k.reauthenticate(id, kind.Auth.GetToken())
 	case *heraldv1.ClientFrame_Ping:
 		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_Pong{Pong: &heraldv1.Pong{}}})
 	case *heraldv1.ClientFrame_Post:
@@ -431,7 +464,7 @@ func (k *wsConn) subscribe(ctx context.Context, id string, req *heraldv1.Subscri
 			"a connection may hold at most %d subscriptions", k.w.s.cfg.MaxSubscriptions)))
 		return
 	}
-	s, err := k.w.s.hub.subscribe(ctx, k.caller, k, channel, req.AfterSeq, id)
+	s, err := k.w.s.hub.subscribe(ctx, k.id.Caller, k, channel, req.AfterSeq, id)
 	if re, ok := errors.AsType[*resyncError](err); ok {
 		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_ResyncRequired{
 			ResyncRequired: re.resync}})
@@ -473,6 +506,6 @@ func (k *wsConn) typingFrame(id, channel string) {
 	}
 	if relay {
 		k.w.s.hub.relay(channel, k, &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{
-			Typing: &heraldv1.Typing{ChannelId: channel, User: k.caller.User}}})
+			Typing: &heraldv1.Typing{ChannelId: channel, User: k.id.User}}})
 	}
 }

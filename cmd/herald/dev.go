@@ -20,6 +20,8 @@ func newDevCmd() *cobra.Command {
 		raftAddr   string
 		partitions uint32
 		nodes      int
+		secretFile string
+		limits     limitFlags
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
@@ -47,12 +49,18 @@ again with the same --data-dir and everything is still there.`,
 			if !cmd.Flags().Changed("partitions") {
 				partitions = 0 // keep what the data directory says
 			}
+			secret, err := secretFrom(secretFile)
+			if err != nil {
+				return err
+			}
+			limits.resolve(cmd, secret != nil)
+			sec := devSecurity{secret: secret, limits: limits}
 			out := cmd.OutOrStdout()
 			if nodes < 1 || nodes > 9 {
 				return fmt.Errorf("--nodes %d: want 1 to 9", nodes)
 			}
 			if nodes > 1 {
-				return runDevCluster(cmd.Context(), out, nodes, dataDir, httpAddr, partitions, log)
+				return runDevCluster(cmd.Context(), out, nodes, dataDir, httpAddr, partitions, sec, log)
 			}
 			return runNode(cmd.Context(), nodeOptions{
 				nodeID:          "n1",
@@ -61,9 +69,12 @@ again with the same --data-dir and everything is still there.`,
 				raftAddr:        raftAddr,
 				bootstrapExpect: 1,
 				partitions:      partitions,
+				secret:          sec.secret,
+				userAuth:        sec.secret != nil,
+				limits:          sec.limits,
 				log:             log,
 				started: func(h, r string) {
-					printDevBanner(out, dataDir, h, r)
+					printDevBanner(out, dataDir, h, r, sec.secret != nil)
 				},
 				ready: func(took time.Duration) {
 					fmt.Fprintf(out, "Ready in %v. Press Ctrl-C to stop.\n", took.Round(time.Millisecond))
@@ -77,6 +88,8 @@ again with the same --data-dir and everything is still there.`,
 	f.StringVar(&raftAddr, "raft", "127.0.0.1:7800", "loopback address for Raft traffic")
 	f.Uint32Var(&partitions, "partitions", cluster.DefaultPartitions, "partition count of a new data directory (fixed once created)")
 	f.IntVar(&nodes, "nodes", 1, "run this many nodes in one process: HTTP on --http's port + i, Raft on that port + 100 + i, data in DATA/n<i>")
+	f.StringVar(&secretFile, "secret-file", "", "turn authentication on with this cluster secret (or set "+secretEnv+"); clients then need tokens from \"herald token\"")
+	limits.add(cmd)
 	f.StringVar(&logs.level, "log-level", "error", "log level: debug, info, warn or error (info shows Raft elections)")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -98,7 +111,13 @@ func requireLoopback(flag, addr string) error {
 	return fmt.Errorf("%s %q: herald dev listens on loopback only because authentication is off; use 127.0.0.1", flag, addr)
 }
 
-func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr string) {
+// devSecurity is dev's optional authentication.
+type devSecurity struct {
+	secret []byte
+	limits limitFlags
+}
+
+func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr string, auth bool) {
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		abs = dataDir
@@ -109,15 +128,28 @@ func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr string) {
   HTTP       %s  (Connect, gRPC and gRPC-Web; /healthz, /readyz)
   WebSocket  ws://%s/ws
   Raft       %s
-  auth       off: every caller is "anonymous", an admin; loopback only
+  auth       %s
 
 Try it:
-  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general"}' \
+`, buildVersion(), os.Getpid(), abs, base, httpAddr, raftAddr, authLine(auth))
+	h := "-H 'Content-Type: application/json'"
+	if auth {
+		fmt.Fprintln(w, `  TOKEN=$(herald token --user alice --secret-file SECRET_FILE)`)
+		h += ` -H "Authorization: Bearer $TOKEN"`
+	}
+	fmt.Fprintf(w, `  curl -s %s -d '{"channel_id":"general"}' \
     %s/herald.v1.ChannelService/CreateChannel
-  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general","text":"hello","client_msg_id":"m1"}' \
+  curl -s %s -d '{"channel_id":"general","text":"hello","client_msg_id":"m1"}' \
     %s/herald.v1.MessageService/PostMessage
-  curl -s -H 'Content-Type: application/json' -d '{"channel_id":"general"}' \
+  curl -s %s -d '{"channel_id":"general"}' \
     %s/herald.v1.MessageService/GetHistory
 
-`, buildVersion(), os.Getpid(), abs, base, httpAddr, raftAddr, base, base, base)
+`, h, base, h, base, h, base)
+}
+
+func authLine(on bool) string {
+	if on {
+		return "on: send Authorization: Bearer TOKEN (mint one with \"herald token --user ID\"); loopback only"
+	}
+	return "off: every caller is \"anonymous\", an admin; loopback only"
 }

@@ -16,7 +16,7 @@ import (
 // runDevCluster runs n nodes in this process, founding one cluster: node
 // i (n1, n2, ...) serves HTTP on the base port + i-1 and Raft on the base
 // port + 100 + i-1, with its data in dataDir/n<i>.
-func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr string, partitions uint32, log *slog.Logger) error {
+func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr string, partitions uint32, sec devSecurity, log *slog.Logger) error {
 	host, portStr, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		return fmt.Errorf("--http %q: %w", httpAddr, err)
@@ -39,7 +39,7 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 		readies int
 		begin   = time.Now()
 	)
-	fmt.Fprintf(out, "Herald %s: %d nodes in one process, every role, auth off, loopback only\n", buildVersion(), n)
+	fmt.Fprintf(out, "Herald %s: %d nodes in one process, every role, loopback only; auth %s\n", buildVersion(), n, authLine(sec.secret != nil))
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
 		o := nodeOptions{
@@ -50,6 +50,9 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 			join:            join,
 			bootstrapExpect: n,
 			partitions:      partitions,
+			secret:          sec.secret,
+			userAuth:        sec.secret != nil,
+			limits:          sec.limits,
 			log:             log.With("dev_node", id),
 			started: func(h, r string) {
 				fmt.Fprintf(out, "  %s  HTTP http://%s  WebSocket ws://%s/ws  Raft %s  data %s\n", id, h, h, r, filepath.Join(dataDir, id))

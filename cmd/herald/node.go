@@ -26,7 +26,9 @@ type nodeOptions struct {
 	partitions      uint32
 	metaVoters      int
 	region          string
-	secret          []byte
+	secret          []byte // node-to-node key, and user tokens when auth is on
+	userAuth        bool   // verify user bearer tokens (needs secret)
+	limits          limitFlags
 	peerMap         map[string]cluster.PeerAddrs
 	log             *slog.Logger
 	// started is called once the node serves HTTP, with the bound
@@ -71,7 +73,12 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		_ = raftLn.Close() // best effort: report the start error
 		return err
 	}
-	gw, err := gateway.New(gateway.Config{Logger: o.log, Version: buildVersion()}, node)
+	gc := gateway.Config{Logger: o.log, Version: buildVersion(),
+		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns}
+	if o.userAuth {
+		gc.Auth = gateway.NewAuthenticator(o.secret)
+	}
+	gw, err := gateway.New(gc, node)
 	if err != nil {
 		return errors.Join(err, node.Close())
 	}

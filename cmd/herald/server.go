@@ -35,8 +35,10 @@ from its --data-dir with the same flags.
 
 Node-to-node traffic is authenticated with a key derived from the cluster
 secret (--secret-file, or HERALD_SECRET_FILE; create one with
-"herald secret new FILE" and give every node the same file). Without a
-secret the server refuses to start unless --insecure is given.`,
+"herald secret new FILE" and give every node the same file), and clients
+must send bearer tokens minted from it ("herald token"). Without a secret
+the server refuses to start unless --insecure is given, and then every
+caller is "anonymous", an admin.`,
 		Example: `  # three nodes on one machine
   herald server --node-id n1 --data-dir d1 --http 127.0.0.1:7701 --raft 127.0.0.1:7801 \
     --join 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --bootstrap-expect 3 --secret-file secret
@@ -58,14 +60,13 @@ secret the server refuses to start unless --insecure is given.`,
 			if o.bootstrapExpect == 0 && len(o.join) == 0 {
 				return errors.New("give --bootstrap-expect N to found a cluster, or --join ADDR to join one")
 			}
-			if secretFile == "" {
-				secretFile = os.Getenv(secretEnv)
+			if o.secret, err = secretFrom(secretFile); err != nil {
+				return err
 			}
+			o.userAuth = o.secret != nil
+			o.limits.resolve(cmd, o.userAuth)
 			switch {
-			case secretFile != "":
-				if o.secret, err = readSecret(secretFile); err != nil {
-					return err
-				}
+			case o.secret != nil:
 			case !insecure:
 				return errors.New("no cluster secret: pass --secret-file FILE (create one with \"herald secret new FILE\") or --insecure to run without authentication")
 			default:
@@ -106,6 +107,7 @@ secret the server refuses to start unless --insecure is given.`,
 	f.StringVar(&secretFile, "secret-file", "", "file holding the cluster secret (or set "+secretEnv+")")
 	f.BoolVar(&insecure, "insecure", false, "run without a cluster secret: no authentication at all")
 	f.StringVar(&peerMap, "peer-map", "", "testing: JSON file mapping node ids to the raft and http addresses to dial")
+	o.limits.add(cmd)
 	f.StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd
