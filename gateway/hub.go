@@ -88,8 +88,8 @@ type subscription struct {
 	channel string
 	replyTo string
 	sink    sink
-	user    string // the subscriber: the subscription ends when it leaves
-	head    uint64 // the channel's head when the subscription started
+	user    string             // the subscriber: the subscription ends when it leaves
+	head    uint64             // the channel's head when the subscription started
 	cancel  context.CancelFunc // stops the catch-up goroutine
 
 	// guarded by t.mu
