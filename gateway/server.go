@@ -70,6 +70,9 @@ type Config struct {
 	// AuthTimeout is how long a WebSocket connection without an
 	// Authorization header has to send its auth frame; 0 means 10 s.
 	AuthTimeout time.Duration
+	// BodyTimeout bounds how long a client may take to send a request
+	// body to the Connect API; 0 means BodyTimeout.
+	BodyTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -85,7 +88,7 @@ func DefaultConfig() Config {
 // Validate reports the first out-of-range field.
 func (c Config) Validate() error {
 	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 ||
-		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 {
+		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
 	return nil
@@ -107,6 +110,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = 10 * time.Second
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = BodyTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -156,8 +162,8 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 		}, func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
 	}
 	mux := http.NewServeMux()
-	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...)))
-	mux.Handle(limitBody(cfg.MaxRequestBytes)(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...)))
+	mux.Handle(limitBody(cfg.MaxRequestBytes, cfg.BodyTimeout)(heraldv1connect.NewChannelServiceHandler(&channelService{s}, opts...)))
+	mux.Handle(limitBody(cfg.MaxRequestBytes, cfg.BodyTimeout)(heraldv1connect.NewMessageServiceHandler(&messageService{s}, opts...)))
 	if admin, ok := cl.(Admin); ok {
 		// Restores stream whole snapshots: no message limit beyond the chunk.
 		mux.Handle(heraldv1connect.NewAdminServiceHandler(&adminService{s: s, a: admin},
@@ -198,12 +204,15 @@ func (s *Server) Close() error {
 
 // NewHTTPServer returns an http.Server for h that speaks HTTP/1.1 and
 // cleartext HTTP/2 (h2c) on one port, so Connect, gRPC and gRPC-Web
-// clients and WebSockets all work, with header and idle timeouts. It sets
-// no read or write timeout: those would cut long-lived streams.
+// clients and WebSockets all work, with header and idle timeouts. Served
+// with ServeTLS (set TLSConfig), it speaks HTTP/2 and HTTP/1.1 over TLS,
+// chosen by ALPN; WebSocket upgrades use HTTP/1.1. It sets no read or
+// write timeout: those would cut long-lived streams.
 func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
 	var errLog *slog.Logger = log
 	if errLog == nil {
 		errLog = slog.New(slog.DiscardHandler)
@@ -218,23 +227,32 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
-// BodyTimeout bounds how long a client may take to send a request body
-// to the Connect API, so a slow-loris body cannot hold a handler.
+// BodyTimeout is the default bound on how long a client may take to send
+// a request body to the Connect API, so a slow-loris body cannot hold a
+// handler.
 const BodyTimeout = 30 * time.Second
 
 // limitBody caps the request bodies of a Connect handler at the message
-// limit plus room for framing, and the time to send them at BodyTimeout.
+// limit plus room for framing, and the time to send them at timeout.
 // Connect reads an oversize body to its end to report its size; past the
 // cap it stops with resource_exhausted instead, so a body that never ends
 // cannot hold a handler. The read deadline ends with the body: net/http
 // clears it once the body is read to its end, and nothing else is read
 // from a streaming call's connection meanwhile.
-func limitBody(maxMessage int) func(string, http.Handler) (string, http.Handler) {
+//
+// The handler gets a shallow copy of the request: net/http decides whether
+// to reuse the connection from the original request's body, which must
+// stay the one it made. Replaced in place, a body the handler closed
+// unread (a request refused before its body, such as one without a valid
+// token) would leave its remaining bytes on the connection, to be parsed
+// as the next request.
+func limitBody(maxMessage int, timeout time.Duration) func(string, http.Handler) (string, http.Handler) {
 	const framing = 4 << 10 // envelope prefixes, with room to spare
 	limit := int64(maxMessage) + framing
 	return func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyTimeout)) // unsupported only for exotic writers
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)) // unsupported only for exotic writers
+			r = r.WithContext(r.Context())
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			h.ServeHTTP(w, r)
 		})

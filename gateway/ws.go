@@ -396,16 +396,27 @@ func (h *wsHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 	_ = c.SetReadDeadline(time.Now().Add(h.w.readWait)) // fails only if closed
 	k := connOf(c)
 	if n := m.Data.Len(); n > h.w.s.cfg.MaxRequestBytes {
-		k.sendError("", connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		k.refuse(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
 			"frame is %d bytes; the limit is %d", n, h.w.s.cfg.MaxRequestBytes)))
 		return
 	}
 	f, err := decodeClientFrame(m.Bytes(), m.Opcode == gws.OpcodeBinary)
 	if err != nil {
-		k.sendError("", invalid(strings.TrimPrefix(err.Error(), errFrame.Error()+": ")))
+		k.refuse(invalid(strings.TrimPrefix(err.Error(), errFrame.Error()+": ")))
 		return
 	}
 	k.handle(f)
+}
+
+// refuse answers a frame the connection could not take with ce; before the
+// connection has authenticated, whatever it sent is not the auth frame it
+// owed, and it is refused and closed instead.
+func (k *wsConn) refuse(ce *connect.Error) {
+	if !k.authed.Load() {
+		k.fail("", connect.NewError(connect.CodeUnauthenticated, errFirstFrame))
+		return
+	}
+	k.sendError("", ce)
 }
 
 // handle answers one client frame, on the read loop.

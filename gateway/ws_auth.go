@@ -16,9 +16,10 @@ import (
 // Authorization header, and counts the connection towards its user's
 // limit. It returns nil (and true) when the connection must authenticate
 // with its first frame instead, and false when it answered the request
-// with an error.
+// with an error. An Authorization header that is not a valid bearer token
+// is refused like a bad token, not taken for a missing one.
 func (w *wsServer) upgradeIdentity(rw http.ResponseWriter, r *http.Request) (*Identity, bool) {
-	if _, ok := bearer(r.Header); !ok && w.s.cfg.Auth != nil {
+	if r.Header.Get("Authorization") == "" && w.s.cfg.Auth != nil {
 		return nil, true
 	}
 	id, err := w.s.authenticate(r.Header)
@@ -34,13 +35,15 @@ func (w *wsServer) upgradeIdentity(rw http.ResponseWriter, r *http.Request) (*Id
 	return &id, true
 }
 
+// errFirstFrame refuses a connection whose first frame is not auth.
+var errFirstFrame = errors.New("the first frame must be auth: {\"auth\":{\"token\":\"TOKEN\"}}")
+
 // authenticate handles the first frame of a connection that came without
 // an Authorization header: it must be auth, with a valid token.
 func (k *wsConn) authenticate(f *heraldv1.ClientFrame) {
 	a := f.GetAuth()
 	if a == nil {
-		k.fail(f.GetId(), connect.NewError(connect.CodeUnauthenticated, errors.New(
-			"the first frame must be auth: {\"auth\":{\"token\":\"TOKEN\"}}")))
+		k.fail(f.GetId(), connect.NewError(connect.CodeUnauthenticated, errFirstFrame))
 		return
 	}
 	id, err := k.w.s.cfg.Auth.Verify(a.GetToken())
