@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,13 @@ type Config struct {
 	// Secret is the cluster secret; node-to-node traffic is authenticated
 	// with a key derived from it. Empty means no authentication.
 	Secret []byte
+	// TLS, if non-nil, turns TLS on for node-to-node traffic: the Raft
+	// listener is wrapped with TLS.Raft (peers must present a certificate
+	// from the CA), peers are dialed with TLS.Peer, and internal RPCs go
+	// to https:// addresses and need a verified client certificate. The
+	// HTTP server that mounts RPCHandler must then serve TLS with
+	// TLS.HTTP. Nil means plaintext.
+	TLS *TLSConfigs
 	// PeerMap overrides the addresses dialed for given node ids.
 	PeerMap map[string]PeerAddrs
 	// RequestTimeout bounds requests that arrive without a deadline; 0
@@ -90,6 +98,8 @@ func (c *Config) Validate() error {
 		return errors.New("cluster: HTTPAddr is required")
 	case c.RaftListener == nil:
 		return errors.New("cluster: RaftListener is required")
+	case c.TLS != nil && (c.TLS.HTTP == nil || c.TLS.Raft == nil || c.TLS.Peer == nil):
+		return errors.New("cluster: TLS needs its HTTP, Raft and Peer configurations")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("cluster: RequestTimeout %v is negative", c.RequestTimeout)
 	case c.BootstrapExpect < 0:
@@ -187,13 +197,18 @@ func New(cfg Config) (*Node, error) {
 		heard: make(map[string]*heraldv1.Node)}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
-	mux, err := transport.New(transport.Config{
+	tc := transport.Config{
 		Listener:        cfg.RaftListener,
 		Advertise:       cfg.AdvertiseRaft,
 		Handshake:       n.auth.handshake,
 		AddressProvider: addrs,
 		Logger:          log,
-	})
+	}
+	if cfg.TLS != nil {
+		tc.Listener = tls.NewListener(cfg.RaftListener, cfg.TLS.Raft)
+		tc.DialTLS = cfg.TLS.Peer
+	}
+	mux, err := transport.New(tc)
 	if err != nil {
 		cancel()
 		return nil, err

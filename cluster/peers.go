@@ -45,6 +45,7 @@ func LoadPeerMap(path string) (map[string]PeerAddrs, error) {
 type peers struct {
 	n      *Node
 	client *http.Client
+	scheme string // "http://", or "https://" with TLS
 
 	mu      sync.Mutex // guards following
 	clients map[string]clusterv1connect.ClusterServiceClient
@@ -52,8 +53,8 @@ type peers struct {
 
 func newPeers(n *Node) *peers {
 	tr := &http.Transport{
-		// Cleartext HTTP/2 (h2c): many concurrent RPCs and streams on one
-		// connection per peer.
+		// HTTP/2 only, cleartext (h2c) or over TLS: many concurrent RPCs
+		// and streams on one connection per peer.
 		Protocols: new(http.Protocols),
 		DialContext: (&net.Dialer{
 			Timeout:   5 * time.Second,
@@ -63,8 +64,17 @@ func newPeers(n *Node) *peers {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	return &peers{n: n, client: &http.Client{Transport: tr},
+	scheme := "http://"
+	if n.cfg.TLS != nil {
+		// The transport edits its TLS config (NextProtos): give it a copy.
+		// An empty ServerName makes it verify the host dialed.
+		tr.TLSClientConfig = n.cfg.TLS.Peer.Clone()
+		tr.Protocols.SetHTTP2(true)
+		scheme = "https://"
+	} else {
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return &peers{n: n, client: &http.Client{Transport: tr}, scheme: scheme,
 		clients: make(map[string]clusterv1connect.ClusterServiceClient)}
 }
 
@@ -134,7 +144,7 @@ func (p *peers) at(addr string) clusterv1connect.ClusterServiceClient {
 	defer p.mu.Unlock()
 	c := p.clients[addr]
 	if c == nil {
-		c = clusterv1connect.NewClusterServiceClient(p.client, "http://"+addr,
+		c = clusterv1connect.NewClusterServiceClient(p.client, p.scheme+addr,
 			connect.WithInterceptors(authInterceptor{p.n.auth}))
 		p.clients[addr] = c
 	}

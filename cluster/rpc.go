@@ -27,7 +27,8 @@ type rpcServer struct {
 
 // RPCHandler returns the path and handler of the internal ClusterService,
 // to mount on the node's HTTP server. Every call must carry the cluster
-// key (when the node has a secret).
+// key (when the node has a secret) and, with Config.TLS, come over TLS
+// with a client certificate verified against the CA.
 func (n *Node) RPCHandler() (string, http.Handler) {
 	s := &rpcServer{n: n}
 	path, h := clusterv1connect.NewClusterServiceHandler(s,
@@ -38,8 +39,14 @@ func (n *Node) RPCHandler() (string, http.Handler) {
 }
 
 func (s *rpcServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.n.cfg.TLS != nil && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		_ = connect.NewErrorWriter().Write(w, r, errNoNodeCert) // best effort: the caller is refused either way
+		return
+	}
 	s.handler.ServeHTTP(w, r)
 }
+
+var errNoNodeCert = connect.NewError(connect.CodeUnauthenticated, errors.New("internal RPC without a node certificate"))
 
 // requireAuth refuses internal RPCs without the cluster key.
 type requireAuth struct{ a *nodeAuth }

@@ -2,7 +2,8 @@
 // N nodes, each with its own data directory, a real Raft transport on
 // 127.0.0.1 and a real HTTP server for the internal ClusterService, with
 // fast Raft timers. Nodes can be killed, restarted from their directories
-// on the same ports, and added. It is for tests only.
+// on the same ports, and added; with Options.TLS (certificates from NewCA)
+// both ports serve TLS. It is for tests only.
 //
 // Helpers take a testing.TB, fail the test on error, and stop every node
 // at the end of the test. Waits poll; none sleeps for a fixed time.
@@ -36,6 +37,9 @@ type Options struct {
 	Partitions uint32
 	// Secret authenticates node-to-node traffic; nil means none.
 	Secret []byte
+	// TLS, if non-nil, is every node's TLS setup (see NewCA): Raft and
+	// HTTP ports serve TLS, mutual between nodes. Nil means plaintext.
+	TLS *cluster.TLSConfigs
 	// Partition tunes every replica (timers, snapshot thresholds); zero
 	// timers mean fast test timers.
 	Partition partition.Config
@@ -170,6 +174,7 @@ func (n *Node) start(join []string, expect int) {
 		BootstrapExpect:   expect,
 		Partitions:        n.c.opts.Partitions,
 		Secret:            n.c.opts.Secret,
+		TLS:               n.c.opts.TLS,
 		ReconcileInterval: 100 * time.Millisecond,
 		RequestTimeout:    10 * time.Second,
 		Partition:         n.c.opts.Partition,
@@ -187,8 +192,16 @@ func (n *Node) start(join []string, expect int) {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(httpLn) }() // returns when the node stops
+	p.SetHTTP2(true)
+	srv := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	if tc := n.c.opts.TLS; tc != nil {
+		// The server edits its TLS config: give it a copy.
+		srv.TLSConfig = tc.HTTP.Clone()
+		go func() { _ = srv.ServeTLS(httpLn, "", "") }() // returns when the node stops
+	} else {
+		go func() { _ = srv.Serve(httpLn) }() // returns when the node stops
+	}
 	n.mu.Lock()
 	n.n, n.srv = node, srv
 	n.mu.Unlock()

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -51,6 +52,16 @@ type Config struct {
 	// Handshake, if non-nil, runs on both ends of every connection after
 	// the header; see HandshakeFunc. Nil means no authentication.
 	Handshake HandshakeFunc
+
+	// DialTLS, if non-nil, makes Layer.Dial run TLS as the client over
+	// each connection it opens, with this configuration (its ServerName,
+	// if empty, set to the host of the address dialed, so the peer's
+	// certificate must name that host). The header and Handshake then run
+	// inside TLS. The accepting side must wrap Listener to match, e.g.
+	// with tls.NewListener and a configuration that verifies client
+	// certificates (mutual TLS). The TLS handshake runs under
+	// HandshakeTimeout. Nil means plaintext.
+	DialTLS *tls.Config
 
 	// AddressProvider, if non-nil, resolves a Raft server id to the address
 	// to dial, for every transport NewTransport builds; raft falls back to

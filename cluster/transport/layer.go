@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -87,8 +88,9 @@ func (l *Layer) Addr() net.Addr { return l.mux.addr }
 
 // Dial connects to the Mux at address and opens a stream for the Layer's
 // group: a TCP connect bounded by timeout (Config.DialTimeout if timeout
-// is not positive), then the header and Config.Handshake under
-// Config.HandshakeTimeout, after which the deadline is cleared. The caller
+// is not positive), then the TLS handshake if Config.DialTLS is set, the
+// header and Config.Handshake under Config.HandshakeTimeout, after which
+// the deadline is cleared. The caller
 // owns the returned connection. It returns ErrClosed or ErrLayerClosed if
 // the Mux or Layer is closed, else the dial, write or handshake error.
 func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -103,6 +105,9 @@ func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Con
 	if err != nil {
 		return nil, err
 	}
+	if cfg.DialTLS != nil {
+		conn = tls.Client(conn, clientTLS(cfg.DialTLS, string(address)))
+	}
 	if err := l.open(conn); err != nil {
 		_ = conn.Close() // best effort: the stream failed to open
 		return nil, fmt.Errorf("open group %q stream to %s: %w", l.group, address, err)
@@ -110,11 +115,31 @@ func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Con
 	return conn, nil
 }
 
+// clientTLS returns c for dialing address: a copy with ServerName set to
+// the address's host when c names none.
+func clientTLS(c *tls.Config, address string) *tls.Config {
+	if c.ServerName != "" {
+		return c
+	}
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return c // the dial succeeded, so this does not happen
+	}
+	c = c.Clone()
+	c.ServerName = host
+	return c
+}
+
 // open writes the header and runs the handshake hook on a dialed conn.
 func (l *Layer) open(conn net.Conn) error {
 	cfg := &l.mux.cfg
 	if err := conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout)); err != nil {
 		return err
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
 	}
 	if _, err := conn.Write(appendHeader(nil, l.group)); err != nil {
 		return err

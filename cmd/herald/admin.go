@@ -30,6 +30,7 @@ type adminOptions struct {
 	token   string
 	output  string
 	timeout time.Duration
+	tls     tlsFlags
 }
 
 // adminClient calls one node's AdminService for one command.
@@ -76,6 +77,7 @@ out, 64-bit integers as strings) for programs.`,
 	pf.StringVar(&o.token, "token", "", "admin bearer token (default $"+tokenEnv+")")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&o.timeout, "timeout", 30*time.Second, "time limit of each request")
+	o.tls.addClient(cmd)
 
 	cmd.AddCommand(
 		newAdminRingCmd(o),
@@ -110,7 +112,7 @@ func (o *adminOptions) validate() error {
 	if o.timeout <= 0 {
 		return fmt.Errorf("--timeout %v: want a positive duration such as 30s", o.timeout)
 	}
-	if _, err := baseURL(o.addr); err != nil {
+	if _, err := o.tls.baseURL(o.addr); err != nil {
 		return err
 	}
 	if o.token == "" {
@@ -138,7 +140,11 @@ func baseURL(addr string) (string, error) {
 
 // client builds the AdminService clients for a command.
 func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
-	base, err := baseURL(o.addr)
+	base, err := o.tls.baseURL(o.addr)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := o.tls.client()
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +159,10 @@ func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
 	h2 := &http.Transport{Protocols: new(http.Protocols)}
 	h2.Protocols.SetHTTP2(true)
 	h2.Protocols.SetUnencryptedHTTP2(true)
+	if tc != nil {
+		// Each transport edits its TLS config (NextProtos): one copy each.
+		general.TLSClientConfig, h2.TLSClientConfig = tc, tc.Clone()
+	}
 	wrap := func(rt http.RoundTripper) *http.Client {
 		if o.token != "" {
 			rt = &bearerTransport{token: o.token, base: rt}

@@ -30,6 +30,7 @@ type nodeOptions struct {
 	userAuth        bool   // verify user bearer tokens (needs secret)
 	limits          limitFlags
 	peerMap         map[string]cluster.PeerAddrs
+	tls             *cluster.TLSConfigs // nil = plaintext
 	log             *slog.Logger
 	// started is called once the node serves HTTP, with the bound
 	// addresses; ready once the node has the metadata and its replicas.
@@ -67,6 +68,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		Region:          o.region,
 		Secret:          o.secret,
 		PeerMap:         o.peerMap,
+		TLS:             o.tls,
 		Logger:          o.log,
 	})
 	if err != nil {
@@ -87,7 +89,12 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	mux.Handle("/", gw.Handler())
 	srv := gateway.NewHTTPServer(mux, o.log)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(httpLn) }()
+	if o.tls != nil {
+		srv.TLSConfig = o.tls.HTTP.Clone() // the server edits its copy
+		go func() { serveErr <- srv.ServeTLS(httpLn, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(httpLn) }()
+	}
 	if o.started != nil {
 		o.started(httpLn.Addr().String(), raftLn.Addr().String())
 	}

@@ -23,6 +23,7 @@ func newServerCmd() *cobra.Command {
 		secretFile string
 		insecure   bool
 		peerMap    string
+		tlsF       tlsFlags
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
@@ -38,7 +39,13 @@ secret (--secret-file, or HERALD_SECRET_FILE; create one with
 "herald secret new FILE" and give every node the same file), and clients
 must send bearer tokens minted from it ("herald token"). Without a secret
 the server refuses to start unless --insecure is given, and then every
-caller is "anonymous", an admin.`,
+caller is "anonymous", an admin.
+
+With --tls-cert, --tls-key and --tls-ca the HTTP port serves TLS (HTTP/1.1
+and HTTP/2; clients may but need not present a certificate) and the Raft
+port mutual TLS: nodes present their certificates to each other, signed by
+the CA, and check the host they dial against the peer's certificate, so a
+node's certificate must name its advertised hosts or IPs as SANs.`,
 		Example: `  # three nodes on one machine
   herald server --node-id n1 --data-dir d1 --http 127.0.0.1:7701 --raft 127.0.0.1:7801 \
     --join 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --bootstrap-expect 3 --secret-file secret
@@ -72,6 +79,9 @@ caller is "anonymous", an admin.`,
 			default:
 				log.Warn("running without authentication (--insecure): any client and any node can use this one")
 			}
+			if o.tls, err = tlsF.load(orDefault(o.advertiseHTTP, o.httpAddr), orDefault(o.advertiseRaft, o.raftAddr)); err != nil {
+				return err
+			}
 			if peerMap != "" {
 				if o.peerMap, err = cluster.LoadPeerMap(peerMap); err != nil {
 					return err
@@ -82,9 +92,13 @@ caller is "anonymous", an admin.`,
 			}
 			out := cmd.OutOrStdout()
 			o.log = log
+			scheme := "HTTP"
+			if o.tls != nil {
+				scheme = "HTTPS"
+			}
 			o.started = func(h, r string) {
-				fmt.Fprintf(out, "Herald %s: node %s serving HTTP on %s, Raft on %s, data in %s\n",
-					buildVersion(), o.nodeID, h, r, o.dataDir)
+				fmt.Fprintf(out, "Herald %s: node %s serving %s on %s, Raft on %s, data in %s\n",
+					buildVersion(), o.nodeID, scheme, h, r, o.dataDir)
 			}
 			o.ready = func(took time.Duration) {
 				fmt.Fprintf(out, "Ready in %v.\n", took.Round(time.Millisecond))
@@ -106,11 +120,20 @@ caller is "anonymous", an admin.`,
 	f.StringVar(&o.region, "region", "", "region label recorded for this node")
 	f.StringVar(&secretFile, "secret-file", "", "file holding the cluster secret (or set "+secretEnv+")")
 	f.BoolVar(&insecure, "insecure", false, "run without a cluster secret: no authentication at all")
+	tlsF.addServer(cmd)
 	f.StringVar(&peerMap, "peer-map", "", "testing: JSON file mapping node ids to the raft and http addresses to dial")
 	o.limits.add(cmd)
 	f.StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// orDefault returns s, or def when s is empty.
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // readSecret reads a cluster secret file: at least 32 bytes, hex or raw.
