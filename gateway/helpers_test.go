@@ -35,6 +35,9 @@ type nodeOptions struct {
 	gateway  gateway.Config
 	client   *http.Client // for n.Channels and n.Messages; nil = http.DefaultClient
 	logLevel slog.Leveler // nil = warn
+	// readHeaderTimeout, if positive, replaces the HTTP server's
+	// ReadHeaderTimeout.
+	readHeaderTimeout time.Duration
 }
 
 // startNode starts a node with 4 partitions and fast Raft timers, waits
@@ -86,6 +89,9 @@ func startNode(t testing.TB, o nodeOptions) *node {
 		t.Fatal(err)
 	}
 	srv := gateway.NewHTTPServer(gw.Handler(), log)
+	if o.readHeaderTimeout > 0 {
+		srv.ReadHeaderTimeout = o.readHeaderTimeout
+	}
 	go func() { _ = srv.Serve(ln) }() // returns ErrServerClosed at cleanup
 	tn := &node{t: t, Node: n, Gateway: gw, srv: srv, Addr: ln.Addr().String(),
 		URL: "http://" + ln.Addr().String()}

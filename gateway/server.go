@@ -236,7 +236,8 @@ const BodyTimeout = 30 * time.Second
 // limit plus room for framing, and the time to send them at timeout.
 // Connect reads an oversize body to its end to report its size; past the
 // cap it stops with resource_exhausted instead, so a body that never ends
-// cannot hold a handler. The read deadline ends with the body: net/http
+// cannot hold a handler. A body cut short or too slow is the client's
+// error (see bodyGuard). The read deadline ends with the body: net/http
 // clears it once the body is read to its end, and nothing else is read
 // from a streaming call's connection meanwhile.
 //
@@ -253,7 +254,7 @@ func limitBody(maxMessage int, timeout time.Duration) func(string, http.Handler)
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)) // unsupported only for exotic writers
 			r = r.WithContext(r.Context())
-			r.Body = http.MaxBytesReader(w, r.Body, limit)
+			r.Body = newBodyGuard(http.MaxBytesReader(w, r.Body, limit), r, timeout)
 			h.ServeHTTP(w, r)
 		})
 	}
