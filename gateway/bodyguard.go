@@ -49,7 +49,7 @@ func (g *bodyGuard) Read(p []byte) (int, error) {
 	}
 	n, err := g.r.Read(p)
 	if g.enveloped {
-		g.track(p[:n])
+		n = g.track(p[:n])
 	}
 	switch {
 	case g.err != nil:
@@ -67,33 +67,38 @@ func (g *bodyGuard) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// track follows the envelopes in b, the next bytes of the body.
-func (g *bodyGuard) track(b []byte) {
-	for len(b) > 0 {
+// track follows the envelopes in b, the next bytes of the body, and
+// returns how many of them to deliver: all of them, or on a bad prefix
+// (g.err set) those before its last byte, so that connect-go never holds
+// the whole prefix and reads the error instead (io.ReadFull drops an
+// error that comes with the last byte it wanted).
+func (g *bodyGuard) track(b []byte) int {
+	for i := 0; i < len(b); {
 		if g.left > 0 {
-			k := min(uint64(len(b)), g.left)
+			k := min(uint64(len(b)-i), g.left)
 			g.left -= k
-			b = b[k:]
+			i += int(k)
 			continue
 		}
-		k := copy(g.prefix[g.have:], b)
+		k := copy(g.prefix[g.have:], b[i:])
 		g.have += k
-		b = b[k:]
+		i += k
 		if g.have < len(g.prefix) {
-			return
+			return len(b)
 		}
 		g.left, g.have = uint64(binary.BigEndian.Uint32(g.prefix[1:])), 0
 		switch flags := g.prefix[0]; {
 		case flags&^envelopeCompressed != 0:
 			g.err = connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(
 				"envelope flags %#02x: a request message may set only the compressed flag, 0x01", flags))
-			return
+			return i - 1
 		case flags&envelopeCompressed != 0 && !g.compressed:
 			g.err = connect.NewError(connect.CodeInvalidArgument, errors.New(
 				"a compressed message (envelope flag 0x01), but the request names no encoding (Grpc-Encoding or Connect-Content-Encoding)"))
-			return
+			return i - 1
 		}
 	}
+	return len(b)
 }
 
 // envelopeCompressed is the envelope flag of a compressed message.
