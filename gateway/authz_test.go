@@ -662,21 +662,9 @@ func TestAuthzForgedTokens(t *testing.T) {
 // once.
 func wsUpgradeStatus(t *testing.T, n *node, header http.Header) int {
 	t.Helper()
-	req, err := http.NewRequestWithContext(apiCtx(t), http.MethodGet, n.URL+"/ws", nil)
-	if err != nil {
-		t.Fatal(err)
+	ws, resp := dialRawWS(t, n, header)
+	if ws != nil {
+		ws.Close()
 	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET /ws: %v", err)
-	}
-	defer resp.Body.Close()
 	return resp.StatusCode
 }

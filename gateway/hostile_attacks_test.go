@@ -488,7 +488,7 @@ func (h *hostile) slowHeaders(t *testing.T) {
 			wg.Go(func() {
 				conn, err := net.DialTimeout("tcp", h.n.Addr, 5*time.Second)
 				if err != nil {
-					t.Errorf("dial: %v", err)
+					t.Errorf("dial %s: %v", h.n.Addr, err)
 					return
 				}
 				defer conn.Close()
@@ -510,7 +510,7 @@ func (h *hostile) slowBodies(t *testing.T) {
 			wg.Go(func() {
 				conn, err := net.DialTimeout("tcp", h.n.Addr, 5*time.Second)
 				if err != nil {
-					t.Errorf("dial: %v", err)
+					t.Errorf("dial %s: %v", h.n.Addr, err)
 					return
 				}
 				defer conn.Close()
