@@ -71,10 +71,14 @@ func (a *Authenticator) Mint(user string, admin bool, ttl time.Duration) (string
 }
 
 // Verify checks a token's signature (HS256 only), expiry and subject.
+// Its parts must be canonical base64url: otherwise a token's last
+// character could change without changing the bytes it decodes to, and
+// one token would have several spellings.
 func (a *Authenticator) Verify(token string) (Identity, error) {
 	c := &claims{}
 	_, err := jwt.ParseWithClaims(token, c, func(*jwt.Token) (any, error) { return a.key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithStrictDecoding(),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(a.now),
 		jwt.WithLeeway(5*time.Second))

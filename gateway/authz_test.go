@@ -629,6 +629,13 @@ func TestAuthzForgedTokens(t *testing.T) {
 			p[1] = base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"root","adm":true,"exp":9999999999}`))
 			return strings.Join(p, ".")
 		}()},
+		{"signature in non-canonical base64", "Bearer " + func() string {
+			// 32 bytes take 43 base64url characters, whose last carries 2
+			// unused bits: flipping one spells the same signature anew.
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			last := strings.IndexByte(alphabet, hs256[len(hs256)-1])
+			return hs256[:len(hs256)-1] + string(alphabet[last^1])
+		}()},
 		{"garbage", "Bearer not-a-jwt"},
 		{"empty bearer", "Bearer "},
 		{"basic scheme", "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:secret"))},
