@@ -369,18 +369,38 @@ func (h *hostile) connectionLimit(t *testing.T) {
 	limit := hostileConfig().MaxConnsPerUser
 	c := clientsFor(h.n.node, tok)
 	h.repeat(func() {
+		// The last round's connections are released as the node notices
+		// they closed: until then, a refusal here is the limit holding.
 		var streams []*connect.ServerStreamForClient[heraldv1.SubscribeResponse]
 		var conns []*wsClient
 		for i := range limit {
-			if i%2 == 0 {
-				conns = append(conns, dialWSToken(t, h.n.node, tok, "mallory-conns"))
-				continue
-			}
-			st, err := c.Messages.Subscribe(apiCtx(t), &heraldv1.SubscribeRequest{ChannelId: "c1"})
-			if err != nil || !st.Receive() {
-				t.Fatalf("Subscribe %d: %v %v", i, err, st.Err())
-			}
-			streams = append(streams, st)
+			checkFor(t, wsWait, 20*time.Millisecond, func() bool {
+				if i%2 == 0 {
+					ws, resp, err := dialWSWith(t, h.n.node, bearerHeader(tok))
+					if err != nil {
+						if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+							t.Fatalf("WebSocket %d: %v (%s)", i, err, statusOf(resp))
+						}
+						return false
+					}
+					ws.expectHello("", "mallory-conns")
+					conns = append(conns, ws)
+					return true
+				}
+				st, err := c.Messages.Subscribe(apiCtx(t), &heraldv1.SubscribeRequest{ChannelId: "c1"})
+				if err == nil && st.Receive() {
+					streams = append(streams, st)
+					return true
+				}
+				if err == nil {
+					err = st.Err()
+					st.Close()
+				}
+				if connect.CodeOf(err) != connect.CodeResourceExhausted {
+					t.Fatalf("Subscribe %d: %v", i, err)
+				}
+				return false
+			})
 		}
 		ws, resp, err := dialWSWith(t, h.n.node, bearerHeader(tok))
 		if err == nil {
