@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -97,6 +99,22 @@ func TestDevFlags(t *testing.T) {
 			if took := r.took; took > 10*time.Second {
 				t.Errorf("herald %s: took %v to fail, want it to fail fast", strings.Join(tc.args, " "), took)
 			}
+		}
+	})
+
+	t.Run("server needs a secret", func(t *testing.T) {
+		if os.Getenv("HERALD_SECRET_FILE") != "" {
+			t.Fatal("HERALD_SECRET_FILE is set: this test needs it unset")
+		}
+		dir := filepath.Join(t.TempDir(), "data")
+		r := runHerald(t, "server", "--node-id", "n1", "--data-dir", dir, "--bootstrap-expect", "1",
+			"--http", "127.0.0.1:0", "--raft", "127.0.0.1:0")
+		want := `herald: no cluster secret: pass --secret-file FILE (create one with "herald secret new FILE") or --insecure to run without authentication` + "\n"
+		if r.code != 1 || r.stderr != want {
+			t.Errorf("herald server without a secret: got status %d, stderr %q; want 1 and the one line %q", r.code, r.stderr, want)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("herald server without a secret: data dir %s: got %v, want it never created", dir, err)
 		}
 	})
 
