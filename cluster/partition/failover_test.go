@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/heraldhq/herald/cluster/partition"
+	"github.com/heraldhq/herald/storage"
 )
 
 // ack is one acknowledged post, in acknowledgement order.
@@ -269,20 +273,94 @@ func TestLeadershipTransfersUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// Readers ask every replica for linearizable reads: each succeeds or
+	// says it is not the leader, also while a leadership moves.
+	var reads, readErrs atomic.Int64
+	for _, r := range g.replicas {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				err := r.p.Read(rctx, false, func(*storage.Reader) error { return nil })
+				rcancel()
+				var nle *partition.NotLeaderError
+				switch {
+				case err == nil:
+					reads.Add(1)
+				case errors.As(err, &nle), ctx.Err() != nil:
+				default:
+					if readErrs.Add(1) <= 3 {
+						t.Errorf("linearizable read on %s: %v, want success or not the leader", r.id, err)
+					}
+				}
+			}
+		})
+	}
 	start := time.Now()
-	for range rounds {
+	for i := range rounds {
+		// Every other round moves the leadership on as soon as a replica
+		// leads, before its first barrier of the term has committed: reads
+		// then meet a transfer in progress.
 		l := g.awaitLeader()
+		if i%2 == 1 {
+			l = g.anyLeader()
+		}
 		if err := l.p.Raft().LeadershipTransfer().Error(); err != nil {
 			t.Logf("transfer from %s: %v", l.id, err)
 		}
 	}
 	cancel()
 	wg.Wait()
-	t.Logf("%d leadership transfers with %d writers in %v; %d posts acknowledged",
-		rounds, writers, time.Since(start).Round(time.Millisecond), acked)
+	t.Logf("%d leadership transfers with %d writers in %v; %d posts acknowledged, %d reads, %d failed",
+		rounds, writers, time.Since(start).Round(time.Millisecond), acked, reads.Load(), readErrs.Load())
 	g.waitLeader()
 	g.waitConverged()
 	for _, r := range g.replicas {
 		r.stop()
 	}
+}
+
+// TestReadDuringTransfer moves the leadership of a 3-replica group whose
+// third replica is down, and at once asks the new leader to hand over to
+// that down replica: the transfer then stays in progress for an election
+// timeout, possibly before the new leader's first barrier of its term has
+// committed. A linearizable read on it meanwhile must succeed or say it
+// is not the leader (so the router tries elsewhere), never fail outright.
+func TestReadDuringTransfer(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, 3, nil)
+	leader := g.awaitLeader()
+	propose(t, leader.p, createCmd("general"))
+	down := g.followers(leader)[0]
+	down.stop()
+	var ok, notLeader int
+	attempts := 20
+	if testing.Short() {
+		attempts = 8
+	}
+	for attempt := range attempts {
+		from := g.awaitLeader()
+		to := g.followers(from)[0] // the one running follower
+		if err := from.p.Raft().LeadershipTransferToServer(raft.ServerID(to.id), raft.ServerAddress(to.addr)).Error(); err != nil {
+			t.Logf("transfer from %s: %v", from.id, err)
+			continue
+		}
+		l := g.anyLeader()
+		tf := l.p.Raft().LeadershipTransferToServer(raft.ServerID(down.id), raft.ServerAddress(down.addr))
+		for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			err := l.p.Read(ctx, false, func(*storage.Reader) error { return nil })
+			cancel()
+			var nle *partition.NotLeaderError
+			switch {
+			case err == nil:
+				ok++
+			case errors.As(err, &nle):
+				notLeader++
+			default:
+				t.Fatalf("attempt %d: read on %s during a transfer: %v, want success or not the leader", attempt, l.id, err)
+			}
+		}
+		_ = tf.Error() // the down replica never takes over
+	}
+	t.Logf("reads during transfers: %d succeeded, %d not the leader", ok, notLeader)
 }

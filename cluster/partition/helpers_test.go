@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -370,6 +371,23 @@ func (g *testGroup) waitLeader() *replica {
 }
 
 // awaitLeader is waitLeader without the log line, for loops.
+// anyLeader returns the first replica seen leading, ready or not,
+// polling without a pause.
+func (g *testGroup) anyLeader() *replica {
+	g.t.Helper()
+	deadline := time.Now().Add(electionWait)
+	for time.Now().Before(deadline) {
+		for _, r := range g.running() {
+			if r.p.IsLeader() {
+				return r
+			}
+		}
+		runtime.Gosched()
+	}
+	g.t.Fatalf("no replica leads after %v", electionWait)
+	return nil
+}
+
 func (g *testGroup) awaitLeader() *replica {
 	t := g.t
 	t.Helper()

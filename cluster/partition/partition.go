@@ -251,7 +251,10 @@ func (p *Partition) awaitReady(ctx context.Context) (uint64, error) {
 		return term, nil
 	}
 	if err := future.Wait(ctx, p.raft.Barrier(future.EnqueueTimeout(ctx))); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		// A leader handing over refuses barriers: it is about not to lead,
+		// and the reader should look for the next one.
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return 0, p.notLeader()
 		}
 		return 0, fmt.Errorf("partition %d: barrier: %w", p.cfg.ID, err)
@@ -273,10 +276,30 @@ func (p *Partition) watchLeadership(ctx context.Context) {
 		case leader := <-p.raft.LeaderCh():
 			p.log.Info("leadership changed", "leader", leader, "term", p.raft.CurrentTerm())
 			if leader {
-				if _, err := p.awaitReady(ctx); err != nil {
-					p.log.Debug("barrier after election failed", "err", err)
-				}
+				p.becomeReady(ctx)
 			}
+		}
+	}
+}
+
+// becomeReady runs the barrier of a new leadership, again after a pause
+// while it fails and the replica still leads: a leader refuses barriers
+// while it hands over, and a handover that fails leaves it leading, and
+// not Ready until a read would run the barrier. raft keeps the latest
+// leadership change for LeaderCh meanwhile.
+func (p *Partition) becomeReady(ctx context.Context) {
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		_, err := p.awaitReady(ctx)
+		if err == nil || !p.IsLeader() {
+			return
+		}
+		p.log.Debug("barrier after election failed", "err", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 }
