@@ -251,7 +251,7 @@ func (p *Partition) awaitReady(ctx context.Context) (uint64, error) {
 		return term, nil
 	}
 	if err := future.Wait(ctx, p.raft.Barrier(future.EnqueueTimeout(ctx))); err != nil {
-		// A leader handing over refuses barriers: it is about not to lead,
+		// A leader handing over refuses barriers: it is about to stop leading,
 		// and the reader should look for the next one.
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
