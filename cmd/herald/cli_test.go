@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -314,4 +315,58 @@ func dig(m map[string]any, keys ...string) any {
 		v = mm[k]
 	}
 	return v
+}
+
+// TestDevBannerWithAuth starts herald dev with a secret in a folder whose
+// name needs quoting: the banner's token command, run by a shell as
+// printed, mints a token the node accepts, and requests without one are
+// refused.
+func TestDevBannerWithAuth(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "my secrets")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "cluster.secret")
+	if r := runHerald(t, "secret", "new", secret); r.code != 0 {
+		t.Fatalf("herald secret new: got status %d, stderr %q", r.code, r.stderr)
+	}
+	p := startDev(t, devOptions{args: []string{"--secret-file", secret}})
+	m := regexp.MustCompile(`(?m)^  TOKEN=\$\((.*)\)$`).FindStringSubmatch(p.Stdout())
+	if m == nil {
+		t.Fatalf("banner: no TOKEN=$(...) line; got:\n%s", p.Stdout())
+	}
+	sh := exec.Command("sh", "-c", m[1])
+	sh.Env = append(os.Environ(), "PATH="+filepath.Dir(heraldBin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := sh.Output()
+	if err != nil {
+		t.Fatalf("banner's token command %q: %v", m[1], err)
+	}
+	token := strings.TrimSpace(string(out))
+
+	create := func(token string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+"/herald.v1.ChannelService/CreateChannel",
+			strings.NewReader(`{"channel_id":"general"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := p.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := create(""); code != http.StatusUnauthorized {
+		t.Errorf("CreateChannel without a token: got %d, want 401", code)
+	}
+	if code := create(token); code != http.StatusOK {
+		t.Errorf("CreateChannel with the banner's token: got %d, want 200", code)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -74,7 +75,7 @@ again with the same --data-dir and everything is still there.`,
 				limits:          sec.limits,
 				log:             log,
 				started: func(h, r string) {
-					printDevBanner(out, dataDir, h, r, sec.secret != nil)
+					printDevBanner(out, dataDir, h, r, tokenCommand(sec.secret != nil, secretFile))
 				},
 				ready: func(took time.Duration) {
 					fmt.Fprintf(out, "Ready in %v. Press Ctrl-C to stop.\n", took.Round(time.Millisecond))
@@ -117,7 +118,28 @@ type devSecurity struct {
 	limits limitFlags
 }
 
-func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr string, auth bool) {
+// tokenCommand is the banner's command for a token, "" with auth off: it
+// names the secret file as dev was given it (the environment variable
+// needs no flag).
+func tokenCommand(auth bool, secretFile string) string {
+	switch {
+	case !auth:
+		return ""
+	case secretFile == "":
+		return "herald token --user alice"
+	case strings.ContainsFunc(secretFile, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-", r))
+	}):
+		return "herald token --user alice --secret-file '" + strings.ReplaceAll(secretFile, "'", `'\''`) + "'"
+	default:
+		return "herald token --user alice --secret-file " + secretFile
+	}
+}
+
+// printDevBanner prints where the node listens and curl commands to try
+// it; tokenCmd, if not empty, mints the token they send.
+func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr, tokenCmd string) {
+	auth := tokenCmd != ""
 	abs, err := filepath.Abs(dataDir)
 	if err != nil {
 		abs = dataDir
@@ -134,7 +156,7 @@ Try it:
 `, buildVersion(), os.Getpid(), abs, base, httpAddr, raftAddr, authLine(auth))
 	h := "-H 'Content-Type: application/json'"
 	if auth {
-		fmt.Fprintln(w, `  TOKEN=$(herald token --user alice --secret-file SECRET_FILE)`)
+		fmt.Fprintf(w, "  TOKEN=$(%s)\n", tokenCmd)
 		h += ` -H "Authorization: Bearer $TOKEN"`
 	}
 	fmt.Fprintf(w, `  curl -s %s -d '{"channel_id":"general"}' \
