@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/storage"
 	"github.com/heraldhq/herald/storage/raftstore"
@@ -83,7 +84,7 @@ func TestReplicate(t *testing.T) {
 			t.Errorf("%s: Changed channel after InitCluster: got open, want closed", c.replicas[i].id)
 		}
 	}
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		for _, r := range c.running() {
 			if !r.g.Ready() {
 				return errors.New(r.id + " not ready")
@@ -123,7 +124,7 @@ func TestReplicate(t *testing.T) {
 	if has, err := n4.g.HasState(); !has || err != nil {
 		t.Errorf("n4: HasState after joining: got %v, %v; want true, nil", has, err)
 	}
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if !n4.g.Ready() {
 			return errors.New("n4 not ready")
 		}
@@ -207,7 +208,7 @@ func TestRestart(t *testing.T) {
 		state = propose(t, leader.g, upsertCmd("n4"))
 		f.start()
 		c.waitSame(state)
-		if n := f.logs.count(msgRestored); n != 0 {
+		if n := f.logs.Count(msgRestored); n != 0 {
 			t.Errorf("%s: got %d snapshot restores, want 0 (the log suffices)", f.id, n)
 		}
 	})
@@ -222,7 +223,7 @@ func TestRestart(t *testing.T) {
 		f.stop()
 		state = propose(t, leader.g, setStateCmd("n5", heraldv1.Node_STATE_DRAINING))
 		f.start()
-		if n := f.logs.count(msgRestored); n != 1 {
+		if n := f.logs.Count(msgRestored); n != 1 {
 			t.Errorf("%s: got %d snapshot restores, want 1", f.id, n)
 		}
 		if got := f.g.State().GetEpoch(); got < snap.GetEpoch() {
@@ -308,7 +309,7 @@ func TestPartialBootstrap(t *testing.T) {
 	if has, err := r.g.HasState(); has || err != nil {
 		t.Fatalf("HasState after a partial bootstrap: got %v, %v; want false, nil", has, err)
 	}
-	if n := r.logs.count(msgReset); n != 1 {
+	if n := r.logs.Count(msgReset); n != 1 {
 		t.Errorf("warnings about the cleared term: got %d, want 1", n)
 	}
 	servers := []raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: raft.ServerAddress(r.addr)}}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
@@ -166,7 +167,7 @@ func testLeaderFailover(t *testing.T, abrupt bool) {
 	defer stopWriter()
 
 	const before, after = 30, 30
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if n := w.acked(); n < before {
 			return fmt.Errorf("writer: got %d acks, want %d before the failover", n, before)
 		}
@@ -180,7 +181,7 @@ func testLeaderFailover(t *testing.T, abrupt bool) {
 	}
 	leader.stop()
 	t.Logf("closed leader %s in %v", leader.id, time.Since(closed).Round(time.Millisecond))
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if n, _ := w.ackedSince(closed); n < after {
 			return fmt.Errorf("writer: got %d acks since the leader closed, want %d", n, after)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
@@ -103,7 +104,7 @@ func TestStreamSplice(t *testing.T) {
 	}
 	var watches []watch
 	for _, at := range []int{0, total / 8, total / 4, total / 2} {
-		checkFor(t, convergeWait, time.Millisecond, func() error {
+		testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if posted < at {

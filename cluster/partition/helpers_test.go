@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/cluster/transport"
 	"github.com/heraldhq/herald/storage"
@@ -46,100 +45,10 @@ const user = "alice"
 // msgRestored is what the FSM logs when a snapshot replaced the state file.
 const msgRestored = "restored state from snapshot"
 
-// checkFor polls fn every step until it returns nil, failing the test with
-// fn's last error if that takes longer than total.
-func checkFor(t *testing.T, total, step time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(step)
-	}
-}
-
-// testWriter forwards to the test's output until the test ends, then drops
-// writes, so Raft goroutines that log late cannot write to a finished test.
-type testWriter struct {
-	mu sync.Mutex
-	// guards following
-	w io.Writer
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.w == nil {
-		return len(p), nil
-	}
-	return w.w.Write(p)
-}
-
-// logSink is a slog.Handler that counts every record's message at Info and
-// above and writes records at or above its output level to the test's
-// output. Records below Info are dropped.
-type logSink struct {
-	out   slog.Handler
-	level slog.Level
-
-	mu *sync.Mutex // guards following
-	n  map[string]int
-}
-
-func newLogSink(t *testing.T, node string) *logSink {
-	tw := &testWriter{w: t.Output()}
-	t.Cleanup(func() {
-		tw.mu.Lock()
-		tw.w = nil
-		tw.mu.Unlock()
-	})
-	level := slog.LevelWarn
-	if os.Getenv("PARTITION_TEST_LOG") != "" {
-		level = slog.LevelDebug
-	}
-	out := slog.NewTextHandler(tw, &slog.HandlerOptions{Level: level}).
-		WithAttrs([]slog.Attr{slog.String("node", node)})
-	return &logSink{out: out, level: level, mu: &sync.Mutex{}, n: make(map[string]int)}
-}
-
-func (s *logSink) Enabled(_ context.Context, l slog.Level) bool {
-	return l >= min(s.level, slog.LevelInfo)
-}
-
-func (s *logSink) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelInfo {
-		s.mu.Lock()
-		s.n[r.Message]++
-		s.mu.Unlock()
-	}
-	if r.Level >= s.level {
-		return s.out.Handle(ctx, r)
-	}
-	return nil
-}
-
-func (s *logSink) WithAttrs(attrs []slog.Attr) slog.Handler {
-	c := *s
-	c.out = s.out.WithAttrs(attrs)
-	return &c
-}
-
-func (s *logSink) WithGroup(name string) slog.Handler {
-	c := *s
-	c.out = s.out.WithGroup(name)
-	return &c
-}
-
-// count returns how often msg was logged.
-func (s *logSink) count(msg string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n[msg]
+// newLogSink returns the log of one replica ("node"); set PARTITION_TEST_LOG to see
+// its Debug records.
+func newLogSink(t *testing.T, node string) *testkit.LogSink {
+	return testkit.NewLogSink(t, node, "PARTITION_TEST_LOG")
 }
 
 // replica is one member of a test partition group: its directory, its
@@ -152,7 +61,7 @@ type replica struct {
 	addr string
 	dir  string
 	cfg  partition.Config
-	logs *logSink
+	logs *testkit.LogSink
 	mux  *transport.Mux
 	p    *partition.Partition
 }
@@ -171,7 +80,7 @@ func (r *replica) start() {
 	var ln net.Listener
 	// The port was ours a moment ago; the kernel may take a moment to let
 	// go of it.
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	testkit.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		var err error
 		ln, err = net.Listen("tcp", r.addr)
 		return err
@@ -392,7 +301,7 @@ func (g *testGroup) awaitLeader() *replica {
 	t := g.t
 	t.Helper()
 	var leader *replica
-	checkFor(t, electionWait, pollStep, func() error {
+	testkit.CheckFor(t, electionWait, pollStep, func() error {
 		leader = nil
 		for _, r := range g.running() {
 			if r.p.IsLeader() {
@@ -426,7 +335,7 @@ func (g *testGroup) waitConverged() uint64 {
 	t.Helper()
 	start := time.Now()
 	var index uint64
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		var first *replica
 		var sum [32]byte
 		for _, r := range g.running() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
@@ -217,7 +218,7 @@ func TestThreeReplicas(t *testing.T) {
 
 			// A stale read is served once the follower has applied the posts.
 			start := time.Now()
-			checkFor(t, convergeWait, pollStep, func() error {
+			testkit.CheckFor(t, convergeWait, pollStep, func() error {
 				head, err := headSeq(ctx, f.p, "general", true)
 				if err != nil {
 					return err
@@ -321,7 +322,7 @@ func TestProposeDeadlineWhileWaiting(t *testing.T) {
 	// The isolated leader steps down; then it refuses writes and, past
 	// MaxStale, stale reads.
 	start = time.Now()
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if leader.p.IsLeader() {
 			return errors.New("isolated leader still leads")
 		}
@@ -331,7 +332,7 @@ func TestProposeDeadlineWhileWaiting(t *testing.T) {
 	if _, err := leader.p.Propose(ctx, postCmd("general", "refused", "")); !errors.Is(err, partition.ErrNotLeader) {
 		t.Errorf("Propose after step-down: got %v, want ErrNotLeader", err)
 	}
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		_, err := headSeq(ctx, leader.p, "general", true)
 		if !errors.Is(err, partition.ErrTooStale) {
 			return fmt.Errorf("stale read without a leader: got %v, want ErrTooStale", err)

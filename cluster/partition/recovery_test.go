@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage/raftstore"
 )
@@ -36,7 +37,7 @@ func TestRestartCatchUpFromLog(t *testing.T) {
 	f.start()
 	index := g.waitConverged()
 	t.Logf("%s caught up to index %d %v after restart", f.id, index, time.Since(start).Round(time.Millisecond))
-	if n := f.logs.count(msgRestored); n != 0 {
+	if n := f.logs.Count(msgRestored); n != 0 {
 		t.Errorf("%s: got %d snapshot restores, want none (the log suffices)", f.id, n)
 	}
 	msgs := history(t, f.p, "general", true)
@@ -73,7 +74,7 @@ func TestRestartCatchUpFromSnapshot(t *testing.T) {
 	// follower's last one.
 	written := 10
 	start := time.Now()
-	checkFor(t, convergeWait, time.Millisecond, func() error {
+	testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
 		postN(t, leader.p, "general", fmt.Sprintf("down-%d", written), 1)
 		written++
 		snap := raftStat(t, leader.p, "last_snapshot_index")
@@ -122,7 +123,7 @@ func TestRestartCatchUpFromSnapshot(t *testing.T) {
 
 	index := g.waitConverged()
 	t.Logf("%s caught up to index %d %v after restart", f.id, index, time.Since(start).Round(time.Millisecond))
-	if n := f.logs.count(msgRestored); n < 1 {
+	if n := f.logs.Count(msgRestored); n < 1 {
 		t.Errorf("%s: got %d snapshot restores, want at least 1", f.id, n)
 	}
 	if got := appliedIndex(t, f.p); got <= fApplied {
@@ -191,7 +192,7 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 	g.waitLeader()
 	// Once Raft has applied past the old log, every old entry has been
 	// redelivered.
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if got := r.p.Raft().AppliedIndex(); got <= last {
 			return fmt.Errorf("raft applied index: got %d, want past %d", got, last)
 		}
@@ -206,7 +207,7 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 	if fmt.Sprint(texts(got)) != fmt.Sprint(texts(want)) {
 		t.Errorf("history after restart: got %q, want %q", texts(got), texts(want))
 	}
-	if n := r.logs.count(msgRestored); n != 0 {
+	if n := r.logs.Count(msgRestored); n != 0 {
 		t.Errorf("restores at start: got %d, want none (the state file was current)", n)
 	}
 	if seq := propose(t, r.p, postCmd("general", "next", "")).Message.GetSeq(); seq != 21 {
@@ -261,11 +262,11 @@ func TestStaleStateFileRepaired(t *testing.T) {
 				t.Errorf("applied index right after New: got %d, want at least the snapshot's %d (old state had %d)",
 					got, snapIndex, oldIndex)
 			}
-			if n := r.logs.count(msgRestored); n != 1 {
+			if n := r.logs.Count(msgRestored); n != 1 {
 				t.Errorf("restores at start: got %d, want 1", n)
 			}
 			g.waitLeader()
-			checkFor(t, convergeWait, pollStep, func() error {
+			testkit.CheckFor(t, convergeWait, pollStep, func() error {
 				if got := appliedIndex(t, r.p); got < wantIndex {
 					return fmt.Errorf("applied index: got %d, want %d", got, wantIndex)
 				}
@@ -317,7 +318,7 @@ func TestJoinNewReplica(t *testing.T) {
 	leader := g.waitLeader()
 	propose(t, leader.p, createCmd("general"))
 	postN(t, leader.p, "general", "m", 40)
-	checkFor(t, convergeWait, pollStep, func() error {
+	testkit.CheckFor(t, convergeWait, pollStep, func() error {
 		if snap := raftStat(t, leader.p, "last_snapshot_index"); snap < 20 {
 			return fmt.Errorf("leader snapshot at %d, want past 20", snap)
 		}
@@ -338,7 +339,7 @@ func TestJoinNewReplica(t *testing.T) {
 	postN(t, leader.p, "general", "after-join", 5)
 	index := g.waitConverged()
 	t.Logf("n4 joined and caught up to index %d in %v", index, time.Since(start).Round(time.Millisecond))
-	if n := n4.logs.count(msgRestored); n < 1 {
+	if n := n4.logs.Count(msgRestored); n < 1 {
 		t.Errorf("n4: got %d snapshot restores, want at least 1", n)
 	}
 	got := history(t, n4.p, "general", true)

@@ -5,40 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/transport"
 )
-
-// testWriter forwards to the test's output until the test ends, then drops
-// writes, so goroutines that outlive the test cannot write to it.
-type testWriter struct {
-	mu sync.Mutex
-	// guards following
-	w io.Writer
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.w == nil {
-		return len(p), nil
-	}
-	return w.w.Write(p)
-}
 
 // testLogger returns a logger writing to t.Output() at level.
 func testLogger(t *testing.T, level slog.Level) *slog.Logger {
 	t.Helper()
-	tw := &testWriter{w: t.Output()}
-	t.Cleanup(func() {
-		tw.mu.Lock()
-		tw.w = nil
-		tw.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(testkit.Output(t), &slog.HandlerOptions{Level: level}))
 }
 
 // newMux starts a Mux on 127.0.0.1:0 with cfg (Listener and, if nil,
@@ -74,23 +51,6 @@ func newLayer(t *testing.T, m *transport.Mux, group string) *transport.Layer {
 		t.Fatalf("Layer(%q): %v", group, err)
 	}
 	return l
-}
-
-// checkFor polls fn every step until it returns nil, failing the test with
-// fn's last error if that takes longer than total.
-func checkFor(t *testing.T, total, step time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(step)
-	}
 }
 
 type acceptResult struct {

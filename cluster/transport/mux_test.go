@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/transport"
 )
 
@@ -316,7 +317,7 @@ func TestCloseIdempotentNoLeak(t *testing.T) {
 		_ = c.Close()
 	}
 
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := runtime.NumGoroutine(); n > before {
 			return fmt.Errorf("got %d goroutines, want at most %d as before New", n, before)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/transport"
 )
 
@@ -120,7 +121,7 @@ func startGroup(t *testing.T, group string, muxes []*transport.Mux, log *slog.Lo
 func waitLeader(t *testing.T, replicas []*replica) *replica {
 	t.Helper()
 	var leader *replica
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+	testkit.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		leader = nil
 		for _, r := range replicas {
 			if r.raft.State() == raft.Leader {
@@ -161,7 +162,7 @@ func TestRaftGroupsShareMuxes(t *testing.T) {
 		if got, want := f.Response(), 1; got != want {
 			t.Errorf("group %s: Apply response: got %v, want %v", g, got, want)
 		}
-		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 			for i, r := range replicas {
 				if !r.fsm.has(cmd) {
 					return fmt.Errorf("group %s: replica n%d has not applied %q", g, i, cmd)
