@@ -36,25 +36,33 @@ func TestThreeNodesBootstrapAndServe(t *testing.T) {
 	}
 	t.Logf("leaders per node: %v", leads)
 
+	postAndReadEverywhere(t, c, "ch-%03d", 40)
+}
+
+// postAndReadEverywhere creates channels named by format and posts once to
+// each, through rotating nodes of c, then reads each one's history through
+// every node, and waits for the replicas' digests to agree.
+func postAndReadEverywhere(t *testing.T, c *clustertest.Cluster, format string, channels int) {
+	t.Helper()
 	ctx := context.Background()
 	nodes := c.Running()
-	const channels = 40
 	for i := range channels {
-		ch := fmt.Sprintf("ch-%03d", i)
+		ch := fmt.Sprintf(format, i)
 		via := nodes[i%len(nodes)]
 		if _, err := via.Apply(ctx, clustertest.Create(ch)); err != nil {
 			t.Fatalf("create %s via %s: %v", ch, via.ID(), err)
 		}
-		res, err := nodes[(i+1)%len(nodes)].Apply(ctx, clustertest.Post(ch, "hello "+ch, "m-"+ch))
+		via = nodes[(i+1)%len(nodes)]
+		res, err := via.Apply(ctx, clustertest.Post(ch, "hello "+ch, "m-"+ch))
 		if err != nil {
-			t.Fatalf("post to %s: %v", ch, err)
+			t.Fatalf("post to %s via %s: %v", ch, via.ID(), err)
 		}
 		if res.Message.GetSeq() != 1 {
 			t.Fatalf("post to %s: got seq %d, want 1", ch, res.Message.GetSeq())
 		}
 	}
 	for i := range channels {
-		ch := fmt.Sprintf("ch-%03d", i)
+		ch := fmt.Sprintf(format, i)
 		for _, n := range nodes {
 			h, err := n.History(ctx, clustertest.Alice, &heraldv1.GetHistoryRequest{ChannelId: ch})
 			if err != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,7 +19,6 @@ import (
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	"github.com/heraldhq/herald/api/gen/herald/cluster/v1/clusterv1connect"
-	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
 	"github.com/heraldhq/herald/cluster/transport"
@@ -35,31 +33,7 @@ func TestTLSCluster(t *testing.T) {
 	t.Logf("settled %v after ready", c.WaitSettled(30*time.Second))
 
 	t.Run("writes and reads through every node", func(t *testing.T) {
-		ctx := context.Background()
-		nodes := c.Running()
-		const channels = 8
-		for i := range channels {
-			ch := fmt.Sprintf("tls-%d", i)
-			if _, err := nodes[i%len(nodes)].Apply(ctx, clustertest.Create(ch)); err != nil {
-				t.Fatalf("create %s via %s: %v", ch, nodes[i%len(nodes)].ID(), err)
-			}
-			if _, err := nodes[(i+1)%len(nodes)].Apply(ctx, clustertest.Post(ch, "hello "+ch, "m-"+ch)); err != nil {
-				t.Fatalf("post to %s via %s: %v", ch, nodes[(i+1)%len(nodes)].ID(), err)
-			}
-		}
-		for i := range channels {
-			ch := fmt.Sprintf("tls-%d", i)
-			for _, n := range nodes {
-				h, err := n.History(ctx, clustertest.Alice, &heraldv1.GetHistoryRequest{ChannelId: ch})
-				if err != nil {
-					t.Fatalf("history of %s via %s: %v", ch, n.ID(), err)
-				}
-				if len(h.GetMessages()) != 1 || h.GetMessages()[0].GetText() != "hello "+ch {
-					t.Fatalf("history of %s via %s: got %v, want one message", ch, n.ID(), h.GetMessages())
-				}
-			}
-		}
-		c.WaitSameDigests(10 * time.Second)
+		postAndReadEverywhere(t, c, "tls-%d", 8)
 	})
 
 	raft := c.Member(0).Raft
