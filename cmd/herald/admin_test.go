@@ -443,23 +443,10 @@ func startDevCluster(t *testing.T, n int) *devCluster {
 }
 
 func (c *devCluster) waitReady() (clash bool, err error) {
-	deadline := c.started.Add(readyTimeout)
-	for {
-		if line, ok := c.stdout.lineWith("nodes ready in "); ok {
-			c.StartToReady = time.Since(c.started)
-			c.ReadyLine = line
-			break
-		}
-		select {
-		case <-c.done:
-			clash = strings.Contains(c.Stderr(), "address already in use")
-			return clash, fmt.Errorf("exited before it was ready: %v", c.err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return false, fmt.Errorf(`no "nodes ready in" on stdout within %v`, readyTimeout)
-		}
+	if clash, err := c.waitReadyLine("nodes ready in "); err != nil {
+		return clash, err
 	}
+	deadline := c.started.Add(readyTimeout)
 	for _, addr := range c.Addrs {
 		for {
 			code, err := c.getAt(addr, "/readyz")

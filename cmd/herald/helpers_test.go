@@ -187,15 +187,16 @@ func launchDev(t *testing.T, o devOptions) *proc {
 	return p
 }
 
-// waitReady waits for "Ready in" on stdout and then for /readyz to answer
-// 200. clash reports that the process exited because a port was taken.
-func (p *proc) waitReady() (clash bool, err error) {
+// waitReadyLine waits until stdout has a line with marker, within
+// readyTimeout of the start, and records it and when it came. clash
+// reports that the process exited because a port was taken.
+func (p *proc) waitReadyLine(marker string) (clash bool, err error) {
 	deadline := p.started.Add(readyTimeout)
 	for {
-		if line, ok := p.stdout.lineWith("Ready in "); ok {
+		if line, ok := p.stdout.lineWith(marker); ok {
 			p.StartToReady = time.Since(p.started)
 			p.ReadyLine = line
-			break
+			return false, nil
 		}
 		select {
 		case <-p.done:
@@ -204,9 +205,18 @@ func (p *proc) waitReady() (clash bool, err error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return false, fmt.Errorf(`no "Ready in" on stdout within %v`, readyTimeout)
+			return false, fmt.Errorf("no %q on stdout within %v", marker, readyTimeout)
 		}
 	}
+}
+
+// waitReady waits for "Ready in" on stdout and then for /readyz to answer
+// 200. clash reports that the process exited because a port was taken.
+func (p *proc) waitReady() (clash bool, err error) {
+	if clash, err := p.waitReadyLine("Ready in "); err != nil {
+		return clash, err
+	}
+	deadline := p.started.Add(readyTimeout)
 	for {
 		code, err := p.get("/readyz")
 		if err == nil && code == http.StatusOK {
