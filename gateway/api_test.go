@@ -903,21 +903,8 @@ func h2cClient(t *testing.T) *http.Client {
 // returns the status and body.
 func postJSON(t *testing.T, n *node, procedure, body string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(apiCtx(t), http.MethodPost, n.URL+procedure, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", procedure, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("POST %s: read body: %v", procedure, err)
-	}
-	return resp.StatusCode, b
+	status, _, b := rawPost(t, n, procedure, "application/json", nil, strings.NewReader(body))
+	return status, b
 }
 
 func TestAPIPlainHTTPJSON(t *testing.T) {

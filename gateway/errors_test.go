@@ -358,24 +358,32 @@ type connectErrorBody struct {
 // the response headers and the body.
 func rawPost(t *testing.T, n *node, procedure, contentType string, header http.Header, body io.Reader) (int, http.Header, []byte) {
 	t.Helper()
+	resp, b := post(t, http.DefaultClient, n, procedure, contentType, header, body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// post sends body to procedure with client and returns the response, its
+// body read in full (and so its trailers).
+func post(t *testing.T, client *http.Client, n *node, procedure, contentType string, header http.Header, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(apiCtx(t), http.MethodPost, n.URL+procedure, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", contentType)
-	for k, vs := range header {
-		req.Header[k] = vs
+	for k, v := range header {
+		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	req.Header.Set("Content-Type", contentType)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", procedure, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("POST %s: read body: %v", procedure, err)
+		t.Fatalf("POST %s: read the body: %v", procedure, err)
 	}
-	return resp.StatusCode, resp.Header, b
+	return resp, b
 }
 
 // wantConnectErrorBody checks that a raw response is a Connect error in

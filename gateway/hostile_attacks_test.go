@@ -96,30 +96,6 @@ func endStreamError(t *testing.T, body []byte) (code, msg string) {
 	return "", ""
 }
 
-// post sends body to procedure with client and returns the response, its
-// body read in full (and so its trailers).
-func post(t *testing.T, client *http.Client, n *node, procedure, contentType string, header http.Header, body []byte) (*http.Response, []byte) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(apiCtx(t), http.MethodPost, n.URL+procedure, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", procedure, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("POST %s: read the body: %v", procedure, err)
-	}
-	return resp, b
-}
-
 // wantGRPCStatus checks a gRPC response's status trailer.
 func wantGRPCStatus(t *testing.T, what string, resp *http.Response, code connect.Code) {
 	t.Helper()
@@ -157,12 +133,12 @@ func (h *hostile) malformedEnvelopes(t *testing.T) {
 	}
 	h.repeat(func() {
 		for _, tc := range cases {
-			resp, body := post(t, http.DefaultClient, h.n.node, subscribeProc, "application/connect+json", hdr, tc.body(subJS))
+			resp, body := post(t, http.DefaultClient, h.n.node, subscribeProc, "application/connect+json", hdr, bytes.NewReader(tc.body(subJS)))
 			code, msg := endStreamError(t, body)
 			if resp.StatusCode != http.StatusOK || code != tc.code.String() || !strings.Contains(msg, tc.contains) {
 				t.Errorf("Subscribe with %s: got status %d, %s %q; want 200 and %s %q", tc.name, resp.StatusCode, code, msg, tc.code, tc.contains)
 			}
-			resp, _ = post(t, h2c, h.n.node, postProc, "application/grpc", hdr, tc.body(postBin))
+			resp, _ = post(t, h2c, h.n.node, postProc, "application/grpc", hdr, bytes.NewReader(tc.body(postBin)))
 			wantGRPCStatus(t, "PostMessage with "+tc.name, resp, tc.code)
 		}
 	})
@@ -174,17 +150,17 @@ func (h *hostile) compressionBombs(t *testing.T) {
 	h2c := h2cClient(t)
 	h.repeat(func() {
 		gz := http.Header{"Content-Encoding": {"gzip"}, "Authorization": hdr["Authorization"]}
-		resp, body := post(t, http.DefaultClient, h.n.node, postProc, "application/json", gz, bomb)
+		resp, body := post(t, http.DefaultClient, h.n.node, postProc, "application/json", gz, bytes.NewReader(bomb))
 		wantConnectErrorBody(t, resp.StatusCode, body, connect.CodeResourceExhausted, "larger than configured max")
 
 		st := http.Header{"Connect-Content-Encoding": {"gzip"}, "Authorization": hdr["Authorization"]}
-		resp, body = post(t, http.DefaultClient, h.n.node, subscribeProc, "application/connect+json", st, envelope(1, bomb))
+		resp, body = post(t, http.DefaultClient, h.n.node, subscribeProc, "application/connect+json", st, bytes.NewReader(envelope(1, bomb)))
 		if code, msg := endStreamError(t, body); code != connect.CodeResourceExhausted.String() {
 			t.Errorf("Subscribe with a compressed bomb: got status %d, %s %q; want resource_exhausted", resp.StatusCode, code, msg)
 		}
 
 		g := http.Header{"Grpc-Encoding": {"gzip"}, "Authorization": hdr["Authorization"]}
-		resp, _ = post(t, h2c, h.n.node, postProc, "application/grpc", g, envelope(1, bomb))
+		resp, _ = post(t, h2c, h.n.node, postProc, "application/grpc", g, bytes.NewReader(envelope(1, bomb)))
 		wantGRPCStatus(t, "PostMessage with a compressed bomb", resp, connect.CodeResourceExhausted)
 
 		// No compression is negotiated on WebSockets: a compressed frame
@@ -314,10 +290,10 @@ func (h *hostile) invalidUTF8(t *testing.T) {
 	hdr := h.header(t, "mallory-utf8")
 	h.repeat(func() {
 		resp, body := post(t, http.DefaultClient, h.n.node, postProc, "application/json", hdr,
-			[]byte("{\"channelId\":\"general\",\"text\":\"bad \xff\xfe\"}"))
+			strings.NewReader("{\"channelId\":\"general\",\"text\":\"bad \xff\xfe\"}"))
 		wantConnectErrorBody(t, resp.StatusCode, body, connect.CodeInvalidArgument, "utf-8")
 		resp, body = post(t, http.DefaultClient, h.n.node, postProc, "application/proto", hdr,
-			protoPost("general", []byte("bad \xff\xfe")))
+			bytes.NewReader(protoPost("general", []byte("bad \xff\xfe"))))
 		wantConnectErrorBody(t, resp.StatusCode, body, connect.CodeInvalidArgument, "utf-8")
 
 		ws := h.rawWS(t, hdr)
