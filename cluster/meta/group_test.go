@@ -292,7 +292,7 @@ func TestFailover(t *testing.T) {
 // crash in the middle of BootstrapCluster leaves them: it reports no
 // state, bootstraps again and leads.
 func TestPartialBootstrap(t *testing.T) {
-	c := &cluster{t: t}
+	c := &cluster{t: t, dir: t.TempDir()}
 	r := c.newReplica("n1")
 	stores, err := raftstore.Open(raftstore.Config{Dir: r.cfg.Dir})
 	if err != nil {

@@ -126,6 +126,7 @@ func (r *replica) stop() {
 // on 127.0.0.1 and its own directory.
 type cluster struct {
 	t        *testing.T
+	dir      string // the replicas' directories are in it
 	replicas []*replica
 	servers  []raft.Server // the founding configuration
 }
@@ -156,7 +157,9 @@ func freeAddr(t *testing.T) string {
 // list. The cluster stops when the test ends.
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	// The directory first: cleanups run last first, so the replicas stop
+	// before their files are removed.
+	c := &cluster{t: t, dir: t.TempDir()}
 	t.Cleanup(func() {
 		for _, r := range c.replicas {
 			if r.running() {
@@ -184,7 +187,7 @@ func (c *cluster) newReplica(id string) *replica {
 	logs := newLogSink(c.t, id)
 	cfg := testConfig()
 	cfg.NodeID = id
-	cfg.Dir = filepath.Join(c.t.TempDir(), id)
+	cfg.Dir = filepath.Join(c.dir, id)
 	cfg.Logger = slog.New(logs)
 	r := &replica{t: c.t, id: id, addr: freeAddr(c.t), cfg: cfg, logs: logs}
 	c.replicas = append(c.replicas, r)

@@ -147,6 +147,7 @@ func (r *replica) statePath() string { return filepath.Join(r.dir, partition.Sta
 // server list.
 type testGroup struct {
 	t        *testing.T
+	dir      string // the replicas' directories are in it
 	tune     func(*partition.Config)
 	replicas []*replica
 }
@@ -171,7 +172,9 @@ func testConfig(t *testing.T) partition.Config {
 // already). The group stops when the test ends.
 func newGroup(t *testing.T, n int, tune func(*partition.Config)) *testGroup {
 	t.Helper()
-	g := &testGroup{t: t}
+	// The directory first: cleanups run last first, so the replicas stop
+	// before their files are removed.
+	g := &testGroup{t: t, dir: t.TempDir()}
 	t.Cleanup(func() {
 		for _, r := range g.replicas {
 			if r.running() {
@@ -215,7 +218,7 @@ func (g *testGroup) newReplica(id, addr string, bootstrap []raft.Server) *replic
 	logs := newLogSink(t, id)
 	cfg := testConfig(t)
 	cfg.NodeID = id
-	cfg.Dir = filepath.Join(t.TempDir(), id)
+	cfg.Dir = filepath.Join(g.dir, id)
 	cfg.Bootstrap = bootstrap
 	cfg.Logger = slog.New(logs)
 	if g.tune != nil {
