@@ -62,6 +62,8 @@ type replica struct {
 	dir  string
 	cfg  partition.Config
 	logs *testkit.LogSink
+	// wrap, if set, wraps the replica's Raft transport at each start.
+	wrap func(raft.Transport) raft.Transport
 	mux  *transport.Mux
 	p    *partition.Partition
 }
@@ -95,7 +97,11 @@ func (r *replica) start() {
 		_ = mux.Close()
 		t.Fatalf("start %s: NewTransport: %v", r.id, err)
 	}
-	p, err := partition.New(r.cfg, trans)
+	var rt raft.Transport = trans
+	if r.wrap != nil {
+		rt = r.wrap(trans)
+	}
+	p, err := partition.New(r.cfg, rt)
 	if err != nil {
 		_ = trans.Close()
 		_ = mux.Close()
@@ -149,6 +155,7 @@ type testGroup struct {
 	t        *testing.T
 	dir      string // the replicas' directories are in it
 	tune     func(*partition.Config)
+	wrap     func(id string, tr raft.Transport) raft.Transport
 	replicas []*replica
 }
 
@@ -171,6 +178,14 @@ func testConfig(t *testing.T) partition.Config {
 // configuration (its ID, NodeID, Dir, Bootstrap and Logger are set
 // already). The group stops when the test ends.
 func newGroup(t *testing.T, n int, tune func(*partition.Config)) *testGroup {
+	t.Helper()
+	return newWrappedGroup(t, n, tune, nil)
+}
+
+// newWrappedGroup is newGroup with each replica's Raft transport wrapped by
+// wrap (nil: not wrapped).
+func newWrappedGroup(t *testing.T, n int, tune func(*partition.Config),
+	wrap func(id string, tr raft.Transport) raft.Transport) *testGroup {
 	t.Helper()
 	// The directory first: cleanups run last first, so the replicas stop
 	// before their files are removed.
@@ -201,7 +216,7 @@ func newGroup(t *testing.T, n int, tune func(*partition.Config)) *testGroup {
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
-	g.tune = tune
+	g.tune, g.wrap = tune, wrap
 	for _, s := range servers {
 		g.replicas = append(g.replicas, g.newReplica(string(s.ID), string(s.Address), servers))
 	}
@@ -224,7 +239,11 @@ func (g *testGroup) newReplica(id, addr string, bootstrap []raft.Server) *replic
 	if g.tune != nil {
 		g.tune(&cfg)
 	}
-	return &replica{t: t, id: id, addr: addr, dir: cfg.Dir, cfg: cfg, logs: logs}
+	r := &replica{t: t, id: id, addr: addr, dir: cfg.Dir, cfg: cfg, logs: logs}
+	if g.wrap != nil {
+		r.wrap = func(tr raft.Transport) raft.Transport { return g.wrap(id, tr) }
+	}
+	return r
 }
 
 // addReplica starts a replica without Raft state on a new port and adds it

@@ -41,6 +41,10 @@ type Partition struct {
 	readyTerm atomic.Uint64
 	barrier   chan struct{} // size 1: a lock on the Barrier that sets readyTerm, usable with ctx
 
+	// proposeHook, if set (tests only, see export_test.go), runs in
+	// Propose between the leadership check and the hand-off to Raft.
+	proposeHook atomic.Pointer[func()]
+
 	closed    atomic.Bool        // set first thing in Close
 	stop      context.CancelFunc // ends watchLeadership
 	wg        sync.WaitGroup
@@ -157,6 +161,9 @@ func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*stora
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode command: %w", ErrNotApplied, err)
+	}
+	if hook := p.proposeHook.Load(); hook != nil {
+		(*hook)()
 	}
 	f := p.raft.Apply(data, future.EnqueueTimeout(ctx))
 	if err := future.Wait(ctx, f); err != nil {
@@ -321,6 +328,7 @@ type Status struct {
 	LeaderID     string
 	CommitIndex  uint64
 	AppliedIndex uint64
+	LastIndex    uint64 // of the log, or of the latest snapshot if later
 	LastContact  time.Time
 }
 
@@ -333,6 +341,7 @@ func (p *Partition) Status() Status {
 		LeaderID:     string(id),
 		CommitIndex:  p.raft.CommitIndex(),
 		AppliedIndex: p.raft.AppliedIndex(),
+		LastIndex:    p.raft.LastIndex(),
 		LastContact:  p.raft.LastContact(),
 	}
 }

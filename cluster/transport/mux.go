@@ -111,11 +111,12 @@ func (m *Mux) Layer(group string) (*Layer, error) {
 	return l, nil
 }
 
-// NewTransport registers group, as Layer does, and returns a
+// NewTransport registers group, as Layer does, and returns a Transport: a
 // raft.NetworkTransport over its Layer with a pool of 2 connections per
-// peer and a 10 s I/O timeout. Closing the transport closes the Layer. A
-// nil logger logs through Config.Logger. It returns the errors of Layer.
-func (m *Mux) NewTransport(group string, logger hclog.Logger) (*raft.NetworkTransport, error) {
+// peer and a 10 s I/O timeout, whose heartbeats go through Raft's main
+// loop (see Transport). Closing the transport closes the Layer. A nil
+// logger logs through Config.Logger. It returns the errors of Layer.
+func (m *Mux) NewTransport(group string, logger hclog.Logger) (*Transport, error) {
 	l, err := m.Layer(group)
 	if err != nil {
 		return nil, err
@@ -123,7 +124,7 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*raft.NetworkTran
 	if logger == nil {
 		logger = raftlog.New(m.log).Named("raft-net").With("group", group)
 	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	return &Transport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: transportMaxPool,
 		Timeout: transportTimeout,
@@ -134,7 +135,7 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*raft.NetworkTran
 		MaxRPCsInFlight:       1,
 		ServerAddressProvider: m.cfg.AddressProvider,
 		Logger:                logger,
-	}), nil
+	})}, nil
 }
 
 // Close closes the listener, every Layer and every connection still in its

@@ -485,3 +485,44 @@ func TestNewTransport(t *testing.T) {
 		t.Errorf("Layer after transport Close: got %v, want nil", err)
 	}
 }
+
+// TestHeartbeatsOnConsumer sends a heartbeat between two Transports: it
+// arrives on the consumer channel, as every other RPC does, and never on
+// the handler raft registers for the fast path (see Transport).
+func TestHeartbeatsOnConsumer(t *testing.T) {
+	from, to := newMux(t, transport.Config{}), newMux(t, transport.Config{})
+	sender, err := from.NewTransport("p0", nil)
+	if err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	defer sender.Close()
+	receiver, err := to.NewTransport("p0", nil)
+	if err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	defer receiver.Close()
+	fastPath := make(chan raft.RPC, 1)
+	receiver.SetHeartbeatHandler(func(rpc raft.RPC) { fastPath <- rpc })
+
+	heartbeat := &raft.AppendEntriesRequest{Term: 7, RPCHeader: raft.RPCHeader{
+		ID: []byte("n1"), Addr: sender.EncodePeer("n1", raftAddr(from))}}
+	done := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		done <- sender.AppendEntries("n2", raftAddr(to), heartbeat, &resp)
+	}()
+	select {
+	case rpc := <-receiver.Consumer():
+		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok || req.Term != 7 {
+			t.Errorf("consumer got %#v, want the heartbeat of term 7", rpc.Command)
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
+	case <-fastPath:
+		t.Fatal("heartbeat went to the fast-path handler, want the consumer channel")
+	case <-time.After(10 * time.Second):
+		t.Fatal("heartbeat not delivered within 10s")
+	}
+	if err := <-done; err != nil {
+		t.Errorf("AppendEntries: %v", err)
+	}
+}

@@ -61,7 +61,7 @@ func (s *logSnapshot) Release() {}
 type replica struct {
 	raft  *raft.Raft
 	fsm   *logFSM
-	trans *raft.NetworkTransport
+	trans *transport.Transport
 }
 
 // startGroup starts a Raft group named group with one replica on each mux,
