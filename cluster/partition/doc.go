@@ -6,9 +6,11 @@
 //
 // Writes go through Propose, which is ctx-first and tells the caller
 // whether a failed write may have applied (ErrIndeterminate) or not
-// (ErrNotLeader, ErrNotApplied). Linearizable reads run on the leader after
-// one Barrier per term and are confirmed by VerifyLeader after the read;
-// stale reads run on any replica in recent contact with a leader.
+// (ErrNotLeader, ErrNotApplied). Linearizable reads run on the leader by
+// read-index: after one Barrier per term, a read records the commit index,
+// confirms leadership with VerifyLeader and waits until the state machine
+// has applied that index; stale reads run on any replica in recent contact
+// with a leader.
 //
 // Every replica publishes its applied events to a Feed; Streams read them
 // in seq order with no gap or duplicate, from memory while they keep up and

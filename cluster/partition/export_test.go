@@ -11,3 +11,14 @@ func SetProposeHook(p *Partition, fn func()) {
 	}
 	p.proposeHook.Store(&fn)
 }
+
+// SetApplyHook makes the replica's state machine call fn before it applies
+// each batch, or stops that with nil: tests use it to make one replica's
+// state machine slow.
+func SetApplyHook(p *Partition, fn func()) {
+	if fn == nil {
+		p.fsm.applyHook.Store(nil)
+		return
+	}
+	p.fsm.applyHook.Store(&fn)
+}

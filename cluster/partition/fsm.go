@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -18,11 +19,25 @@ import (
 type fsm struct {
 	db      *storage.DB
 	feed    *Feed
+	applied *appliedIndex
 	log     *slog.Logger
 	onFatal func(error)
+	// applyHook, if set (tests only, see export_test.go), runs before each
+	// batch is applied.
+	applyHook atomic.Pointer[func()]
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
+
+// newFSM returns the state machine over db, starting from the applied index
+// db records.
+func newFSM(db *storage.DB, feed *Feed, log *slog.Logger, onFatal func(error)) (*fsm, error) {
+	index, _, err := db.AppliedIndex()
+	if err != nil {
+		return nil, fmt.Errorf("read applied index: %w", err)
+	}
+	return &fsm{db: db, feed: feed, applied: newAppliedIndex(index), log: log, onFatal: onFatal}, nil
+}
 
 // Apply applies one entry.
 func (f *fsm) Apply(l *raft.Log) any {
@@ -46,6 +61,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		entries[i].Cmd = cmd
 	}
+	if hook := f.applyHook.Load(); hook != nil {
+		(*hook)()
+	}
 	results, events, err := f.db.Apply(entries)
 	out := make([]any, len(logs))
 	if err != nil {
@@ -64,6 +82,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = &results[i]
 		}
 	}
+	f.applied.advance(logs[len(logs)-1].Index)
 	f.feed.publish(events)
 	return out
 }
@@ -89,6 +108,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if restored {
 		index, _, _ := f.db.AppliedIndex()
 		f.log.Info("restored state from snapshot", "index", index)
+		f.applied.advance(index)
 		f.feed.reset()
 	}
 	return nil

@@ -100,8 +100,10 @@ func (z *fsmFuzzer) reset() {
 		z.tb.Fatal(err)
 	}
 	z.fatal = nil
-	z.fsm = &fsm{db: db, feed: newFeed(db), log: slog.New(slog.DiscardHandler),
-		onFatal: func(err error) { z.fatal = err }}
+	z.fsm, err = newFSM(db, newFeed(db), slog.New(slog.DiscardHandler), func(err error) { z.fatal = err })
+	if err != nil {
+		z.tb.Fatal(err)
+	}
 	z.next = 1
 	// A stream on the public channel, so that publish has a watcher.
 	z.fsm.feed.Watch("general", 0)

@@ -34,6 +34,7 @@ type Partition struct {
 	stores *raftstore.Stores
 	db     *storage.DB
 	feed   *Feed
+	fsm    *fsm
 
 	// readyTerm is the term in which this replica, as leader, completed a
 	// Barrier: every entry of earlier terms is applied, so linearizable
@@ -101,7 +102,11 @@ func (p *Partition) start(trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
 	}
-	f := &fsm{db: p.db, feed: p.feed, log: p.log, onFatal: p.cfg.OnFatal}
+	f, err := newFSM(p.db, p.feed, p.log, p.cfg.OnFatal)
+	if err != nil {
+		return fmt.Errorf("partition %d: %w", p.cfg.ID, err)
+	}
+	p.fsm = f
 	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
 	if err != nil {
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
@@ -196,11 +201,14 @@ func (p *Partition) classify(err error) error {
 }
 
 // Read runs fn against the replica's state. A linearizable read (stale
-// false) is served only by the leader: after it has applied every entry of
-// earlier terms (one Barrier per term), fn runs, and then the leader checks
-// with a quorum that it still leads; only then is the result valid. Read
-// returns a *NotLeaderError on a follower. A stale read runs fn on any
-// replica that has heard from a leader within MaxStale (ErrTooStale if not).
+// false) is served only by the leader, by read-index: once it has applied
+// every entry of earlier terms (one Barrier per term), it records its
+// commit index, confirms with a quorum that it still leads, waits until
+// its state machine has applied that index, and then runs fn. So fn sees
+// every write acknowledged before Read was called, and everything a
+// follower may already have applied and published. Read returns a
+// *NotLeaderError on a follower. A stale read runs fn on any replica that
+// has heard from a leader within MaxStale (ErrTooStale if not).
 func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reader) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -222,9 +230,7 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	if err != nil {
 		return err
 	}
-	if err := p.db.View(fn); err != nil {
-		return err
-	}
+	index := p.raft.CommitIndex()
 	if err := future.Wait(ctx, p.raft.VerifyLeader()); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return p.notLeader()
@@ -233,13 +239,40 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	}
 	// VerifyLeader may have succeeded in a later term, after this replica
 	// lost leadership and won it back, and a leader in between may have
-	// acknowledged writes the read missed. Still in the barrier's term, the
-	// replica led throughout.
+	// acknowledged writes after index. Still in the barrier's term, the
+	// replica led throughout, and index was its commit index.
 	if p.raft.CurrentTerm() != term {
 		return p.notLeader()
 	}
-	return nil
+	if err := p.waitApplied(ctx, index); err != nil {
+		return err
+	}
+	return p.db.View(fn)
 }
+
+// waitApplied waits until the state machine reflects every committed
+// entry up to index. Entries the state machine never sees (no-ops and
+// barriers) change no state, so a state machine whose applied index is
+// below index already reflects it when only such entries lie between.
+func (p *Partition) waitApplied(ctx context.Context, index uint64) error {
+	return p.fsm.applied.wait(ctx, index, func(applied uint64) bool {
+		if index-applied > maxStatelessScan {
+			return false
+		}
+		for i := applied + 1; i <= index; i++ {
+			var l raft.Log
+			if err := p.stores.Log.GetLog(i, &l); err != nil ||
+				(l.Type != raft.LogNoop && l.Type != raft.LogBarrier) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// maxStatelessScan bounds how many entries waitApplied inspects for
+// carrying no state; past it, it waits for the state machine instead.
+const maxStatelessScan = 64
 
 // awaitReady makes sure a Barrier has completed in the current term, and
 // returns that term.

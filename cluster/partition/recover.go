@@ -37,7 +37,10 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 		onFatal = func(error) {}
 	}
 	var fatal error
-	f := &fsm{db: db, feed: newFeed(db), log: log, onFatal: func(err error) { fatal = err; onFatal(err) }}
+	f, err := newFSM(db, newFeed(db), log, func(err error) { fatal = err; onFatal(err) })
+	if err != nil {
+		return errors.Join(err, db.Close(), stores.Close())
+	}
 	rc := cfg.raftConfig()
 	rc.Logger = raftlog.New(log)
 	err = raft.RecoverCluster(rc, releasingFSM{f}, stores.Log, stores.Stable, stores.Snapshots, trans,
