@@ -16,6 +16,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/transport"
 	"github.com/heraldhq/herald/storage/raftstore"
 )
 
@@ -82,6 +83,7 @@ func (g *Group) start(trans raft.Transport) error {
 		return fmt.Errorf("meta: start raft: %w", err)
 	}
 	g.raft = r
+	transport.GateFollowerHeartbeats(trans, r)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
+	"github.com/heraldhq/herald/cluster/transport"
 	"github.com/heraldhq/herald/storage"
 	"github.com/heraldhq/herald/storage/raftstore"
 )
@@ -112,6 +113,7 @@ func (p *Partition) start(trans raft.Transport) error {
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
 	}
 	p.raft = r
+	transport.GateFollowerHeartbeats(trans, r)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
@@ -253,7 +255,8 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 // waitApplied waits until the state machine reflects every committed
 // entry up to index. Entries the state machine never sees (no-ops and
 // barriers) change no state, so a state machine whose applied index is
-// below index already reflects it when only such entries lie between.
+// below index already reflects it when only such entries lie between, or
+// the index a restored snapshot burnt.
 func (p *Partition) waitApplied(ctx context.Context, index uint64) error {
 	return p.fsm.applied.wait(ctx, index, func(applied uint64) bool {
 		if index-applied > maxStatelessScan {
@@ -261,8 +264,13 @@ func (p *Partition) waitApplied(ctx context.Context, index uint64) error {
 		}
 		for i := applied + 1; i <= index; i++ {
 			var l raft.Log
-			if err := p.stores.Log.GetLog(i, &l); err != nil ||
-				(l.Type != raft.LogNoop && l.Type != raft.LogBarrier) {
+			err := p.stores.Log.GetLog(i, &l)
+			switch {
+			case errors.Is(err, raft.ErrLogNotFound) && p.raft.AppliedIndex() >= i:
+				// The hole a restored snapshot leaves (raft burns an index
+				// past the log for it): raft has restored the snapshot
+				// into the state machine.
+			case err != nil, l.Type != raft.LogNoop && l.Type != raft.LogBarrier:
 				return false
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/cluster/transport"
 )
 
 // pausable wraps a replica's real Raft transport so that a test can freeze
@@ -192,6 +194,13 @@ func (p *pausable) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 		p.wait(heartbeats)
 		cb(rpc)
 	})
+}
+
+// GateHeartbeats passes the gate on to the inner transport.
+func (p *pausable) GateHeartbeats(allow func(term uint64) bool) {
+	if g, ok := p.inner.(transport.HeartbeatGate); ok {
+		g.GateHeartbeats(allow)
+	}
 }
 
 func (p *pausable) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {

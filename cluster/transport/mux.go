@@ -113,8 +113,8 @@ func (m *Mux) Layer(group string) (*Layer, error) {
 
 // NewTransport registers group, as Layer does, and returns a Transport: a
 // raft.NetworkTransport over its Layer with a pool of 2 connections per
-// peer and a 10 s I/O timeout, whose heartbeats go through Raft's main
-// loop (see Transport). Closing the transport closes the Layer. A nil
+// peer and a 10 s I/O timeout, whose heartbeats take the fast path only
+// when they cannot change the term (see Transport). Closing the transport closes the Layer. A nil
 // logger logs through Config.Logger. It returns the errors of Layer.
 func (m *Mux) NewTransport(group string, logger hclog.Logger) (*Transport, error) {
 	l, err := m.Layer(group)
@@ -124,7 +124,7 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*Transport, error
 	if logger == nil {
 		logger = raftlog.New(m.log).Named("raft-net").With("group", group)
 	}
-	return &Transport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	return newTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: transportMaxPool,
 		Timeout: transportTimeout,
@@ -135,7 +135,7 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*Transport, error
 		MaxRPCsInFlight:       1,
 		ServerAddressProvider: m.cfg.AddressProvider,
 		Logger:                logger,
-	})}, nil
+	})), nil
 }
 
 // Close closes the listener, every Layer and every connection still in its

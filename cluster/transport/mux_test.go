@@ -486,10 +486,11 @@ func TestNewTransport(t *testing.T) {
 	}
 }
 
-// TestHeartbeatsOnConsumer sends a heartbeat between two Transports: it
-// arrives on the consumer channel, as every other RPC does, and never on
-// the handler raft registers for the fast path (see Transport).
-func TestHeartbeatsOnConsumer(t *testing.T) {
+// TestHeartbeatGate sends heartbeats between two Transports: a heartbeat
+// takes raft's fast-path handler only when the gate accepts its term, and
+// otherwise arrives on the consumer channel like every other RPC (see
+// Transport); with no gate set, every heartbeat takes the consumer.
+func TestHeartbeatGate(t *testing.T) {
 	from, to := newMux(t, transport.Config{}), newMux(t, transport.Config{})
 	sender, err := from.NewTransport("p0", nil)
 	if err != nil {
@@ -504,25 +505,40 @@ func TestHeartbeatsOnConsumer(t *testing.T) {
 	fastPath := make(chan raft.RPC, 1)
 	receiver.SetHeartbeatHandler(func(rpc raft.RPC) { fastPath <- rpc })
 
-	heartbeat := &raft.AppendEntriesRequest{Term: 7, RPCHeader: raft.RPCHeader{
-		ID: []byte("n1"), Addr: sender.EncodePeer("n1", raftAddr(from))}}
-	done := make(chan error, 1)
-	go func() {
-		var resp raft.AppendEntriesResponse
-		done <- sender.AppendEntries("n2", raftAddr(to), heartbeat, &resp)
-	}()
-	select {
-	case rpc := <-receiver.Consumer():
-		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok || req.Term != 7 {
-			t.Errorf("consumer got %#v, want the heartbeat of term 7", rpc.Command)
+	send := func(term uint64) (viaFastPath bool) {
+		t.Helper()
+		heartbeat := &raft.AppendEntriesRequest{Term: term, RPCHeader: raft.RPCHeader{
+			ID: []byte("n1"), Addr: sender.EncodePeer("n1", raftAddr(from))}}
+		done := make(chan error, 1)
+		go func() {
+			var resp raft.AppendEntriesResponse
+			done <- sender.AppendEntries("n2", raftAddr(to), heartbeat, &resp)
+		}()
+		var rpc raft.RPC
+		select {
+		case rpc = <-receiver.Consumer():
+		case rpc = <-fastPath:
+			viaFastPath = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("heartbeat of term %d not delivered within 10s", term)
 		}
-		rpc.Respond(&raft.AppendEntriesResponse{Term: 7, Success: true}, nil)
-	case <-fastPath:
-		t.Fatal("heartbeat went to the fast-path handler, want the consumer channel")
-	case <-time.After(10 * time.Second):
-		t.Fatal("heartbeat not delivered within 10s")
+		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok || req.Term != term {
+			t.Errorf("got %#v, want the heartbeat of term %d", rpc.Command, term)
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: term, Success: true}, nil)
+		if err := <-done; err != nil {
+			t.Errorf("AppendEntries: %v", err)
+		}
+		return viaFastPath
 	}
-	if err := <-done; err != nil {
-		t.Errorf("AppendEntries: %v", err)
+	if send(7) {
+		t.Error("heartbeat without a gate took the fast path, want the consumer channel")
+	}
+	receiver.GateHeartbeats(func(term uint64) bool { return term == 7 })
+	if !send(7) {
+		t.Error("heartbeat the gate accepts arrived on the consumer channel, want the fast path")
+	}
+	if send(8) {
+		t.Error("heartbeat of a term the gate refuses took the fast path, want the consumer channel")
 	}
 }

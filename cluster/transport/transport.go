@@ -1,15 +1,22 @@
 package transport
 
-import "github.com/hashicorp/raft"
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
 
 // Transport is one Raft group's raft.NetworkTransport, built by
-// Mux.NewTransport. It is a NetworkTransport in every respect but one: it
-// takes no heartbeat handler, so heartbeats reach Raft through the
-// consumer channel and its main loop, like every other RPC.
+// Mux.NewTransport. It is a NetworkTransport in every respect but one: a
+// heartbeat takes raft's fast path (handled on the transport's goroutine,
+// clear of the main loop's disk writes) only when it can change nothing
+// but the leader's last contact, as the gate set by GateHeartbeats says;
+// any other heartbeat reaches Raft through the consumer channel and its
+// main loop, like every other RPC.
 //
-// hashicorp/raft (through v1.8.0) handles heartbeats on the transport's
-// goroutine when the transport accepts a handler, to keep them clear of
-// disk I/O. A heartbeat from a newer leader then changes the term and the
+// hashicorp/raft (through v1.8.0) handles every heartbeat on the fast
+// path. A heartbeat from a newer leader then changes the term and the
 // state concurrently with the main loop. A leader resumed after a pause
 // (SIGSTOP, a long GC or VM stall) that is appending a client's entry when
 // the newer leader's heartbeat arrives stamps that entry with the newer
@@ -17,22 +24,101 @@ import "github.com/hashicorp/raft"
 // the same term. Raft's log matching check cannot tell the two apart, the
 // replica applies its own entry, and replicas diverge (hashicorp/raft
 // issue 695; partition test TestPausedLeaderResumes reproduces it).
-// Handled on the main loop, the heartbeat ends the leader loop before
-// anything else is appended. The cost is that a follower answers a
-// heartbeat only once its main loop is free, which can take one disk
-// write; the election timeout is far longer.
+// Handled on the main loop, such a heartbeat ends the leader loop before
+// anything else is appended. Heartbeats of the leader a follower already
+// follows, in its term, stay on the fast path, so a follower busy writing
+// to disk still answers them at once and leaders keep their lease.
 //
 // Its methods are safe for concurrent use, as NetworkTransport's are.
 type Transport struct {
 	*raft.NetworkTransport
+	consumer chan raft.RPC
+	done     chan struct{}
+	once     sync.Once
+	gate     atomic.Pointer[func(term uint64) bool]
 }
 
 var (
 	_ raft.Transport   = (*Transport)(nil)
 	_ raft.WithClose   = (*Transport)(nil)
 	_ raft.WithPreVote = (*Transport)(nil)
+	_ HeartbeatGate    = (*Transport)(nil)
 )
 
-// SetHeartbeatHandler ignores the handler, as raft.Transport allows:
-// heartbeats then arrive on the consumer channel.
-func (t *Transport) SetHeartbeatHandler(func(raft.RPC)) {}
+func newTransport(nt *raft.NetworkTransport) *Transport {
+	t := &Transport{NetworkTransport: nt, consumer: make(chan raft.RPC), done: make(chan struct{})}
+	go t.forward() // ends at Close
+	return t
+}
+
+// forward hands the NetworkTransport's RPCs on to Raft.
+func (t *Transport) forward() {
+	in := t.NetworkTransport.Consumer()
+	for {
+		select {
+		case rpc := <-in:
+			t.deliver(rpc)
+		case <-t.done:
+			return
+		}
+	}
+}
+
+func (t *Transport) deliver(rpc raft.RPC) {
+	select {
+	case t.consumer <- rpc:
+	case <-t.done:
+		rpc.Respond(nil, raft.ErrTransportShutdown)
+	}
+}
+
+// Consumer returns the channel Raft reads its RPCs from.
+func (t *Transport) Consumer() <-chan raft.RPC { return t.consumer }
+
+// GateHeartbeats sets which heartbeats take the fast path: those whose
+// term allow accepts. The Raft instance's owner sets it once the instance
+// exists (GateFollowerHeartbeats); until then, and with allow nil, every
+// heartbeat goes through the main loop.
+func (t *Transport) GateHeartbeats(allow func(term uint64) bool) {
+	if allow == nil {
+		t.gate.Store(nil)
+		return
+	}
+	t.gate.Store(&allow)
+}
+
+// SetHeartbeatHandler registers raft's fast-path handler behind the gate.
+func (t *Transport) SetHeartbeatHandler(cb func(raft.RPC)) {
+	t.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		req, _ := rpc.Command.(*raft.AppendEntriesRequest)
+		if allow := t.gate.Load(); req != nil && allow != nil && (*allow)(req.Term) {
+			cb(rpc)
+			return
+		}
+		t.deliver(rpc)
+	})
+}
+
+// Close stops forwarding and closes the NetworkTransport.
+func (t *Transport) Close() error {
+	t.once.Do(func() { close(t.done) })
+	return t.NetworkTransport.Close()
+}
+
+// HeartbeatGate is what a transport offers that can route heartbeats by
+// their term; Transport is one. Wrappers of a Transport pass it on.
+type HeartbeatGate interface {
+	GateHeartbeats(allow func(term uint64) bool)
+}
+
+// GateFollowerHeartbeats lets only the heartbeats of the leader r follows,
+// in r's term, take trans's fast path, if trans is a HeartbeatGate: any
+// other could change r's term or state behind its main loop's back. Call
+// it right after raft.NewRaft(..., trans).
+func GateFollowerHeartbeats(trans raft.Transport, r *raft.Raft) {
+	if g, ok := trans.(HeartbeatGate); ok {
+		g.GateHeartbeats(func(term uint64) bool {
+			return r.State() == raft.Follower && r.CurrentTerm() == term
+		})
+	}
+}
