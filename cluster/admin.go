@@ -13,7 +13,6 @@ import (
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
-	"github.com/heraldhq/herald/cluster/internal/future"
 	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/cluster/ring"
 	"github.com/heraldhq/herald/storage"
@@ -357,8 +356,7 @@ func (n *Node) replicaOp(ctx context.Context, req *clusterv1.ReplicaOpRequest) (
 			return &clusterv1.ReplicaOpResponse{NotLeader: &clusterv1.NotLeader{}}, nil
 		}
 		to := op.TransferLeadership.GetToNodeId()
-		err := future.Wait(ctx, r.Raft().LeadershipTransferToServer(raft.ServerID(to), raft.ServerAddress(n.peers.raftAddr(to))))
-		if err != nil {
+		if err := r.TransferLeadership(ctx, to, n.peers.raftAddr(to)); err != nil {
 			return nil, err
 		}
 		return &clusterv1.ReplicaOpResponse{}, nil

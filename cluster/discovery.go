@@ -255,7 +255,8 @@ func (n *Node) proposeMeta(ctx context.Context, cmd *clusterv1.MetaCommand) (*cl
 // initCluster founds the partitions once every founder has registered:
 // the metadata leader proposes the partition count and the first
 // placement.
-func (n *Node) initCluster(ctx context.Context) {
+func (c *controller) initCluster(ctx context.Context) {
+	n := c.n
 	st := n.meta.State()
 	if st.GetPartitions() != 0 {
 		return

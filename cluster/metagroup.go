@@ -15,7 +15,8 @@ import (
 // non-voter, so that the group's quorum never depends on a node about to
 // be stopped. It stays in the group: its copy of the metadata must stay
 // current until it has handed every leadership and replica over.
-func (n *Node) tendMetaGroup(ctx context.Context) {
+func (c *controller) tendMetaGroup(ctx context.Context) {
+	n := c.n
 	servers, err := n.meta.Configuration()
 	if err != nil {
 		return
@@ -30,7 +31,7 @@ func (n *Node) tendMetaGroup(ctx context.Context) {
 		id := string(s.ID)
 		switch st := state[id]; {
 		case st == heraldv1.Node_STATE_REMOVED:
-			n.metaChange(ctx, "remove", id, n.meta.RemoveServer(ctx, id))
+			c.metaChange(ctx, "remove", id, n.meta.RemoveServer(ctx, id))
 			return
 		case s.Suffrage == raft.Voter && st == heraldv1.Node_STATE_ACTIVE:
 			activeVoters++
@@ -42,16 +43,16 @@ func (n *Node) tendMetaGroup(ctx context.Context) {
 	}
 	switch {
 	case activeVoters < n.cfg.MetaVoters && candidate != "":
-		n.metaChange(ctx, "promote", candidate, n.meta.AddVoter(ctx, candidate, n.peers.raftAddr(candidate)))
+		c.metaChange(ctx, "promote", candidate, n.meta.AddVoter(ctx, candidate, n.peers.raftAddr(candidate)))
 	case draining != "" && activeVoters >= min(n.cfg.MetaVoters, 3):
-		n.metaChange(ctx, "demote draining", draining, n.meta.DemoteVoter(ctx, draining))
+		c.metaChange(ctx, "demote draining", draining, n.meta.DemoteVoter(ctx, draining))
 	}
 }
 
-func (n *Node) metaChange(_ context.Context, what, id string, err error) {
+func (c *controller) metaChange(_ context.Context, what, id string, err error) {
 	if err != nil {
-		n.log.Warn("metadata group change", "change", what, "peer", id, "err", err)
+		c.n.log.Warn("metadata group change", "change", what, "peer", id, "err", err)
 		return
 	}
-	n.log.Info("metadata group changed", "change", what, "peer", id)
+	c.n.log.Info("metadata group changed", "change", what, "peer", id)
 }

@@ -154,14 +154,13 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex // guards following
-	replicas map[uint32]*partition.Partition
-	gens     map[uint32]uint64         // partition → generation of the local replica
-	busy     map[uint32]bool           // partitions being recovered or retired here
-	hints    map[uint32]string         // partition → last known leader id
-	caughtUp map[uint32]bool           // follower replicas seen within caughtUpLag of their leader
-	heard    map[string]*heraldv1.Node // nodes heard of through Hello, before the metadata has them
-	joined   bool                      // the metadata replica belongs to a cluster
+	reps *replicaSet
+	ctl  *controller
+
+	mu     sync.Mutex                // guards following
+	hints  map[uint32]string         // partition → last known leader id
+	heard  map[string]*heraldv1.Node // nodes heard of through Hello, before the metadata has them
+	joined bool                      // the metadata replica belongs to a cluster
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -192,9 +191,8 @@ func New(cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
-		replicas: make(map[uint32]*partition.Partition), gens: make(map[uint32]uint64),
-		busy: make(map[uint32]bool), hints: make(map[uint32]string), caughtUp: make(map[uint32]bool),
-		heard: make(map[string]*heraldv1.Node)}
+		reps: newReplicaSet(), hints: make(map[uint32]string), heard: make(map[string]*heraldv1.Node)}
+	n.ctl = &controller{n: n}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
 	tc := transport.Config{
@@ -228,7 +226,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.Join(err, trans.Close(), mux.Close())
 	}
 	addrs.ready.Store(true)
-	n.wg.Go(n.run)
+	n.wg.Go(n.ctl.run)
 	return n, nil
 }
 
@@ -275,11 +273,7 @@ func (n *Node) PartitionOf(channelID string) uint32 {
 }
 
 // Replica returns the local replica of partition p, or nil.
-func (n *Node) Replica(p uint32) *partition.Partition {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.replicas[p]
-}
+func (n *Node) Replica(p uint32) *partition.Partition { return n.reps.get(p) }
 
 // Meta returns the node's metadata replica.
 func (n *Node) Meta() *meta.Group { return n.meta }
@@ -295,52 +289,12 @@ func (n *Node) Ready() bool {
 		if !contains(pl.GetReplicas(), n.cfg.NodeID) {
 			continue
 		}
-		p := pl.GetPartition()
-		n.mu.Lock()
-		r, caught := n.replicas[p], n.caughtUp[p]
-		n.mu.Unlock()
+		r, _, caught, _ := n.reps.lookup(pl.GetPartition())
 		if r == nil || !r.Ready() || !(r.IsLeader() || caught) {
 			return false
 		}
 	}
 	return true
-}
-
-// run is the node's life: join or found the cluster, then reconcile
-// until Close.
-func (n *Node) run() {
-	if err := n.discover(n.ctx); err != nil {
-		if n.ctx.Err() == nil {
-			n.log.Error("cannot join a cluster", "err", err)
-		}
-		return
-	}
-	n.mu.Lock()
-	n.joined = true
-	n.mu.Unlock()
-	t := time.NewTicker(n.cfg.ReconcileInterval)
-	defer t.Stop()
-	for {
-		changed := n.meta.Changed()
-		n.reconcile(n.ctx)
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-changed:
-		case <-t.C:
-		}
-	}
-}
-
-// reconcile runs one round of the node's duties.
-func (n *Node) reconcile(ctx context.Context) {
-	n.register(ctx)
-	n.reconcileReplicas(ctx)
-	n.trackCatchUp(ctx)
-	n.executeMembership(ctx)
-	if n.meta.IsLeader() {
-		n.lead(ctx)
-	}
 }
 
 // Close stops the node's life goroutine, shuts every replica down (leaders
@@ -358,12 +312,7 @@ func (n *Node) close(graceful bool) error {
 		n.closed.Store(true)
 		n.cancel()
 		n.wg.Wait()
-		n.mu.Lock()
-		replicas := make([]*partition.Partition, 0, len(n.replicas))
-		for _, r := range n.replicas {
-			replicas = append(replicas, r)
-		}
-		n.mu.Unlock()
+		replicas := n.reps.all()
 		var wg sync.WaitGroup
 		errs := make([]error, len(replicas))
 		for i, r := range replicas {

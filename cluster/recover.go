@@ -95,24 +95,17 @@ func (n *Node) RecoverPartition(ctx context.Context, p uint32, from string) (*he
 // recoverLocal rewrites this node's replica of p into a group of one, for
 // generation g, and reopens it.
 func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
-	n.mu.Lock()
-	r := n.replicas[p]
-	if r == nil {
-		n.mu.Unlock()
+	r, _, _, busy := n.reps.lookup(p)
+	switch {
+	case busy:
+		return preconditionf("partition %d is already being recovered here", p)
+	case r == nil:
 		return notFoundf("node %s holds no replica of partition %d", n.cfg.NodeID, p)
 	}
-	if n.busy[p] {
-		n.mu.Unlock()
+	if n.reps.take(p, r) == nil {
 		return preconditionf("partition %d is already being recovered here", p)
 	}
-	n.busy[p] = true
-	delete(n.replicas, p)
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.busy, p)
-		n.mu.Unlock()
-	}()
+	defer n.reps.release(p)
 	if err := r.Close(); err != nil {
 		n.log.Warn("close replica for recovery", "partition", p, "err", err)
 	}
@@ -130,5 +123,5 @@ func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
 	if err := n.writeGeneration(p, g); err != nil {
 		return err
 	}
-	return n.startReplica(p, g, nil)
+	return n.ctl.startReplica(p, g, nil)
 }

@@ -73,7 +73,7 @@ func TestRestartedNodeRejoins(t *testing.T) {
 			if r == nil {
 				t.Fatalf("%s: partition %d has no leader while %s is down", tc.name, p, m.ID)
 			}
-			commit[p] = r.Raft().CommitIndex()
+			commit[p] = r.Status().CommitIndex
 		}
 		begin = time.Now()
 		m.Restart()
@@ -163,7 +163,7 @@ func TestRestartCatchesUpThroughSnapshot(t *testing.T) {
 	m := c.Member(vi)
 	last := map[uint32]uint64{}
 	for p := range uint32(parts) {
-		last[p] = m.Cluster().Replica(p).Raft().LastIndex()
+		last[p] = m.Cluster().Replica(p).Status().LastIndex
 	}
 	m.Stop()
 	t.Logf("stopped %s; its last log indexes: %v", m.ID, last)
@@ -183,7 +183,7 @@ func TestRestartCatchesUpThroughSnapshot(t *testing.T) {
 			if r == nil {
 				return false
 			}
-			snap := raftStat(t, r, "last_snapshot_index")
+			snap := r.LastSnapshotIndex()
 			if snap < last[p]+smallSnapshots.TrailingLogs+8 {
 				return false
 			}
@@ -214,7 +214,7 @@ func TestRestartCatchesUpThroughSnapshot(t *testing.T) {
 		// The replica's own log ended at last[p], and no leader's log
 		// reached back that far: only an installed snapshot brings its
 		// latest snapshot past the leader's.
-		if got := raftStat(t, r, "last_snapshot_index"); got < snapAt[p] {
+		if got := r.LastSnapshotIndex(); got < snapAt[p] {
 			t.Errorf("%s: partition %d: got latest snapshot at index %d, want one installed by the leader, at or past %d (its log ended at %d)",
 				m.ID, p, got, snapAt[p], last[p])
 		}
@@ -275,7 +275,7 @@ func TestStaleStateFileRepairedAtStart(t *testing.T) {
 	w := startWriter(t, c, ch, "new", nil)
 	var snap uint64
 	clustertest.CheckFor(t, 30*time.Second, 10*time.Millisecond, "the leader snapshots past the old copy", func() bool {
-		snap = raftStat(t, m.Cluster().Replica(p), "last_snapshot_index")
+		snap = m.Cluster().Replica(p).LastSnapshotIndex()
 		return snap >= oldIndex+2*smallSnapshots.SnapshotThreshold
 	})
 	more := len(w.snapshot()) + 10
@@ -285,7 +285,7 @@ func TestStaleStateFileRepairedAtStart(t *testing.T) {
 	acked := append(first, w.stop()...)
 	waitLeads(lead + " still leads partition 0")
 	c.WaitSameDigests(30 * time.Second)
-	snap = raftStat(t, m.Cluster().Replica(p), "last_snapshot_index")
+	snap = m.Cluster().Replica(p).LastSnapshotIndex()
 	want := c.Digests(p)[lead]
 	t.Logf("old copy at index %d; %s's latest snapshot at %d; state at %d; %d posts", oldIndex, lead, snap, want.Index, len(acked))
 
@@ -397,20 +397,6 @@ func leaderReplica(c *clustertest.Cluster, p uint32) (*cluster.Node, *partition.
 		}
 	}
 	return nil, nil
-}
-
-// raftStat returns one of hashicorp/raft's numeric stats of a replica.
-func raftStat(t *testing.T, r *partition.Partition, key string) uint64 {
-	t.Helper()
-	v, ok := r.Raft().Stats()[key]
-	if !ok {
-		t.Fatalf("raft stats lack %q", key)
-	}
-	var n uint64
-	if _, err := fmt.Sscan(v, &n); err != nil {
-		t.Fatalf("raft stat %s = %q: %v", key, v, err)
-	}
-	return n
 }
 
 // appliedIndexOf reads the applied index of a state file, from a copy so

@@ -25,35 +25,34 @@ func (n *Node) replicaDir(p uint32) string {
 // placement nor its group's configuration shuts down and its files are
 // deleted, and so is one made for an older generation of its partition
 // (before a RecoverPartition).
-func (n *Node) reconcileReplicas(ctx context.Context) {
+func (c *controller) reconcileReplicas(ctx context.Context) {
+	n := c.n
 	st := n.meta.State()
 	status := n.statusCache(ctx)
 	for _, pl := range st.GetPlacements() {
 		p := pl.GetPartition()
-		n.mu.Lock()
-		r, gen, busy := n.replicas[p], n.gens[p], n.busy[p]
-		n.mu.Unlock()
+		r, gen, _, busy := n.reps.lookup(p)
 		if busy {
 			continue
 		}
 		wanted := contains(pl.GetReplicas(), n.cfg.NodeID)
 		switch {
 		case r == nil && wanted:
-			if err := n.openReplica(st, pl); err != nil {
+			if err := c.openReplica(pl); err != nil {
 				n.log.Error("open replica", "partition", p, "err", err)
 			}
 		case r == nil:
 		case gen < pl.GetGeneration():
 			n.log.Warn("discarding a replica of an earlier generation", "partition", p,
 				"generation", gen, "current", pl.GetGeneration())
-			n.retireReplica(p, r)
-		case r.Raft().State() == raft.Shutdown:
+			c.retireReplica(p, r)
+		case r.Removed():
 			// Removed from its group (raft shuts a removed replica down).
-			n.retireReplica(p, r)
+			c.retireReplica(p, r)
 		case !wanted && !inConfiguration(r, n.cfg.NodeID):
-			n.retireReplica(p, r)
-		case n.removedByLeader(ctx, r, pl.GetReplicas(), status):
-			n.retireReplica(p, r)
+			c.retireReplica(p, r)
+		case c.removedByLeader(r, pl.GetReplicas(), status):
+			c.retireReplica(p, r)
 		}
 	}
 }
@@ -62,7 +61,8 @@ func (n *Node) reconcileReplicas(ctx context.Context) {
 // placement (epoch 1, generation 0) bootstraps a group, identically on
 // every replica; a replica placed later starts empty and waits for the
 // leader to add it. Files left by an earlier generation are discarded.
-func (n *Node) openReplica(st *clusterv1.MetaState, pl *clusterv1.Placement) error {
+func (c *controller) openReplica(pl *clusterv1.Placement) error {
+	n := c.n
 	p, g := pl.GetPartition(), pl.GetGeneration()
 	if local := n.readGeneration(p); local < g {
 		if err := os.RemoveAll(n.replicaDir(p)); err != nil {
@@ -79,7 +79,7 @@ func (n *Node) openReplica(st *clusterv1.MetaState, pl *clusterv1.Placement) err
 				ID: raft.ServerID(id), Address: raft.ServerAddress(n.peers.raftAddr(id))})
 		}
 	}
-	return n.startReplica(p, g, bootstrap)
+	return c.startReplica(p, g, bootstrap)
 }
 
 // replicaConfig is the configuration of this node's replica of p.
@@ -104,8 +104,9 @@ func groupName(p uint32, g uint64) string {
 	return fmt.Sprintf("p%d.g%d", p, g)
 }
 
-// startReplica opens the replica of p for generation g.
-func (n *Node) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
+// startReplica opens the replica of p for generation g and registers it.
+func (c *controller) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
+	n := c.n
 	trans, err := n.mux.NewTransport(groupName(p, g), raftlog.New(n.log.With("partition", p)))
 	if err != nil {
 		return err
@@ -117,30 +118,18 @@ func (n *Node) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
 		_ = trans.Close() // best effort: report the replica error
 		return err
 	}
-	n.mu.Lock()
-	n.replicas[p] = r
-	n.gens[p] = g
-	n.mu.Unlock()
+	n.reps.add(p, r, g)
 	n.log.Info("opened replica", "partition", p, "generation", g, "bootstrap", len(bootstrap) > 0)
 	return nil
 }
 
 // retireReplica closes a replica that left its group and deletes its files.
-func (n *Node) retireReplica(p uint32, r *partition.Partition) {
-	n.mu.Lock()
-	if n.replicas[p] != r || n.busy[p] {
-		n.mu.Unlock()
+func (c *controller) retireReplica(p uint32, r *partition.Partition) {
+	n := c.n
+	if n.reps.take(p, r) == nil {
 		return
 	}
-	delete(n.replicas, p)
-	delete(n.gens, p)
-	n.busy[p] = true
-	n.mu.Unlock()
-	defer func() {
-		n.mu.Lock()
-		delete(n.busy, p)
-		n.mu.Unlock()
-	}()
+	defer n.reps.release(p)
 	if err := r.Close(); err != nil {
 		n.log.Warn("close retired replica", "partition", p, "err", err)
 	}
@@ -158,21 +147,19 @@ func (n *Node) retireReplica(p uint32, r *partition.Partition) {
 // that has a configuration but knows no leader asks; it asks the other
 // members of its configuration and of the placement, and trusts a replica
 // that leads the partition.
-func (n *Node) removedByLeader(ctx context.Context, r *partition.Partition, placed []string,
+func (c *controller) removedByLeader(r *partition.Partition, placed []string,
 	status func(string) *clusterv1.NodeStatusResponse) bool {
-	if _, id := r.Raft().LeaderWithID(); id != "" || r.IsLeader() {
+	n := c.n
+	if r.Leader() != "" || r.IsLeader() {
 		return false
 	}
-	f := r.Raft().GetConfiguration()
-	if f.Error() != nil {
-		return false
+	cfg, err := r.Configuration()
+	if err != nil || len(cfg.Members) == 0 {
+		return false // unknown, or a new replica waiting to be added
 	}
 	var peers []string
-	for _, s := range f.Configuration().Servers {
-		peers = append(peers, string(s.ID))
-	}
-	if len(peers) == 0 {
-		return false // a new replica, waiting to be added
+	for _, m := range cfg.Members {
+		peers = append(peers, m.ID)
 	}
 	for _, id := range append(peers, placed...) {
 		if id == n.cfg.NodeID {
@@ -192,16 +179,12 @@ func (n *Node) removedByLeader(ctx context.Context, r *partition.Partition, plac
 
 // inConfiguration reports whether id is in r's group configuration.
 func inConfiguration(r *partition.Partition, id string) bool {
-	f := r.Raft().GetConfiguration()
-	if f.Error() != nil {
+	cfg, err := r.Configuration()
+	if err != nil {
 		return true // unknown: keep it
 	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id {
-			return true
-		}
-	}
-	return false
+	in, _ := cfg.Has(id)
+	return in
 }
 
 // placementOf returns partition p's placement, or nil.

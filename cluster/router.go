@@ -184,8 +184,8 @@ func (n *Node) leaderOf(p uint32, skip map[string]bool) string {
 		if r.IsLeader() {
 			cands = append(cands, n.cfg.NodeID)
 		}
-		if _, id := r.Raft().LeaderWithID(); id != "" {
-			cands = append(cands, string(id))
+		if id := r.Leader(); id != "" {
+			cands = append(cands, id)
 		}
 	}
 	n.mu.Lock()

@@ -77,8 +77,8 @@ func (i requireAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 
 func (s *rpcServer) notLeader(p uint32) *clusterv1.NotLeader {
 	if r := s.n.Replica(p); r != nil {
-		if _, id := r.Raft().LeaderWithID(); id != "" {
-			return &clusterv1.NotLeader{LeaderId: string(id), LeaderHttp: s.n.peers.httpAddr(string(id))}
+		if id := r.Leader(); id != "" {
+			return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.httpAddr(id)}
 		}
 	}
 	return &clusterv1.NotLeader{}

@@ -11,6 +11,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/meta"
+	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/cluster/ring"
 )
 
@@ -21,12 +22,10 @@ const statusTimeout = 2 * time.Second
 func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
 	resp := &clusterv1.NodeStatusResponse{Node: n.self()}
 	resp.MetaLeader, _ = n.meta.Leader()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for p, r := range n.replicas {
+	for _, r := range n.reps.all() {
 		s := r.Status()
 		rs := &clusterv1.ReplicaStatus{
-			Partition:    p,
+			Partition:    r.ID(),
 			State:        s.State,
 			Term:         s.Term,
 			LeaderId:     s.LeaderID,
@@ -36,10 +35,9 @@ func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
 		if !s.LastContact.IsZero() {
 			rs.LastContactMs = time.Since(s.LastContact).Milliseconds()
 		}
-		if f := r.Raft().GetConfiguration(); f.Error() == nil {
-			for _, srv := range f.Configuration().Servers {
-				rs.Configuration = append(rs.Configuration, &heraldv1.Replica{
-					NodeId: string(srv.ID), Voter: srv.Suffrage == raft.Voter})
+		if cfg, err := r.Configuration(); err == nil {
+			for _, m := range cfg.Members {
+				rs.Configuration = append(rs.Configuration, &heraldv1.Replica{NodeId: m.ID, Voter: m.Voter})
 			}
 		}
 		resp.Replicas = append(resp.Replicas, rs)
@@ -172,34 +170,28 @@ func (n *Node) ring(st *clusterv1.MetaState, statuses map[string]*clusterv1.Node
 // a follower only learns the commit index with new entries, so its own
 // view cannot tell that it is behind. A replica stays caught up until it
 // loses contact with a leader; steady state costs no calls.
-func (n *Node) trackCatchUp(ctx context.Context) {
-	n.mu.Lock()
-	var pending []uint32
-	for p, r := range n.replicas {
+func (c *controller) trackCatchUp(ctx context.Context) {
+	n := c.n
+	var pending []*partition.Partition
+	for _, r := range n.reps.all() {
+		_, _, caught, _ := n.reps.lookup(r.ID())
 		switch {
 		case !r.Ready():
-			delete(n.caughtUp, p)
-		case !r.IsLeader() && !n.caughtUp[p]:
-			pending = append(pending, p)
+			n.reps.setCaughtUp(r.ID(), r, false)
+		case !r.IsLeader() && !caught:
+			pending = append(pending, r)
 		}
 	}
-	n.mu.Unlock()
 	status := n.statusCache(ctx)
-	for _, p := range pending {
-		r := n.Replica(p)
-		if r == nil {
-			continue
-		}
-		_, leader := r.Raft().LeaderWithID()
+	for _, r := range pending {
+		leader := r.Leader()
 		if leader == "" {
 			continue
 		}
-		for _, rs := range status(string(leader)).GetReplicas() {
-			if rs.GetPartition() == p && rs.GetState() == raft.Leader.String() &&
-				r.Raft().AppliedIndex()+caughtUpLag >= rs.GetCommitIndex() {
-				n.mu.Lock()
-				n.caughtUp[p] = true
-				n.mu.Unlock()
+		for _, rs := range status(leader).GetReplicas() {
+			if rs.GetPartition() == r.ID() && rs.GetState() == raft.Leader.String() &&
+				r.Status().AppliedIndex+caughtUpLag >= rs.GetCommitIndex() {
+				n.reps.setCaughtUp(r.ID(), r, true)
 			}
 		}
 	}
@@ -208,13 +200,14 @@ func (n *Node) trackCatchUp(ctx context.Context) {
 // lead runs the metadata leader's duties: found the partitions once the
 // founders have registered, then plan placement changes for partitions
 // whose groups match their placement.
-func (n *Node) lead(ctx context.Context) {
+func (c *controller) lead(ctx context.Context) {
+	n := c.n
 	st := n.meta.State()
 	if st.GetPartitions() == 0 {
-		n.initCluster(ctx)
+		c.initCluster(ctx)
 		return
 	}
-	n.tendMetaGroup(ctx)
+	c.tendMetaGroup(ctx)
 	parts := n.ring(st, n.allStatus(ctx))
 	settled := func(p uint32) bool {
 		if int(p) >= len(parts) {

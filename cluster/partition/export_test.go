@@ -1,5 +1,7 @@
 package partition
 
+import "github.com/hashicorp/raft"
+
 // SetProposeHook makes Propose call fn after its leadership check and
 // before it hands the command to Raft, or stops that with nil. Tests use
 // it to hold proposals at that point and force an interleaving that load
@@ -22,3 +24,7 @@ func SetApplyHook(p *Partition, fn func()) {
 	}
 	p.fsm.applyHook.Store(&fn)
 }
+
+// RaftOf returns the replica's Raft instance, for the tests that drive
+// Raft directly: an abrupt shutdown, a transfer left running.
+func RaftOf(p *Partition) *raft.Raft { return p.raft }

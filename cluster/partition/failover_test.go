@@ -175,7 +175,7 @@ func testLeaderFailover(t *testing.T, abrupt bool) {
 	})
 	closed := time.Now()
 	if abrupt {
-		if err := leader.p.Raft().Shutdown().Error(); err != nil {
+		if err := partition.RaftOf(leader.p).Shutdown().Error(); err != nil {
 			t.Fatalf("raft Shutdown: %v", err)
 		}
 	}
@@ -305,7 +305,7 @@ func TestLeadershipTransfersUnderLoad(t *testing.T) {
 		if i%2 == 1 {
 			l = g.anyLeader()
 		}
-		if err := l.p.Raft().LeadershipTransfer().Error(); err != nil {
+		if err := l.p.TransferLeadership(t.Context(), "", ""); err != nil {
 			t.Logf("transfer from %s: %v", l.id, err)
 		}
 	}
@@ -341,12 +341,12 @@ func TestReadDuringTransfer(t *testing.T) {
 	for attempt := range attempts {
 		from := g.awaitLeader()
 		to := g.followers(from)[0] // the one running follower
-		if err := from.p.Raft().LeadershipTransferToServer(raft.ServerID(to.id), raft.ServerAddress(to.addr)).Error(); err != nil {
+		if err := from.p.TransferLeadership(t.Context(), to.id, to.addr); err != nil {
 			t.Logf("transfer from %s: %v", from.id, err)
 			continue
 		}
 		l := g.anyLeader()
-		tf := l.p.Raft().LeadershipTransferToServer(raft.ServerID(down.id), raft.ServerAddress(down.addr))
+		tf := partition.RaftOf(l.p).LeadershipTransferToServer(raft.ServerID(down.id), raft.ServerAddress(down.addr))
 		for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); {
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 			err := l.p.Read(ctx, false, func(*storage.Reader) error { return nil })

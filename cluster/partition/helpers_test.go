@@ -567,7 +567,7 @@ func checkNoDuplicates(t *testing.T, msgs []*heraldv1.Message) {
 // raftStat returns one of Raft's stats as a number.
 func raftStat(t *testing.T, p *partition.Partition, key string) uint64 {
 	t.Helper()
-	v, ok := p.Raft().Stats()[key]
+	v, ok := partition.RaftOf(p).Stats()[key]
 	if !ok {
 		t.Fatalf("raft stats lack %q", key)
 	}
@@ -640,4 +640,14 @@ func collect(t *testing.T, s *partition.Stream, n int, total time.Duration) []*h
 		evs = append(evs, got...)
 	}
 	return evs
+}
+
+// configuration returns p's Raft configuration.
+func configuration(t *testing.T, p *partition.Partition) partition.Configuration {
+	t.Helper()
+	c, err := p.Configuration()
+	if err != nil {
+		t.Fatalf("Configuration: %v", err)
+	}
+	return c
 }

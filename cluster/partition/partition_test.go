@@ -177,8 +177,8 @@ func TestSingleReplica(t *testing.T) {
 	if st.State != "Leader" || st.LeaderID != "n1" || st.AppliedIndex == 0 || st.CommitIndex < st.AppliedIndex {
 		t.Errorf("Status: got %+v, want leader n1 with applied <= commit", st)
 	}
-	if p.ID() != 0 || p.Feed() == nil || p.Raft() == nil {
-		t.Errorf("accessors: got ID %d, Feed %p, Raft %p", p.ID(), p.Feed(), p.Raft())
+	if p.ID() != 0 || p.Feed() == nil {
+		t.Errorf("accessors: got ID %d, Feed %p", p.ID(), p.Feed())
 	}
 }
 

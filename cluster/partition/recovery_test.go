@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
@@ -65,7 +63,7 @@ func TestRestartCatchUpFromSnapshot(t *testing.T) {
 	g.waitConverged()
 
 	f := g.followers(leader)[0]
-	fLast := f.p.Raft().LastIndex()
+	fLast := f.p.Status().LastIndex
 	fApplied := appliedIndex(t, f.p)
 	f.stop()
 	fSnap := latestSnapshot(t, f)
@@ -176,11 +174,11 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 	r := g.waitLeader()
 	propose(t, r.p, createCmd("general"))
 	postN(t, r.p, "general", "snap", 10)
-	if err := r.p.Raft().Snapshot().Error(); err != nil {
+	if err := r.p.Snapshot(t.Context()); err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
 	postN(t, r.p, "general", "log", 10)
-	snap, last := raftStat(t, r.p, "last_snapshot_index"), r.p.Raft().LastIndex()
+	snap, last := r.p.LastSnapshotIndex(), r.p.Status().LastIndex
 	if snap >= last {
 		t.Fatalf("log: got last index %d, want past the snapshot's %d", last, snap)
 	}
@@ -193,7 +191,7 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 	// Once Raft has applied past the old log, every old entry has been
 	// redelivered.
 	testkit.CheckFor(t, convergeWait, pollStep, func() error {
-		if got := r.p.Raft().AppliedIndex(); got <= last {
+		if got := r.p.Status().AppliedIndex; got <= last {
 			return fmt.Errorf("raft applied index: got %d, want past %d", got, last)
 		}
 		return nil
@@ -246,7 +244,7 @@ func TestStaleStateFileRepaired(t *testing.T) {
 			g.waitLeader()
 			postN(t, r.p, "general", "snap", 10)
 			snapIndex := appliedIndex(t, r.p)
-			if err := r.p.Raft().Snapshot().Error(); err != nil {
+			if err := r.p.Snapshot(t.Context()); err != nil {
 				t.Fatalf("Snapshot: %v", err)
 			}
 			postN(t, r.p, "general", "log", 5)
@@ -333,7 +331,7 @@ func TestJoinNewReplica(t *testing.T) {
 		t.Errorf("Propose on a replica not yet added: got %v, want ErrNotLeader", err)
 	}
 	start := time.Now()
-	if err := leader.p.Raft().AddVoter("n4", raft.ServerAddress(n4.addr), 0, opTimeout).Error(); err != nil {
+	if err := leader.p.AddVoter(t.Context(), "n4", n4.addr, 0); err != nil {
 		t.Fatalf("AddVoter n4: %v", err)
 	}
 	postN(t, leader.p, "general", "after-join", 5)
@@ -347,7 +345,7 @@ func TestJoinNewReplica(t *testing.T) {
 	if len(got) != 45 {
 		t.Errorf("n4 history: got %d messages, want 45", len(got))
 	}
-	if servers := len(leader.p.Raft().GetConfiguration().Configuration().Servers); servers != 4 {
+	if servers := len(configuration(t, leader.p).Members); servers != 4 {
 		t.Errorf("configuration: got %d servers, want 4", servers)
 	}
 }
