@@ -29,6 +29,10 @@ const (
 	DefaultPartitions  = 16
 	DefaultReplication = 3
 	DefaultMetaVoters  = 3
+	// DefaultRequestTimeout is Config.RequestTimeout's default: well under
+	// the 10-30 s clients commonly wait, and above the two or three
+	// election timeouts a failover takes.
+	DefaultRequestTimeout = 5 * time.Second
 )
 
 // Config configures a Node.
@@ -72,8 +76,10 @@ type Config struct {
 	TLS *TLSConfigs
 	// PeerMap overrides the addresses dialed for given node ids.
 	PeerMap map[string]PeerAddrs
-	// RequestTimeout bounds requests that arrive without a deadline; 0
-	// means 10 s.
+	// RequestTimeout bounds every request: one that cannot reach its
+	// partition's leader comes back unavailable (or indeterminate, if it
+	// may have applied) within it, and sooner when the caller's own
+	// deadline is nearer. 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// ReconcileInterval is how often placement and membership are
 	// reconciled; 0 means 500 ms.
@@ -112,7 +118,7 @@ func (c *Config) Validate() error {
 
 func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
-		c.RequestTimeout = 10 * time.Second
+		c.RequestTimeout = DefaultRequestTimeout
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = 500 * time.Millisecond

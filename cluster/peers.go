@@ -18,6 +18,13 @@ import (
 	"github.com/heraldhq/herald/api/gen/herald/cluster/v1/clusterv1connect"
 )
 
+// How fast a peer that cannot be reached is given up on.
+const (
+	peerDialTimeout = 2 * time.Second
+	peerPingAfter   = time.Second // without a frame from the peer
+	peerPingTimeout = time.Second
+)
+
 // PeerAddrs are the addresses to dial for one node.
 type PeerAddrs struct {
 	Raft string `json:"raft"`
@@ -57,12 +64,18 @@ func newPeers(n *Node) *peers {
 		// and streams on one connection per peer.
 		Protocols: new(http.Protocols),
 		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
+			Timeout:   peerDialTimeout,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
+		TLSHandshakeTimeout: peerDialTimeout,
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
+		// A connection that goes quiet is checked with a ping and dropped
+		// if the peer does not answer: a node that is paused, partitioned
+		// away or gone fails the requests waiting on it within about two
+		// seconds, not at their deadline, so the router can try elsewhere.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: peerPingAfter, PingTimeout: peerPingTimeout},
 	}
 	scheme := "http://"
 	if n.cfg.TLS != nil {
@@ -78,10 +91,23 @@ func newPeers(n *Node) *peers {
 		clients: make(map[string]clusterv1connect.ClusterServiceClient)}
 }
 
-// httpAddr returns the HTTP address to dial for a node id, or "".
+// httpAddr returns the HTTP address this node dials for a node id: the
+// peer map's, if it names one, else the advertised address; "" if none is
+// known.
 func (p *peers) httpAddr(id string) string {
 	if a, ok := p.n.cfg.PeerMap[id]; ok && a.HTTP != "" {
 		return a.HTTP
+	}
+	return p.advertisedHTTP(id)
+}
+
+// advertisedHTTP returns the HTTP address node id advertises (as the
+// metadata, or a Hello, has it), or "". It is what this node tells others:
+// the peer map is this process's own view, and another node must resolve
+// the id through its own.
+func (p *peers) advertisedHTTP(id string) string {
+	if id == "" {
+		return ""
 	}
 	if id == p.n.cfg.NodeID {
 		return p.n.cfg.HTTPAddr
@@ -183,4 +209,18 @@ func (i authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 func notSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// connectionFailed reports whether an RPC error came from the connection
+// rather than from the peer: it broke, timed out or was dropped after a
+// ping went unanswered. connect-go reports those as unavailable without
+// any response metadata; an error the peer sent carries its response
+// headers. A request the connection carried may have reached the peer.
+func connectionFailed(err error) bool {
+	ce, ok := errors.AsType[*connect.Error](err)
+	if !ok {
+		var ne net.Error
+		return errors.As(err, &ne)
+	}
+	return ce.Code() == connect.CodeUnavailable && len(ce.Meta()) == 0
 }

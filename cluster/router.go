@@ -65,14 +65,17 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 		return nil, err
 	}
 	cmd.Ts = timestamppb.Now()
-	retrySafe := cmd.GetPostMessage().GetClientMsgId() != ""
+	policy := retryNone
+	if cmd.GetPostMessage().GetClientMsgId() != "" {
+		policy = retryWrite
+	}
 	var res *storage.Result
-	err = n.route(ctx, p, retrySafe, func(target string) error {
+	err = route(ctx, policy, n.targets(p), func(target string, relay bool) error {
 		var err error
 		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
 			res, err = r.Propose(ctx, cmd)
 		} else {
-			res, err = n.applyRemote(ctx, target, p, cmd)
+			res, err = n.applyRemote(ctx, target, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
 		}
 		return err
 	})
@@ -82,13 +85,14 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	return res, nil
 }
 
-// applyRemote forwards a command to the node that leads its partition.
-func (n *Node) applyRemote(ctx context.Context, target string, p uint32, cmd *clusterv1.Command) (*storage.Result, error) {
+// applyRemote forwards a command to a node: the partition's leader, or,
+// with req.Relay, a node that forwards it to the leader it knows.
+func (n *Node) applyRemote(ctx context.Context, target string, req *clusterv1.ApplyRequest) (*storage.Result, error) {
 	c, err := n.peers.to(target)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
-	resp, err := c.Apply(ctx, &clusterv1.ApplyRequest{Partition: p, Command: cmd})
+	resp, err := c.Apply(ctx, req)
 	if err != nil {
 		return nil, rpcOutcome(err)
 	}
@@ -98,7 +102,7 @@ func (n *Node) applyRemote(ctx context.Context, target string, p uint32, cmd *cl
 	case *clusterv1.ApplyResponse_Error:
 		return nil, domainError(r.Error)
 	case *clusterv1.ApplyResponse_NotLeader:
-		return nil, &partition.NotLeaderError{Partition: p, LeaderID: r.NotLeader.GetLeaderId()}
+		return nil, &partition.NotLeaderError{Partition: req.GetPartition(), LeaderID: r.NotLeader.GetLeaderId()}
 	case *clusterv1.ApplyResponse_Failed:
 		if r.Failed.GetMaybeApplied() {
 			return nil, fmt.Errorf("%w: at %s: %s", ErrIndeterminate, target, r.Failed.GetReason())
@@ -109,70 +113,36 @@ func (n *Node) applyRemote(ctx context.Context, target string, p uint32, cmd *cl
 }
 
 // rpcOutcome classifies a failed forward: a request that never reached the
-// peer did not apply; one that may have reached it may have.
+// peer did not apply; one that may have reached it may have. A peer that
+// could not be dialed, or whose connection failed, is unreachable.
 func rpcOutcome(err error) error {
 	if notSent(err) {
-		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+		return fmt.Errorf("%w: %w: %w", ErrNotApplied, errPeerUnreachable, err)
+	}
+	if connectionFailed(err) {
+		return fmt.Errorf("%w: %w: %w", ErrIndeterminate, errPeerUnreachable, err)
 	}
 	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 }
 
-// route calls try with the node that should lead partition p until try
-// succeeds, fails for good, or ctx ends. "Not the leader" and "not
-// applied" move on to the leader named or the next replica; an
-// indeterminate failure is retried only when retrySafe.
-func (n *Node) route(ctx context.Context, p uint32, retrySafe bool, try func(target string) error) error {
-	backoff := 5 * time.Millisecond
-	skip := map[string]bool{}
-	var last error
-	for {
-		if n.closed.Load() {
-			return ErrClosed
-		}
-		target := n.leaderOf(p, skip)
-		if target != "" {
-			err := try(target)
-			var nle *partition.NotLeaderError
-			switch {
-			case err == nil:
-				n.setHint(p, target)
-				return nil
-			case errors.As(err, &nle):
-				last = err
-				n.setHint(p, nle.LeaderID)
-				if nle.LeaderID != "" && nle.LeaderID != target && !skip[nle.LeaderID] {
-					skip[target] = true
-					continue // follow the hint at once
-				}
-				skip[target] = true
-			case errors.Is(err, ErrNotApplied), errors.Is(err, partition.ErrTooStale), errors.Is(err, partition.ErrClosed):
-				// Nothing happened there: a replica closing or retiring
-				// answers partition.ErrClosed before it proposes.
-				last = err
-				skip[target] = true
-			case errors.Is(err, ErrIndeterminate) && retrySafe && ctx.Err() == nil:
-				last = err
-				skip[target] = true
-			default:
-				return err
-			}
-		}
-		if n.leaderOf(p, skip) != "" {
-			continue // another replica to try
-		}
-		clear(skip)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			if last == nil {
-				last = fmt.Errorf("%w: partition %d", ErrNoLeader, p)
-			}
-			return fmt.Errorf("%w: %w", last, ctx.Err())
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 100*time.Millisecond)
+// targets is where route sends the attempts of a request on partition p.
+func (n *Node) targets(p uint32) routeTarget {
+	return routeTarget{
+		partition: p,
+		next:      func(skip map[string]bool) string { return n.leaderOf(p, skip) },
+		hint:      func(id string) { n.setHint(p, id) },
+		closed:    n.closed.Load,
 	}
+}
+
+// routeAny is route for callers that need no relay: retrySafe requests
+// are retried as reads, the others as writes that must not be repeated.
+func (n *Node) routeAny(ctx context.Context, p uint32, retrySafe bool, try func(target string) error) error {
+	policy := retryNone
+	if retrySafe {
+		policy = retryRead
+	}
+	return route(ctx, policy, n.targets(p), func(target string, _ bool) error { return try(target) })
 }
 
 // leaderOf returns the node most likely to lead partition p, not in skip:
@@ -204,6 +174,19 @@ func (n *Node) leaderOf(p uint32, skip map[string]bool) string {
 	return ""
 }
 
+// knownLeader returns the leader of partition p that this node knows: its
+// replica's, else the last hint, else "".
+func (n *Node) knownLeader(p uint32) string {
+	if r := n.Replica(p); r != nil {
+		if id := r.Leader(); id != "" {
+			return id
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.hints[p]
+}
+
 func (n *Node) setHint(p uint32, id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -228,21 +211,42 @@ func (n *Node) partitionOf(ctx context.Context, channel string) (uint32, error) 
 	return n.PartitionOf(channel), nil
 }
 
+// withTimeout bounds a request by RequestTimeout and, when the caller has
+// a deadline of its own, ends it early enough that the answer reaches the
+// caller in time: a tenth of what is left, at most 250 ms, before. A
+// context bounded once is not shortened again by nested calls.
 func (n *Node) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
+	if ctx.Value(boundedKey{}) != nil {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	budget := n.cfg.RequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		budget = min(budget, left-min(left/10, 250*time.Millisecond))
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	return context.WithValue(ctx, boundedKey{}, true), cancel
+}
+
+type boundedKey struct{}
+
+// servesStale reports whether r may answer stale reads: it leads and is
+// ready, or it follows and has caught up with its leader (as Ready
+// requires). A replica still installing a snapshot or replaying its log
+// after a restart hears from its leader but would answer with old state.
+func (n *Node) servesStale(r *partition.Partition) bool {
+	_, _, caughtUp, _ := n.reps.lookup(r.ID())
+	return r.Ready() && (r.IsLeader() || caughtUp)
 }
 
 // read runs a query on partition p: linearizably on its leader, or, if
-// stale, on this node's replica when it is fresh enough, else the leader.
+// stale, on this node's replica when it has caught up, else the leader.
 func (n *Node) read(ctx context.Context, p uint32, stale bool, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
 	req.Partition = p
 	req.Stale = stale
-	if r := n.Replica(p); stale && r != nil {
+	if r := n.Replica(p); stale && r != nil && n.servesStale(r) {
 		resp, err := execRead(ctx, r, req)
 		if err == nil {
 			return resp, nil
@@ -252,16 +256,27 @@ func (n *Node) read(ctx context.Context, p uint32, stale bool, req *clusterv1.Re
 		}
 	}
 	var resp *clusterv1.ReadResponse
-	err := n.route(ctx, p, true, func(target string) error {
+	err := route(ctx, retryRead, n.targets(p), func(target string, relay bool) error {
 		var err error
 		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
-			resp, err = execRead(ctx, r, req)
+			resp, err = n.readLocal(ctx, r, req)
 			return err
 		}
+		req.Relay = relay
 		resp, err = n.readRemote(ctx, target, req)
 		return err
 	})
 	return resp, err
+}
+
+// readLocal runs a read on this node's replica r; a stale read only if r
+// has caught up (ErrTooStale if not).
+func (n *Node) readLocal(ctx context.Context, r *partition.Partition, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	if req.GetStale() && !n.servesStale(r) {
+		return nil, fmt.Errorf("%w: partition %d on node %s has not caught up with its leader",
+			partition.ErrTooStale, r.ID(), n.cfg.NodeID)
+	}
+	return execRead(ctx, r, req)
 }
 
 func (n *Node) readRemote(ctx context.Context, target string, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	"github.com/heraldhq/herald/api/gen/herald/cluster/v1/clusterv1connect"
@@ -75,18 +76,15 @@ func (i requireAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 	}
 }
 
+// notLeader is the answer of a node that does not lead partition p.
 func (s *rpcServer) notLeader(p uint32) *clusterv1.NotLeader {
-	if r := s.n.Replica(p); r != nil {
-		if id := r.Leader(); id != "" {
-			return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.httpAddr(id)}
-		}
-	}
-	return &clusterv1.NotLeader{}
+	id := s.n.knownLeader(p)
+	return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.advertisedHTTP(id)}
 }
 
 func (s *rpcServer) metaNotLeader() *clusterv1.NotLeader {
 	id, _ := s.n.meta.Leader()
-	return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.httpAddr(id)}
+	return &clusterv1.NotLeader{LeaderId: id, LeaderHttp: s.n.peers.advertisedHTTP(id)}
 }
 
 func (s *rpcServer) Hello(_ context.Context, req *clusterv1.HelloRequest) (*clusterv1.HelloResponse, error) {
@@ -134,12 +132,7 @@ func (s *rpcServer) MetaPropose(ctx context.Context, req *clusterv1.MetaProposeR
 }
 
 func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*clusterv1.ApplyResponse, error) {
-	p := req.GetPartition()
-	r := s.n.Replica(p)
-	if r == nil {
-		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: s.notLeader(p)}}, nil
-	}
-	res, err := r.Propose(ctx, req.GetCommand())
+	res, err := s.n.applyHere(ctx, req)
 	if err == nil {
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Ok{Ok: resultToWire(res)}}, nil
 	}
@@ -150,7 +143,7 @@ func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*cl
 	switch {
 	case errors.As(err, &nle):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
-			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.httpAddr(nle.LeaderID)}}}, nil
+			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.advertisedHTTP(nle.LeaderID)}}}, nil
 	case errors.Is(err, partition.ErrIndeterminate):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Failed{Failed: &clusterv1.Outcome{
 			MaybeApplied: true, Reason: err.Error()}}}, nil
@@ -161,11 +154,7 @@ func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*cl
 }
 
 func (s *rpcServer) Read(ctx context.Context, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
-	r := s.n.Replica(req.GetPartition())
-	if r == nil {
-		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_NotLeader{NotLeader: s.notLeader(req.GetPartition())}}, nil
-	}
-	resp, err := execRead(ctx, r, req)
+	resp, err := s.n.readHere(ctx, req)
 	if err == nil {
 		return resp, nil
 	}
@@ -176,11 +165,51 @@ func (s *rpcServer) Read(ctx context.Context, req *clusterv1.ReadRequest) (*clus
 	switch {
 	case errors.As(err, &nle):
 		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
-			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.httpAddr(nle.LeaderID)}}}, nil
+			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.advertisedHTTP(nle.LeaderID)}}}, nil
 	case errors.Is(err, partition.ErrTooStale):
 		return &clusterv1.ReadResponse{Result: &clusterv1.ReadResponse_TooStale{TooStale: true}}, nil
 	}
 	return nil, connect.NewError(connect.CodeUnavailable, err)
+}
+
+// applyHere applies a forwarded command on this node's replica of its
+// partition, or, for a relayed command that this node does not lead,
+// forwards it once to the leader it knows.
+func (n *Node) applyHere(ctx context.Context, req *clusterv1.ApplyRequest) (*storage.Result, error) {
+	p := req.GetPartition()
+	r := n.Replica(p)
+	if req.GetRelay() && (r == nil || !r.IsLeader()) {
+		leader := n.knownLeader(p)
+		if leader == "" || leader == n.cfg.NodeID {
+			return nil, &partition.NotLeaderError{Partition: p}
+		}
+		return n.applyRemote(ctx, leader, &clusterv1.ApplyRequest{Partition: p, Command: req.GetCommand()})
+	}
+	if r == nil {
+		return nil, &partition.NotLeaderError{Partition: p, LeaderID: n.knownLeader(p)}
+	}
+	return r.Propose(ctx, req.GetCommand())
+}
+
+// readHere serves a forwarded read from this node's replica, or, for a
+// relayed read that this node cannot serve, forwards it once to the
+// leader it knows.
+func (n *Node) readHere(ctx context.Context, req *clusterv1.ReadRequest) (*clusterv1.ReadResponse, error) {
+	p := req.GetPartition()
+	r := n.Replica(p)
+	if req.GetRelay() && (r == nil || !r.IsLeader()) && (!req.GetStale() || r == nil || !n.servesStale(r)) {
+		leader := n.knownLeader(p)
+		if leader == "" || leader == n.cfg.NodeID {
+			return nil, &partition.NotLeaderError{Partition: p}
+		}
+		fwd := proto.CloneOf(req)
+		fwd.Relay = false
+		return n.readRemote(ctx, leader, fwd)
+	}
+	if r == nil {
+		return nil, &partition.NotLeaderError{Partition: p, LeaderID: n.knownLeader(p)}
+	}
+	return n.readLocal(ctx, r, req)
 }
 
 // execRead runs a read request against a local replica.

@@ -31,7 +31,7 @@ func (n *Node) SaveSnapshot(ctx context.Context, p uint32, w io.Writer) (uint64,
 		return 0, notFoundf("partition %d does not exist; the cluster has %d", p, st.GetPartitions())
 	}
 	var index uint64
-	err = n.route(ctx, p, true, func(target string) error {
+	err = n.routeAny(ctx, p, true, func(target string) error {
 		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
 			if !r.IsLeader() {
 				return &partition.NotLeaderError{Partition: p}
@@ -150,7 +150,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, p uint32, r io.Reader) (uint
 		return 0, &storage.Error{Kind: storage.ErrInvalidArgument, Msg: err.Error()}
 	}
 	var index uint64
-	err = n.route(ctx, p, false, func(target string) error {
+	err = n.routeAny(ctx, p, false, func(target string) error {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return err
 		}

@@ -8,13 +8,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/gateway"
 )
 
-// limitFlags are the per-user limits every serving command takes.
+// limitFlags are the limits every serving command takes: per user, and
+// how long a request may take.
 type limitFlags struct {
-	posts float64
-	conns int
+	posts          float64
+	conns          int
+	requestTimeout time.Duration
 }
 
 // Limits that apply when authentication is on and no flag says otherwise;
@@ -30,6 +33,8 @@ func (l *limitFlags) add(cmd *cobra.Command) {
 		fmt.Sprintf("posts a second one user may make through this node; 0 = no limit (default %d when authentication is on)", defaultMaxPostsPerUser))
 	f.IntVar(&l.conns, "max-conns-per-user", 0,
 		fmt.Sprintf("WebSocket connections and Subscribe streams one user may hold on this node; 0 = no limit (default %d when authentication is on)", defaultMaxConnsPerUser))
+	f.DurationVar(&l.requestTimeout, "request-timeout", cluster.DefaultRequestTimeout,
+		"longest a request may take inside the cluster; one that cannot reach its partition's leader comes back unavailable (or indeterminate) within it")
 }
 
 // resolve fills in the defaults for flags the user did not set.

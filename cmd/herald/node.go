@@ -69,6 +69,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		Secret:          o.secret,
 		PeerMap:         o.peerMap,
 		TLS:             o.tls,
+		RequestTimeout:  o.limits.requestTimeout,
 		Logger:          o.log,
 	})
 	if err != nil {

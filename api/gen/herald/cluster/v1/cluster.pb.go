@@ -563,9 +563,13 @@ func (x *Outcome) GetReason() string {
 }
 
 type ApplyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Command       *Command               `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Command   *Command               `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// relay asks a node that does not lead the partition to forward the
+	// command to the leader it knows (one hop), for a caller that cannot
+	// reach that leader itself.
+	Relay         bool `protobuf:"varint,3,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -612,6 +616,13 @@ func (x *ApplyRequest) GetCommand() *Command {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *ApplyRequest) GetRelay() bool {
+	if x != nil {
+		return x.Relay
+	}
+	return false
 }
 
 type ApplyResponse struct {
@@ -854,7 +865,9 @@ type ReadRequest struct {
 	//	*ReadRequest_Thread
 	//	*ReadRequest_ListChannels
 	//	*ReadRequest_Events
-	Query         isReadRequest_Query `protobuf_oneof:"query"`
+	Query isReadRequest_Query `protobuf_oneof:"query"`
+	// relay: as in ApplyRequest.
+	Relay         bool `protobuf:"varint,4,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -960,6 +973,13 @@ func (x *ReadRequest) GetEvents() *EventsRequest {
 		}
 	}
 	return nil
+}
+
+func (x *ReadRequest) GetRelay() bool {
+	if x != nil {
+		return x.Relay
+	}
+	return false
 }
 
 type isReadRequest_Query interface {
@@ -2202,10 +2222,11 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x13KIND_CURSOR_EXPIRED\x10\a\"F\n" +
 	"\aOutcome\x12#\n" +
 	"\rmaybe_applied\x18\x01 \x01(\bR\fmaybeApplied\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"b\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"x\n" +
 	"\fApplyRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x124\n" +
-	"\acommand\x18\x02 \x01(\v2\x1a.herald.cluster.v1.CommandR\acommand\"\xfa\x01\n" +
+	"\acommand\x18\x02 \x01(\v2\x1a.herald.cluster.v1.CommandR\acommand\x12\x14\n" +
+	"\x05relay\x18\x03 \x01(\bR\x05relay\"\xfa\x01\n" +
 	"\rApplyResponse\x122\n" +
 	"\x02ok\x18\x01 \x01(\v2 .herald.cluster.v1.CommandResultH\x00R\x02ok\x126\n" +
 	"\x05error\x18\x02 \x01(\v2\x1e.herald.cluster.v1.DomainErrorH\x00R\x05error\x12=\n" +
@@ -2219,7 +2240,7 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"2\n" +
 	"\x06Caller\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x14\n" +
-	"\x05admin\x18\x02 \x01(\bR\x05admin\"\xb2\x03\n" +
+	"\x05admin\x18\x02 \x01(\bR\x05admin\"\xc8\x03\n" +
 	"\vReadRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x121\n" +
@@ -2230,7 +2251,8 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\ahistory\x18\v \x01(\v2\x1c.herald.v1.GetHistoryRequestH\x00R\ahistory\x125\n" +
 	"\x06thread\x18\f \x01(\v2\x1b.herald.v1.GetThreadRequestH\x00R\x06thread\x12E\n" +
 	"\rlist_channels\x18\r \x01(\v2\x1e.herald.v1.ListChannelsRequestH\x00R\flistChannels\x12:\n" +
-	"\x06events\x18\x0e \x01(\v2 .herald.cluster.v1.EventsRequestH\x00R\x06eventsB\a\n" +
+	"\x06events\x18\x0e \x01(\v2 .herald.cluster.v1.EventsRequestH\x00R\x06events\x12\x14\n" +
+	"\x05relay\x18\x04 \x01(\bR\x05relayB\a\n" +
 	"\x05query\"a\n" +
 	"\rEventsRequest\x12\x1d\n" +
 	"\n" +
