@@ -48,6 +48,7 @@ func (c *controller) run() {
 
 // reconcile runs one round of the node's duties.
 func (c *controller) reconcile(ctx context.Context) {
+	c.probeDown(ctx)
 	c.n.register(ctx)
 	c.reconcileReplicas(ctx)
 	c.trackCatchUp(ctx)

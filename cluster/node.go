@@ -160,8 +160,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	reps *replicaSet
-	ctl  *controller
+	reps  *replicaSet
+	ctl   *controller
+	reach *reachability
 
 	mu     sync.Mutex                // guards following
 	hints  map[uint32]string         // partition → last known leader id
@@ -197,7 +198,7 @@ func New(cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
-		reps: newReplicaSet(), hints: make(map[uint32]string), heard: make(map[string]*heraldv1.Node)}
+		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string), heard: make(map[string]*heraldv1.Node)}
 	n.ctl = &controller{n: n}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}

@@ -211,6 +211,13 @@ func notSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
+// peerAnswered reports whether an RPC error is an answer the peer sent:
+// connect-go gives such errors the response's headers as metadata.
+func peerAnswered(err error) bool {
+	ce, ok := errors.AsType[*connect.Error](err)
+	return ok && len(ce.Meta()) > 0
+}
+
 // connectionFailed reports whether an RPC error came from the connection
 // rather than from the peer: it broke, timed out or was dropped after a
 // ping went unanswered. connect-go reports those as unavailable without

@@ -39,6 +39,8 @@ type routeTarget struct {
 	next func(skip map[string]bool) string
 	// hint records the node found leading ("" forgets the hint).
 	hint func(id string)
+	// down reports a node this node failed to reach lately (nil: none).
+	down func(id string) bool
 	// closed reports that the node is shutting down.
 	closed func() bool
 }
@@ -52,8 +54,10 @@ type attempt func(target string, relay bool) error
 //
 // "Not the leader" follows the leader named, or moves on to the next
 // candidate; "not applied" and "too stale" move on at once. A candidate
-// that cannot be reached is skipped, and a node that names it as the
-// leader is asked to relay the request to it. An attempt that may have
+// that cannot be reached, now or lately (to.down), is skipped, and a node
+// that names it as the leader is asked to relay the request to it; one
+// that was skipped only for being down lately is tried directly once the
+// others have been. An attempt that may have
 // applied ends a retryNone request and is retried otherwise. When every
 // candidate has been tried, route backs off (5 ms doubling to 100 ms) and
 // starts over. A request that runs out of time fails with the last
@@ -63,6 +67,8 @@ func route(ctx context.Context, policy retry, to routeTarget, try attempt) error
 	backoff := 5 * time.Millisecond
 	skip := map[string]bool{}
 	unreachable := map[string]bool{}
+	tried := map[string]bool{} // candidates attempted directly since the last back-off
+	var wentRound []string     // candidates skipped as down lately, not yet tried
 	maybeApplied := false
 	var last error
 	fail := func(err error) error {
@@ -76,8 +82,18 @@ func route(ctx context.Context, policy retry, to routeTarget, try attempt) error
 			return fail(ErrClosed)
 		}
 		target := to.next(skip)
+		if target != "" && !tried[target] && to.down != nil && to.down(target) {
+			// Down lately: go round it now, try it directly later.
+			skip[target], unreachable[target] = true, true
+			wentRound = append(wentRound, target)
+			continue
+		}
+		if target == "" && len(wentRound) > 0 {
+			target, wentRound = wentRound[0], wentRound[1:]
+		}
 		relay := false
 		for target != "" {
+			tried[target] = true
 			err := try(target, relay)
 			if err == nil {
 				to.hint(target)
@@ -122,6 +138,7 @@ func route(ctx context.Context, policy retry, to routeTarget, try attempt) error
 			continue // another candidate to try
 		}
 		clear(skip)
+		clear(tried)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -93,6 +93,7 @@ func (n *Node) applyRemote(ctx context.Context, target string, req *clusterv1.Ap
 		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 	resp, err := c.Apply(ctx, req)
+	n.reach.note(ctx, target, err, false)
 	if err != nil {
 		return nil, rpcOutcome(err)
 	}
@@ -131,6 +132,7 @@ func (n *Node) targets(p uint32) routeTarget {
 		partition: p,
 		next:      func(skip map[string]bool) string { return n.leaderOf(p, skip) },
 		hint:      func(id string) { n.setHint(p, id) },
+		down:      n.reach.down,
 		closed:    n.closed.Load,
 	}
 }
@@ -285,6 +287,7 @@ func (n *Node) readRemote(ctx context.Context, target string, req *clusterv1.Rea
 		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
 	resp, err := c.Read(ctx, req)
+	n.reach.note(ctx, target, err, false)
 	if err != nil {
 		return nil, rpcOutcome(err)
 	}

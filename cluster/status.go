@@ -57,7 +57,9 @@ func (n *Node) nodeStatus(ctx context.Context, id string) (*clusterv1.NodeStatus
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	return c.NodeStatus(ctx, &clusterv1.NodeStatusRequest{})
+	resp, err := c.NodeStatus(ctx, &clusterv1.NodeStatusRequest{})
+	n.reach.note(ctx, id, err, true) // a status call's own deadline is a probe's
+	return resp, err
 }
 
 // statusCache returns a function that asks a node for its status at most

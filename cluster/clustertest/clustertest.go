@@ -25,6 +25,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/faultnet"
 	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/cluster/partition"
 )
@@ -46,6 +47,14 @@ type Options struct {
 	// LogLevel for the nodes' logs, which go to the test's output; 0 means
 	// warn.
 	LogLevel slog.Level
+	// Faults, if true, makes every node dial its peers (Raft and internal
+	// RPC) through proxies of Cluster.Net, so that the test can cut, stall
+	// and slow the links between nodes. Nodes added later with AddNode
+	// are dialed directly by the nodes started before them.
+	Faults bool
+	// RequestTimeout is every node's cluster.Config.RequestTimeout; 0
+	// means 10 s.
+	RequestTimeout time.Duration
 }
 
 // Cluster is a running test cluster.
@@ -53,6 +62,8 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 	dir  string
+	// Net holds the proxies between nodes with Options.Faults, else nil.
+	Net *faultnet.Net
 
 	mu    sync.Mutex // guards following
 	nodes []*Node
@@ -65,8 +76,9 @@ type Node struct {
 	HTTP string // host:port of its HTTP server
 	Raft string // host:port of its Raft port
 
-	c   *Cluster
-	mu  sync.Mutex // guards following
+	c       *Cluster
+	peerMap map[string]cluster.PeerAddrs // with Options.Faults: the proxies to its peers
+	mu      sync.Mutex                   // guards following
 	n   *cluster.Node
 	srv *http.Server
 	// listeners reserved by newNode, so no other test takes the ports
@@ -94,10 +106,38 @@ func New(t testing.TB, opts Options) *Cluster {
 		pc.LeaderLeaseTimeout = 100 * time.Millisecond
 		pc.CommitTimeout = 20 * time.Millisecond
 	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	if opts.Faults {
+		// Registered before c.Close, so it runs after: cleanups run last
+		// first, and the nodes must stop before their links go.
+		c.Net = faultnet.New()
+		t.Cleanup(func() { _ = c.Net.Close() })
+	}
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		c.nodes = append(c.nodes, c.newNode(fmt.Sprintf("n%d", i+1)))
+	}
+	if opts.Faults {
+		for _, from := range c.nodes {
+			from.peerMap = map[string]cluster.PeerAddrs{}
+			for _, to := range c.nodes {
+				if from == to {
+					continue
+				}
+				raftAddr, err := c.Net.Proxy(from.ID, to.ID, to.Raft)
+				if err != nil {
+					t.Fatal(err)
+				}
+				httpAddr, err := c.Net.Proxy(from.ID, to.ID, to.HTTP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				from.peerMap[to.ID] = cluster.PeerAddrs{Raft: raftAddr, HTTP: httpAddr}
+			}
+		}
 	}
 	join := c.joinList()
 	begin := time.Now()
@@ -175,8 +215,9 @@ func (n *Node) start(join []string, expect int) {
 		Partitions:        n.c.opts.Partitions,
 		Secret:            n.c.opts.Secret,
 		TLS:               n.c.opts.TLS,
+		PeerMap:           n.peerMap,
 		ReconcileInterval: 100 * time.Millisecond,
-		RequestTimeout:    10 * time.Second,
+		RequestTimeout:    n.c.opts.RequestTimeout,
 		Partition:         n.c.opts.Partition,
 		Meta:              mc,
 		Logger:            log,

@@ -1,0 +1,165 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/clustertest"
+)
+
+// faultRequestTimeout is the request timeout of the fault tests' nodes.
+//
+// A request that meets a connection that stopped answering spends up to
+// two seconds finding out (an HTTP/2 ping and its timeout) before it goes
+// another way; the request timeout must leave room for that.
+const faultRequestTimeout = 3 * time.Second
+
+// slack is what a request may take past the request timeout: the answer's
+// way back, and a loaded test machine.
+const slack = 3 * time.Second
+
+// attemptLog records single post attempts, each with a generous deadline
+// of its own as a client would set it, and what they answered.
+type attemptLog struct {
+	mu       sync.Mutex // guards following
+	ok, fail int
+	slowest  time.Duration
+	slow     []string // attempts slower than the request timeout allows
+	firstOK  time.Time
+}
+
+// post makes one attempt through n with a 30 s client deadline.
+func (l *attemptLog) post(n *cluster.Node, ch, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := n.Apply(ctx, clustertest.Post(ch, "text "+id, id))
+	took := time.Since(begin)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.slowest = max(l.slowest, took)
+	if took > faultRequestTimeout+slack {
+		l.slow = append(l.slow, fmt.Sprintf("%s via %s: %v after %v", id, n.ID(), err, took.Round(time.Millisecond)))
+	}
+	if err == nil {
+		l.ok++
+		if l.firstOK.IsZero() {
+			l.firstOK = time.Now()
+		}
+	} else {
+		l.fail++
+	}
+	return err
+}
+
+func (l *attemptLog) check(t *testing.T, what string) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Logf("%s: %d attempts succeeded, %d failed; slowest %v", what, l.ok, l.fail, l.slowest.Round(time.Millisecond))
+	for _, s := range l.slow {
+		t.Errorf("%s: attempt %s, want an answer within the request timeout %v (+%v)", what, s, faultRequestTimeout, slack)
+	}
+}
+
+// leaderOf returns the node leading partition p and the other running
+// nodes.
+func leaderAndOthers(t *testing.T, c *clustertest.Cluster, p uint32) (*clustertest.Node, []*clustertest.Node) {
+	t.Helper()
+	var leader *clustertest.Node
+	var others []*clustertest.Node
+	for _, m := range c.Members() {
+		if n := m.Cluster(); n != nil && n.Replica(p) != nil && n.Replica(p).IsLeader() {
+			leader = m
+		} else if n != nil {
+			others = append(others, m)
+		}
+	}
+	if leader == nil {
+		t.Fatalf("partition %d has no leader", p)
+	}
+	return leader, others
+}
+
+// TestIsolatedLeaderFailsFast cuts a partition's leader off from every
+// other node while clients post through every node with 30 s deadlines of
+// their own. Every attempt comes back within the request timeout (plus the
+// way back), succeeded or not: before, a post to a broken path answered
+// nothing until the client's own timeout. Posts through the other nodes
+// succeed again once they have elected a leader.
+func TestIsolatedLeaderFailsFast(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
+		RequestTimeout: faultRequestTimeout})
+	c.WaitSettled(30 * time.Second)
+	ch := "fast-1"
+	createAll(t, c, []string{ch})
+	leader, others := leaderAndOthers(t, c, 0)
+	for _, o := range others {
+		c.Net.Partition(leader.ID, o.ID)
+	}
+	cut := time.Now()
+	t.Logf("cut %s off: %s", leader.ID, c.Net)
+	var viaOthers, viaLeader attemptLog
+	var wg sync.WaitGroup
+	for _, m := range c.Members() {
+		log := &viaOthers
+		if m == leader {
+			log = &viaLeader
+		}
+		wg.Go(func() {
+			for i := 0; time.Since(cut) < 4*faultRequestTimeout; i++ {
+				_ = log.post(m.Cluster(), ch, fmt.Sprintf("%s-%d", m.ID, i))
+			}
+		})
+	}
+	wg.Wait()
+	c.Net.Heal()
+	viaOthers.check(t, "through the nodes that can elect a leader")
+	viaLeader.check(t, "through the isolated leader")
+	if viaOthers.ok == 0 {
+		t.Errorf("no post succeeded through %s and %s while %s was cut off", others[0].ID, others[1].ID, leader.ID)
+	} else {
+		t.Logf("first post through the majority acknowledged %v after the cut", viaOthers.firstOK.Sub(cut).Round(time.Millisecond))
+	}
+	if viaLeader.ok != 0 {
+		t.Errorf("%d posts succeeded through the isolated leader %s, want none", viaLeader.ok, leader.ID)
+	}
+}
+
+// TestRelayAroundACutLink cuts the link between one node and its
+// partition's leader, both ways, while both can still reach the third
+// node: posts through the cut-off node reach the leader through the
+// third, with no election (the leader keeps its quorum). Before, the node
+// skipped the leader it could not reach, the third node named that same
+// leader, and the post failed after the deadline.
+func TestRelayAroundACutLink(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
+		RequestTimeout: faultRequestTimeout})
+	c.WaitSettled(30 * time.Second)
+	ch := "relay-1"
+	createAll(t, c, []string{ch})
+	leader, others := leaderAndOthers(t, c, 0)
+	edge := others[0]
+	c.Net.Partition(edge.ID, leader.ID)
+	t.Logf("%s", c.Net)
+	var log attemptLog
+	const posts = 10
+	for i := range posts {
+		if err := log.post(edge.Cluster(), ch, fmt.Sprintf("relayed-%d", i)); err != nil {
+			t.Errorf("post %d through %s, cut off from the leader %s: %v", i, edge.ID, leader.ID, err)
+		}
+	}
+	log.check(t, "through "+edge.ID)
+	if l, _ := leaderAndOthers(t, c, 0); l != leader {
+		t.Logf("the leadership moved to %s meanwhile", l.ID)
+	}
+	c.Net.Heal()
+	got := readHistory(t, leader.Cluster(), ch, false)
+	if len(got) != posts {
+		t.Errorf("history: got %d messages, want the %d relayed posts", len(got), posts)
+	}
+}
