@@ -79,8 +79,8 @@ type Node struct {
 	c       *Cluster
 	peerMap map[string]cluster.PeerAddrs // with Options.Faults: the proxies to its peers
 	mu      sync.Mutex                   // guards following
-	n   *cluster.Node
-	srv *http.Server
+	n       *cluster.Node
+	srv     *http.Server
 	// listeners reserved by newNode, so no other test takes the ports
 	// before the first start; nil afterwards.
 	httpLn, raftLn net.Listener
