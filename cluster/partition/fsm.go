@@ -1,26 +1,44 @@
 package partition
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/storage"
 )
 
 // fsm adapts storage.DB to raft.BatchingFSM. It is a thin layer: decode,
 // apply in one transaction, publish the events. hashicorp/raft calls Apply,
 // ApplyBatch, Snapshot and Restore from one goroutine.
+//
+// A batch the state file has no room for (storage.ErrNoSpace) is applied
+// again, with backoff, until it fits or stop is closed (see applyWhenRoom).
+// Once a batch was given up, the state file is behind the entries raft
+// believes applied, so broken is set: later batches are not applied and
+// Snapshot fails, so that raft never records or compacts past the gap.
 type fsm struct {
 	db      *storage.DB
 	feed    *Feed
 	log     *slog.Logger
 	onFatal func(error)
+	stop    <-chan struct{} // closed when the replica starts to close
+	broken  atomic.Bool     // written and read on the FSM goroutine; atomic for clarity
 }
+
+// Backoff of applyWhenRoom: the first pause and the longest.
+const (
+	roomRetryMin = 50 * time.Millisecond
+	roomRetryMax = 2 * time.Second
+)
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
@@ -46,12 +64,29 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		entries[i].Cmd = cmd
 	}
-	results, events, err := f.db.Apply(entries)
 	out := make([]any, len(logs))
+	first, last := logs[0].Index, logs[len(logs)-1].Index
+	if f.broken.Load() {
+		err := fmt.Errorf("%w: entries %d-%d not applied: the replica gave up an earlier batch",
+			ErrIndeterminate, first, last)
+		for i := range out {
+			out[i] = err
+		}
+		return out
+	}
+	results, events, err := f.db.Apply(entries)
+	if errors.Is(err, storage.ErrNoSpace) {
+		results, events, err = f.applyWhenRoom(entries, err)
+	}
 	if err != nil {
-		// The log is committed but this replica cannot apply it: it must
-		// not serve anything more.
-		f.onFatal(fmt.Errorf("apply entries %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err))
+		f.broken.Store(true)
+		if !errors.Is(err, errGaveUp) {
+			// The log is committed but this replica cannot apply it: it
+			// must not serve anything more.
+			f.onFatal(fmt.Errorf("apply entries %d-%d: %w", first, last, err))
+		}
+		// Committed: it may apply on the other replicas.
+		err = fmt.Errorf("%w: entries %d-%d not applied here: %w", ErrIndeterminate, first, last, err)
 		for i := range out {
 			out[i] = err
 		}
@@ -68,9 +103,52 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// errGaveUp is applyWhenRoom's error when the replica closed first.
+var errGaveUp = errors.New("the replica closed while waiting for room in its state file")
+
+// applyWhenRoom applies entries again, with backoff, after the state file
+// had no room for them (err), until they fit, Apply fails otherwise, or
+// the replica starts to close (errGaveUp). The entries are committed, and
+// skipping them would leave this replica's state different from the
+// others', so the FSM goroutine waits here, and raft's with it; see
+// cluster/DESIGN.md for what the replica does meanwhile. It logs once when
+// it starts waiting and once when the entries are applied.
+func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Result, []*heraldv1.Event, error) {
+	first, last := entries[0].Index, entries[len(entries)-1].Index
+	f.log.Error("state file has no room for committed entries; retrying until it has",
+		"first", first, "last", last, "err", err)
+	begin := time.Now()
+	pause := roomRetryMin
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(pause)
+		select {
+		case <-f.stop:
+			t.Stop()
+			f.log.Warn("gave up applying entries the state file has no room for: the replica is closing",
+				"first", first, "last", last, "attempts", attempt)
+			return nil, nil, errGaveUp
+		case <-t.C:
+		}
+		results, events, err := f.db.Apply(entries)
+		if !errors.Is(err, storage.ErrNoSpace) {
+			if err == nil {
+				f.log.Info("applied the entries the state file had no room for", "first", first, "last", last,
+					"attempts", attempt, "waited", time.Since(begin).Round(time.Millisecond))
+			}
+			return results, events, err
+		}
+		pause = min(2*pause, roomRetryMax)
+	}
+}
+
 // Snapshot starts a snapshot. It only opens a read transaction; the copy
-// happens in Persist on raft's snapshot goroutine.
+// happens in Persist on raft's snapshot goroutine. It fails once a batch
+// was given up: raft would record the snapshot at an index the state file
+// has not reached, and compact the entries it lacks.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.broken.Load() {
+		return nil, errors.New("partition: the state file is behind the log (an apply was given up); no snapshot")
+	}
 	s, err := f.db.Snapshot()
 	if err != nil {
 		return nil, err
