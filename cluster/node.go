@@ -83,6 +83,8 @@ type Config struct {
 	Partition partition.Config
 	// Meta is the template for the metadata replica's configuration.
 	Meta meta.Config
+	// Space says when replicas are out of space and writes are refused.
+	Space SpaceConfig
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
 }
@@ -129,6 +131,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Space, c.Partition.Storage = c.Space.withDefaults(c.Partition.Storage)
 	return c
 }
 
@@ -149,6 +152,7 @@ type Node struct {
 	mux   *transport.Mux
 	meta  *meta.Group
 	peers *peers
+	space *space
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -194,7 +198,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
 		replicas: make(map[uint32]*partition.Partition), gens: make(map[uint32]uint64),
 		busy: make(map[uint32]bool), hints: make(map[uint32]string), caughtUp: make(map[uint32]bool),
-		heard: make(map[string]*heraldv1.Node)}
+		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
 	tc := transport.Config{
@@ -229,6 +233,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	addrs.ready.Store(true)
 	n.wg.Go(n.run)
+	n.wg.Go(n.watchSpace)
 	return n, nil
 }
 

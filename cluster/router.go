@@ -70,7 +70,7 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	err = n.route(ctx, p, retrySafe, func(target string) error {
 		var err error
 		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
-			res, err = r.Propose(ctx, cmd)
+			res, err = n.propose(ctx, r, cmd)
 		} else {
 			res, err = n.applyRemote(ctx, target, p, cmd)
 		}
@@ -100,6 +100,9 @@ func (n *Node) applyRemote(ctx context.Context, target string, p uint32, cmd *cl
 	case *clusterv1.ApplyResponse_NotLeader:
 		return nil, &partition.NotLeaderError{Partition: p, LeaderID: r.NotLeader.GetLeaderId()}
 	case *clusterv1.ApplyResponse_Failed:
+		if err := noSpaceFromWire(p, r.Failed); err != nil {
+			return nil, err
+		}
 		if r.Failed.GetMaybeApplied() {
 			return nil, fmt.Errorf("%w: at %s: %s", ErrIndeterminate, target, r.Failed.GetReason())
 		}

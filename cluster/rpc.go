@@ -139,7 +139,7 @@ func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*cl
 	if r == nil {
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: s.notLeader(p)}}, nil
 	}
-	res, err := r.Propose(ctx, req.GetCommand())
+	res, err := s.n.propose(ctx, r, req.GetCommand())
 	if err == nil {
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Ok{Ok: resultToWire(res)}}, nil
 	}
@@ -147,7 +147,10 @@ func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*cl
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Error{Error: w}}, nil
 	}
 	var nle *partition.NotLeaderError
+	var nse *NoSpaceError
 	switch {
+	case errors.As(err, &nse):
+		return noSpaceToWire(nse), nil
 	case errors.As(err, &nle):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
 			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.httpAddr(nle.LeaderID)}}}, nil

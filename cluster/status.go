@@ -21,6 +21,7 @@ const statusTimeout = 2 * time.Second
 func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
 	resp := &clusterv1.NodeStatusResponse{Node: n.self()}
 	resp.MetaLeader, _ = n.meta.Leader()
+	resp.Space = n.space.localStatus()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for p, r := range n.replicas {

@@ -46,6 +46,13 @@ type Options struct {
 	// LogLevel for the nodes' logs, which go to the test's output; 0 means
 	// warn.
 	LogLevel slog.Level
+	// Space is every node's space limits; zero fields mean cluster's
+	// defaults.
+	Space cluster.SpaceConfig
+	// Dir holds the nodes' data directories, Dir/n1, Dir/n2, ...; "" means
+	// a new t.TempDir(). A test can mount a filesystem on a node's
+	// directory before New.
+	Dir string
 }
 
 // Cluster is a running test cluster.
@@ -94,7 +101,10 @@ func New(t testing.TB, opts Options) *Cluster {
 		pc.LeaderLeaseTimeout = 100 * time.Millisecond
 		pc.CommitTimeout = 20 * time.Millisecond
 	}
-	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	c := &Cluster{t: t, opts: opts, dir: opts.Dir}
 	t.Cleanup(c.Close)
 	for i := range opts.Nodes {
 		c.nodes = append(c.nodes, c.newNode(fmt.Sprintf("n%d", i+1)))
@@ -179,6 +189,7 @@ func (n *Node) start(join []string, expect int) {
 		RequestTimeout:    10 * time.Second,
 		Partition:         n.c.opts.Partition,
 		Meta:              mc,
+		Space:             n.c.opts.Space,
 		Logger:            log,
 	})
 	if err != nil {
