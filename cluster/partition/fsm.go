@@ -30,8 +30,8 @@ type fsm struct {
 	feed    *Feed
 	log     *slog.Logger
 	onFatal func(error)
-	stop    <-chan struct{} // closed when the replica starts to close
-	broken  atomic.Bool     // written and read on the FSM goroutine; atomic for clarity
+	stop    <-chan struct{} // closed: give up waiting for room (the replica is closing)
+	broken  atomic.Bool     // set on the FSM goroutine; Recover reads it afterwards
 }
 
 // Backoff of applyWhenRoom: the first pause and the longest.
@@ -103,16 +103,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// errGaveUp is applyWhenRoom's error when the replica closed first.
-var errGaveUp = errors.New("the replica closed while waiting for room in its state file")
+// errGaveUp is applyWhenRoom's error when stop was closed first.
+var errGaveUp = errors.New("gave up waiting for room in the state file")
 
 // applyWhenRoom applies entries again, with backoff, after the state file
 // had no room for them (err), until they fit, Apply fails otherwise, or
-// the replica starts to close (errGaveUp). The entries are committed, and
-// skipping them would leave this replica's state different from the
-// others', so the FSM goroutine waits here, and raft's with it; see
-// cluster/DESIGN.md for what the replica does meanwhile. It logs once when
-// it starts waiting and once when the entries are applied.
+// stop is closed (errGaveUp). The entries are committed, and skipping them
+// would leave this replica's state different from the others', so the FSM
+// goroutine waits here, and raft's with it; see cluster/DESIGN.md for what
+// the replica does meanwhile. It logs once when it starts waiting and once
+// when the entries are applied.
 func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Result, []*heraldv1.Event, error) {
 	first, last := entries[0].Index, entries[len(entries)-1].Index
 	f.log.Error("state file has no room for committed entries; retrying until it has",
@@ -124,7 +124,7 @@ func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Resul
 		select {
 		case <-f.stop:
 			t.Stop()
-			f.log.Warn("gave up applying entries the state file has no room for: the replica is closing",
+			f.log.Warn("gave up waiting for room in the state file",
 				"first", first, "last", last, "attempts", attempt)
 			return nil, nil, errGaveUp
 		case <-t.C:

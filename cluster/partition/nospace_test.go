@@ -83,7 +83,7 @@ func jamRaft(t *testing.T, r *replica) {
 	t.Helper()
 	p := r.p // stop clears r.p while the posts wait
 	last, still := p.Raft().LastIndex(), 0
-	for i := 0; still < 200; i++ {
+	for i := 0; still < 100; i++ {
 		if i == 5000 {
 			t.Fatalf("5000 posts while the FSM waits: raft still appends (last index %d); want its loop blocked", last)
 		}

@@ -24,7 +24,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("partition", cfg.ID)
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return err
 	}
@@ -37,13 +37,20 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 		onFatal = func(error) {}
 	}
 	var fatal error
-	f := &fsm{db: db, feed: newFeed(db), log: log, onFatal: func(err error) { fatal = err; onFatal(err) }}
+	// An entry the state file has no room for is not waited for: the
+	// recovery fails, and can run again once there is room.
+	giveUp := make(chan struct{})
+	close(giveUp)
+	f := &fsm{db: db, feed: newFeed(db), log: log, onFatal: func(err error) { fatal = err; onFatal(err) }, stop: giveUp}
 	rc := cfg.raftConfig()
 	rc.Logger = raftlog.New(log)
 	err = raft.RecoverCluster(rc, releasingFSM{f}, stores.Log, stores.Stable, stores.Snapshots, trans,
 		raft.Configuration{Servers: servers})
 	if err == nil && fatal != nil {
 		err = fatal
+	}
+	if f.broken.Load() && fatal == nil {
+		err = errors.Join(errors.New("the state file has no room for the log; free disk space and recover again"), err)
 	}
 	if err != nil {
 		err = fmt.Errorf("partition %d: recover: %w", cfg.ID, err)
