@@ -20,4 +20,23 @@ var (
 	ErrNoLeader = partition.ErrNotLeader
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("cluster: node closed")
+	// ErrNoSpace is returned by Apply when the channel's partition refuses
+	// writes because a replica of its group is out of space: its node is
+	// below its free-disk reserve or the replica's state is over the
+	// quota (SpaceConfig). Nothing was applied, and retrying will not help
+	// until space is freed. The error is a *NoSpaceError that says which.
+	ErrNoSpace = errors.New("cluster: out of space")
 )
+
+// NoSpaceError is a refused write: which partition, and a reason that
+// names the node, its free space and reserve or the state size and quota,
+// and what to do. The reason is meant for clients and operators.
+type NoSpaceError struct {
+	Partition uint32
+	Reason    string
+}
+
+func (e *NoSpaceError) Error() string { return e.Reason }
+
+// Unwrap returns ErrNoSpace.
+func (e *NoSpaceError) Unwrap() error { return ErrNoSpace }

@@ -89,6 +89,8 @@ type Config struct {
 	Partition partition.Config
 	// Meta is the template for the metadata replica's configuration.
 	Meta meta.Config
+	// Space says when replicas are out of space and writes are refused.
+	Space SpaceConfig
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
 }
@@ -135,6 +137,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Space, c.Partition.Storage = c.Space.withDefaults(c.Partition.Storage)
 	return c
 }
 
@@ -155,6 +158,7 @@ type Node struct {
 	mux   *transport.Mux
 	meta  *meta.Group
 	peers *peers
+	space *space
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -198,7 +202,8 @@ func New(cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
-		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string), heard: make(map[string]*heraldv1.Node)}
+		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
+		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
@@ -234,6 +239,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	addrs.ready.Store(true)
 	n.wg.Go(n.ctl.run)
+	n.wg.Go(n.watchSpace)
 	return n, nil
 }
 

@@ -73,7 +73,7 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	err = route(ctx, policy, n.targets(p), func(target string, relay bool) error {
 		var err error
 		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
-			res, err = r.Propose(ctx, cmd)
+			res, err = n.propose(ctx, r, cmd)
 		} else {
 			res, err = n.applyRemote(ctx, target, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
 		}
@@ -105,6 +105,9 @@ func (n *Node) applyRemote(ctx context.Context, target string, req *clusterv1.Ap
 	case *clusterv1.ApplyResponse_NotLeader:
 		return nil, &partition.NotLeaderError{Partition: req.GetPartition(), LeaderID: r.NotLeader.GetLeaderId()}
 	case *clusterv1.ApplyResponse_Failed:
+		if err := noSpaceFromWire(req.GetPartition(), r.Failed); err != nil {
+			return nil, err
+		}
 		if r.Failed.GetMaybeApplied() {
 			return nil, fmt.Errorf("%w: at %s: %s", ErrIndeterminate, target, r.Failed.GetReason())
 		}

@@ -140,7 +140,10 @@ func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*cl
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Error{Error: w}}, nil
 	}
 	var nle *partition.NotLeaderError
+	var nse *NoSpaceError
 	switch {
+	case errors.As(err, &nse):
+		return noSpaceToWire(nse), nil
 	case errors.As(err, &nle):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
 			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.advertisedHTTP(nle.LeaderID)}}}, nil
@@ -188,7 +191,7 @@ func (n *Node) applyHere(ctx context.Context, req *clusterv1.ApplyRequest) (*sto
 	if r == nil {
 		return nil, &partition.NotLeaderError{Partition: p, LeaderID: n.knownLeader(p)}
 	}
-	return r.Propose(ctx, req.GetCommand())
+	return n.propose(ctx, r, req.GetCommand())
 }
 
 // readHere serves a forwarded read from this node's replica, or, for a

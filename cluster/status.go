@@ -22,6 +22,7 @@ const statusTimeout = 2 * time.Second
 func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
 	resp := &clusterv1.NodeStatusResponse{Node: n.self()}
 	resp.MetaLeader, _ = n.meta.Leader()
+	resp.Space = n.space.localStatus()
 	for _, r := range n.reps.all() {
 		s := r.Status()
 		rs := &clusterv1.ReplicaStatus{

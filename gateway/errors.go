@@ -51,6 +51,12 @@ func connectError(log *slog.Logger, err error) *connect.Error {
 			}
 		}
 	}
+	if nse, ok := errors.AsType[*cluster.NoSpaceError](err); ok {
+		// Its reason names the node and the limit and says what to do.
+		ce := connect.NewError(connect.CodeResourceExhausted, errors.New(nse.Reason))
+		ce.Meta().Set(OutcomeHeader, OutcomeNotApplied)
+		return ce
+	}
 	switch {
 	case errors.Is(err, cluster.ErrIndeterminate):
 		code := connect.CodeUnknown

@@ -57,8 +57,11 @@ var present = []byte{}
 //
 // A command that fails with a domain error changes nothing and its Result
 // carries the error. A non-nil error return means the transaction failed
-// (I/O, a full disk, a closed DB): nothing was applied and the replica must
-// stop, because the log cannot be applied past this point.
+// and nothing was applied. If it wraps ErrNoSpace (a full filesystem, or
+// the file at Options.MaxSize) the same entries may be applied again once
+// there is room; any other error (a failed sync, I/O, a closed DB) means
+// the replica must stop, because the log cannot be applied past this
+// point and a failed sync must never be retried.
 func (d *DB) Apply(entries []Entry) ([]Result, []*heraldv1.Event, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -99,6 +102,9 @@ func (d *DB) Apply(entries []Entry) ([]Result, []*heraldv1.Event, error) {
 		}
 		return writeApplied(tx, last.Index, last.Term)
 	})
+	if noRoom(err) {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrNoSpace, d.path, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

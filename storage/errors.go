@@ -31,6 +31,13 @@ var (
 	ErrCursorExpired = errors.New("storage: cursor expired")
 	// ErrClosed is returned by every method of a closed DB.
 	ErrClosed = errors.New("storage: closed")
+	// ErrNoSpace is wrapped by Apply's error when the state file had no room
+	// for the transaction: the filesystem is full (ENOSPC, EDQUOT on a
+	// write) or the file reached Options.MaxSize. The transaction was rolled
+	// back before anything was synced, so nothing was applied, and the same
+	// entries may be applied again once there is room. It is not a domain
+	// error: no *Error carries it.
+	ErrNoSpace = errors.New("storage: no room in the state file")
 )
 
 // Error is a domain error: a kind (one of the sentinels above) and a

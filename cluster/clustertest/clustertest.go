@@ -55,6 +55,13 @@ type Options struct {
 	// RequestTimeout is every node's cluster.Config.RequestTimeout; 0
 	// means 10 s.
 	RequestTimeout time.Duration
+	// Space is every node's space limits; zero fields mean cluster's
+	// defaults.
+	Space cluster.SpaceConfig
+	// Dir holds the nodes' data directories, Dir/n1, Dir/n2, ...; "" means
+	// a new t.TempDir(). A test can mount a filesystem on a node's
+	// directory before New.
+	Dir string
 }
 
 // Cluster is a running test cluster.
@@ -109,7 +116,10 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.RequestTimeout == 0 {
 		opts.RequestTimeout = 10 * time.Second
 	}
-	c := &Cluster{t: t, opts: opts, dir: t.TempDir()}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	c := &Cluster{t: t, opts: opts, dir: opts.Dir}
 	if opts.Faults {
 		// Registered before c.Close, so it runs after: cleanups run last
 		// first, and the nodes must stop before their links go.
@@ -220,6 +230,7 @@ func (n *Node) start(join []string, expect int) {
 		RequestTimeout:    n.c.opts.RequestTimeout,
 		Partition:         n.c.opts.Partition,
 		Meta:              mc,
+		Space:             n.c.opts.Space,
 		Logger:            log,
 	})
 	if err != nil {

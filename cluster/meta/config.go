@@ -17,6 +17,10 @@ type Config struct {
 	Dir string
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
+	// OnFatal is called when a write, sync or delete in the replica's Raft
+	// log fails (never retried, see package raftstore). Nil logs one line
+	// with the error and exits the process.
+	OnFatal func(error)
 
 	// HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout and
 	// CommitTimeout are hashicorp/raft's timers; zero means 1 s, 1 s,

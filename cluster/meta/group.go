@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -49,7 +50,13 @@ func New(cfg Config, trans raft.Transport) (*Group, error) {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("group", "meta")
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	if cfg.OnFatal == nil {
+		cfg.OnFatal = func(err error) {
+			log.Error("metadata replica cannot continue; stopping the process", "err", err)
+			os.Exit(1)
+		}
+	}
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return nil, err
 	}

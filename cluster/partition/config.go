@@ -48,8 +48,10 @@ type Config struct {
 	MaxStale time.Duration
 	// Storage tunes the state file.
 	Storage storage.Options
-	// OnFatal is called when the state file cannot be written. The replica
-	// cannot apply past that point; the default logs and exits the process.
+	// OnFatal is called when the replica cannot go on: a write, sync or
+	// delete in its Raft log failed (never retried, see package
+	// raftstore), or the state file could not be written. The default logs
+	// one line with the error and exits the process.
 	OnFatal func(error)
 }
 

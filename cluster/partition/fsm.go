@@ -1,21 +1,30 @@
 package partition
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/storage"
 )
 
 // fsm adapts storage.DB to raft.BatchingFSM. It is a thin layer: decode,
 // apply in one transaction, publish the events. hashicorp/raft calls Apply,
 // ApplyBatch, Snapshot and Restore from one goroutine.
+//
+// A batch the state file has no room for (storage.ErrNoSpace) is applied
+// again, with backoff, until it fits or stop is closed (see applyWhenRoom).
+// Once a batch was given up, the state file is behind the entries raft
+// believes applied, so broken is set: later batches are not applied and
+// Snapshot fails, so that raft never records or compacts past the gap.
 type fsm struct {
 	db      *storage.DB
 	feed    *Feed
@@ -25,18 +34,26 @@ type fsm struct {
 	// applyHook, if set (tests only, see export_test.go), runs before each
 	// batch is applied.
 	applyHook atomic.Pointer[func()]
+	stop      <-chan struct{} // closed: give up waiting for room (the replica is closing)
+	broken    atomic.Bool     // set on the FSM goroutine; Recover reads it afterwards
 }
+
+// Backoff of applyWhenRoom: the first pause and the longest.
+const (
+	roomRetryMin = 50 * time.Millisecond
+	roomRetryMax = 2 * time.Second
+)
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 // newFSM returns the state machine over db, starting from the applied index
-// db records.
-func newFSM(db *storage.DB, feed *Feed, log *slog.Logger, onFatal func(error)) (*fsm, error) {
+// db records; closing stop makes it give up waiting for room.
+func newFSM(db *storage.DB, feed *Feed, log *slog.Logger, onFatal func(error), stop <-chan struct{}) (*fsm, error) {
 	index, _, err := db.AppliedIndex()
 	if err != nil {
 		return nil, fmt.Errorf("read applied index: %w", err)
 	}
-	return &fsm{db: db, feed: feed, applied: newAppliedIndex(index), log: log, onFatal: onFatal}, nil
+	return &fsm{db: db, feed: feed, applied: newAppliedIndex(index), log: log, onFatal: onFatal, stop: stop}, nil
 }
 
 // Apply applies one entry.
@@ -64,12 +81,29 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if hook := f.applyHook.Load(); hook != nil {
 		(*hook)()
 	}
-	results, events, err := f.db.Apply(entries)
 	out := make([]any, len(logs))
+	first, last := logs[0].Index, logs[len(logs)-1].Index
+	if f.broken.Load() {
+		err := fmt.Errorf("%w: entries %d-%d not applied: the replica gave up an earlier batch",
+			ErrIndeterminate, first, last)
+		for i := range out {
+			out[i] = err
+		}
+		return out
+	}
+	results, events, err := f.db.Apply(entries)
+	if errors.Is(err, storage.ErrNoSpace) {
+		results, events, err = f.applyWhenRoom(entries, err)
+	}
 	if err != nil {
-		// The log is committed but this replica cannot apply it: it must
-		// not serve anything more.
-		f.onFatal(fmt.Errorf("apply entries %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err))
+		f.broken.Store(true)
+		if !errors.Is(err, errGaveUp) {
+			// The log is committed but this replica cannot apply it: it
+			// must not serve anything more.
+			f.onFatal(fmt.Errorf("apply entries %d-%d: %w", first, last, err))
+		}
+		// Committed: it may apply on the other replicas.
+		err = fmt.Errorf("%w: entries %d-%d not applied here: %w", ErrIndeterminate, first, last, err)
 		for i := range out {
 			out[i] = err
 		}
@@ -87,9 +121,52 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// errGaveUp is applyWhenRoom's error when stop was closed first.
+var errGaveUp = errors.New("gave up waiting for room in the state file")
+
+// applyWhenRoom applies entries again, with backoff, after the state file
+// had no room for them (err), until they fit, Apply fails otherwise, or
+// stop is closed (errGaveUp). The entries are committed, and skipping them
+// would leave this replica's state different from the others', so the FSM
+// goroutine waits here, and raft's with it; see cluster/DESIGN.md for what
+// the replica does meanwhile. It logs once when it starts waiting and once
+// when the entries are applied.
+func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Result, []*heraldv1.Event, error) {
+	first, last := entries[0].Index, entries[len(entries)-1].Index
+	f.log.Error("state file has no room for committed entries; retrying until it has",
+		"first", first, "last", last, "err", err)
+	begin := time.Now()
+	pause := roomRetryMin
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(pause)
+		select {
+		case <-f.stop:
+			t.Stop()
+			f.log.Warn("gave up waiting for room in the state file",
+				"first", first, "last", last, "attempts", attempt)
+			return nil, nil, errGaveUp
+		case <-t.C:
+		}
+		results, events, err := f.db.Apply(entries)
+		if !errors.Is(err, storage.ErrNoSpace) {
+			if err == nil {
+				f.log.Info("applied the entries the state file had no room for", "first", first, "last", last,
+					"attempts", attempt, "waited", time.Since(begin).Round(time.Millisecond))
+			}
+			return results, events, err
+		}
+		pause = min(2*pause, roomRetryMax)
+	}
+}
+
 // Snapshot starts a snapshot. It only opens a read transaction; the copy
-// happens in Persist on raft's snapshot goroutine.
+// happens in Persist on raft's snapshot goroutine. It fails once a batch
+// was given up: raft would record the snapshot at an index the state file
+// has not reached, and compact the entries it lacks.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.broken.Load() {
+		return nil, errors.New("partition: the state file is behind the log (an apply was given up); no snapshot")
+	}
 	s, err := f.db.Snapshot()
 	if err != nil {
 		return nil, err

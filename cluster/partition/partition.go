@@ -68,7 +68,7 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 			os.Exit(1)
 		}
 	}
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return nil, err
 	}
@@ -103,18 +103,20 @@ func (p *Partition) start(trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
 	}
-	f, err := newFSM(p.db, p.feed, p.log, p.cfg.OnFatal)
+	ctx, cancel := context.WithCancel(context.Background())
+	f, err := newFSM(p.db, p.feed, p.log, p.cfg.OnFatal, ctx.Done())
 	if err != nil {
+		cancel()
 		return fmt.Errorf("partition %d: %w", p.cfg.ID, err)
 	}
 	p.fsm = f
 	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
 	}
 	p.raft = r
 	transport.GateFollowerHeartbeats(trans, r)
-	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
 	if !has && len(p.cfg.Bootstrap) > 0 {
@@ -399,13 +401,15 @@ func (p *Partition) Kill() error { return p.close(false) }
 func (p *Partition) close(handOver bool) error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
+		// First, so that an FSM waiting for room in the state file gives
+		// up and raft's loop, which may wait on it, can hand over.
+		p.stop()
 		p.feed.close()
 		if handOver && p.IsLeader() && len(p.raft.GetConfiguration().Configuration().Servers) > 1 {
 			if err := p.raft.LeadershipTransfer().Error(); err != nil {
 				p.log.Debug("leadership transfer before shutdown failed", "err", err)
 			}
 		}
-		p.stop()
 		err := p.raft.Shutdown().Error()
 		p.wg.Wait()
 		err = errors.Join(err, p.stores.Close(), p.db.Close())

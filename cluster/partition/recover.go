@@ -24,7 +24,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("partition", cfg.ID)
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log)})
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,11 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 		onFatal = func(error) {}
 	}
 	var fatal error
-	f, err := newFSM(db, newFeed(db), log, func(err error) { fatal = err; onFatal(err) })
+	// An entry the state file has no room for is not waited for: the
+	// recovery fails, and can run again once there is room.
+	giveUp := make(chan struct{})
+	close(giveUp)
+	f, err := newFSM(db, newFeed(db), log, func(err error) { fatal = err; onFatal(err) }, giveUp)
 	if err != nil {
 		return errors.Join(err, db.Close(), stores.Close())
 	}
@@ -47,6 +51,9 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 		raft.Configuration{Servers: servers})
 	if err == nil && fatal != nil {
 		err = fatal
+	}
+	if f.broken.Load() && fatal == nil {
+		err = errors.Join(errors.New("the state file has no room for the log; free disk space and recover again"), err)
 	}
 	if err != nil {
 		err = fmt.Errorf("partition %d: recover: %w", cfg.ID, err)

@@ -34,7 +34,10 @@ func TestDevFlags(t *testing.T) {
 				"--http string", `(default "127.0.0.1:7700")`,
 				"--raft string", `(default "127.0.0.1:7800")`,
 				"--partitions uint32", "(default 16)",
-				"--log-level string", "--log-format string"}},
+				"--log-level string", "--log-format string",
+				"--min-free-disk bytes", "(default 1GiB)", "--state-quota bytes", "(default 8GiB)"}},
+			{[]string{"server", "--help"}, []string{"herald server [flags]", "--min-free-disk bytes", "(default 1GiB)",
+				"--state-quota bytes", "(default 8GiB)", "refuses writes (resource_exhausted"}},
 			{[]string{"dev", "-h"}, []string{"herald dev [flags]", "--data-dir"}},
 			{[]string{"version", "--help"}, []string{"Usage:", "herald version [flags]", "-h, --help"}},
 		} {

@@ -23,6 +23,7 @@ func newDevCmd() *cobra.Command {
 		nodes      int
 		secretFile string
 		limits     limitFlags
+		space      spaceFlags
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
@@ -55,7 +56,7 @@ again with the same --data-dir and everything is still there.`,
 				return err
 			}
 			limits.resolve(cmd, secret != nil)
-			sec := devSecurity{secret: secret, limits: limits}
+			sec := devSecurity{secret: secret, limits: limits, space: space}
 			out := cmd.OutOrStdout()
 			if nodes < 1 || nodes > 9 {
 				return fmt.Errorf("--nodes %d: want 1 to 9", nodes)
@@ -73,6 +74,7 @@ again with the same --data-dir and everything is still there.`,
 				secret:          sec.secret,
 				userAuth:        sec.secret != nil,
 				limits:          sec.limits,
+				space:           sec.space,
 				log:             log,
 				started: func(h, r string) {
 					printDevBanner(out, dataDir, h, r, tokenCommand(sec.secret != nil, secretFile))
@@ -91,6 +93,7 @@ again with the same --data-dir and everything is still there.`,
 	f.IntVar(&nodes, "nodes", 1, "run this many nodes in one process: HTTP on --http's port + i, Raft on that port + 100 + i, data in DATA/n<i>")
 	f.StringVar(&secretFile, "secret-file", "", "turn authentication on with this cluster secret (or set "+secretEnv+"); clients then need tokens from \"herald token\"")
 	limits.add(cmd)
+	space.add(cmd)
 	f.StringVar(&logs.level, "log-level", "error", "log level: debug, info, warn or error (info shows Raft elections)")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd
@@ -112,10 +115,12 @@ func requireLoopback(flag, addr string) error {
 	return fmt.Errorf("%s %q: herald dev listens on loopback only because authentication is off; use 127.0.0.1", flag, addr)
 }
 
-// devSecurity is dev's optional authentication.
+// devSecurity is dev's optional authentication, and the limits every
+// node it runs shares.
 type devSecurity struct {
 	secret []byte
 	limits limitFlags
+	space  spaceFlags
 }
 
 // tokenCommand is the banner's command for a token, "" with auth off: it

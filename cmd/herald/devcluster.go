@@ -53,6 +53,7 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 			secret:          sec.secret,
 			userAuth:        sec.secret != nil,
 			limits:          sec.limits,
+			space:           sec.space,
 			log:             log.With("dev_node", id),
 			started: func(h, r string) {
 				fmt.Fprintf(out, "  %s  HTTP http://%s  WebSocket ws://%s/ws  Raft %s  data %s\n", id, h, h, r, filepath.Join(dataDir, id))

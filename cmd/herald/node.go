@@ -29,6 +29,7 @@ type nodeOptions struct {
 	secret          []byte // node-to-node key, and user tokens when auth is on
 	userAuth        bool   // verify user bearer tokens (needs secret)
 	limits          limitFlags
+	space           spaceFlags
 	peerMap         map[string]cluster.PeerAddrs
 	tls             *cluster.TLSConfigs // nil = plaintext
 	log             *slog.Logger
@@ -70,6 +71,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		PeerMap:         o.peerMap,
 		TLS:             o.tls,
 		RequestTimeout:  o.limits.requestTimeout,
+		Space:           o.space.config(),
 		Logger:          o.log,
 	})
 	if err != nil {

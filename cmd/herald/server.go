@@ -45,7 +45,13 @@ With --tls-cert, --tls-key and --tls-ca the HTTP port serves TLS (HTTP/1.1
 and HTTP/2; clients may but need not present a certificate) and the Raft
 port mutual TLS: nodes present their certificates to each other, signed by
 the CA, and check the host they dial against the peer's certificate, so a
-node's certificate must name its advertised hosts or IPs as SANs.`,
+node's certificate must name its advertised hosts or IPs as SANs.
+
+The node refuses writes (resource_exhausted, saying why) to the partitions
+it holds replicas of while its --data-dir filesystem has less than
+--min-free-disk free, and to a partition whose state here holds more than
+--state-quota; reads go on, and writes resume once space is freed. A
+failed Raft log write or fsync stops the process.`,
 		Example: `  # three nodes on one machine
   herald server --node-id n1 --data-dir d1 --http 127.0.0.1:7701 --raft 127.0.0.1:7801 \
     --join 127.0.0.1:7701,127.0.0.1:7702,127.0.0.1:7703 --bootstrap-expect 3 --secret-file secret
@@ -123,6 +129,7 @@ node's certificate must name its advertised hosts or IPs as SANs.`,
 	tlsF.addServer(cmd)
 	f.StringVar(&peerMap, "peer-map", "", "testing: JSON file mapping node ids to the raft and http addresses to dial")
 	o.limits.add(cmd)
+	o.space.add(cmd)
 	f.StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd

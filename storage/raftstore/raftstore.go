@@ -3,6 +3,9 @@
 // append), an in-memory cache of recent entries in front of it, and a file
 // snapshot store.
 //
+// Any error writing, syncing or deleting in the log and stable store is
+// fatal: Config.OnFatal is called (by default the process stops with one
+// line naming the file and the error), and the stores take no more writes.
 // Stores is safe for concurrent use as hashicorp/raft uses it. Close is
 // idempotent.
 package raftstore
@@ -38,6 +41,13 @@ type Config struct {
 	LogCacheSize int
 	// Logger receives the snapshot store's messages; nil discards them.
 	Logger hclog.Logger
+	// OnFatal is called once, with an error naming the file, when a write,
+	// sync or delete in the log or stable store fails; that write and every
+	// later one then return an error without touching the file. It is
+	// called on the goroutine that wrote (raft's) and is meant not to
+	// return. Nil logs the error with slog's default logger and exits the
+	// process with status 1.
+	OnFatal func(error)
 }
 
 // Stores are the log, stable and snapshot stores of one replica.
@@ -63,6 +73,9 @@ func Open(cfg Config) (*Stores, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.OnFatal == nil {
+		cfg.OnFatal = exitOnFatal
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create replica dir %q: %w", cfg.Dir, err)
 	}
@@ -81,7 +94,8 @@ func Open(cfg Config) (*Stores, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %q: %w", path, err)
 	}
-	cache, err := raft.NewLogCache(cfg.LogCacheSize, store)
+	fs := &failStop{bolt: store, path: path, onFatal: cfg.OnFatal}
+	cache, err := raft.NewLogCache(cfg.LogCacheSize, fs)
 	if err != nil {
 		_ = store.Close() // best effort: report the cache error
 		return nil, fmt.Errorf("raft log cache: %w", err)
@@ -92,7 +106,7 @@ func Open(cfg Config) (*Stores, error) {
 		_ = store.Close() // best effort: report the snapshot store error
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	return &Stores{Log: cache, Stable: store, Snapshots: snaps, bolt: store}, nil
+	return &Stores{Log: cachedLog{LogCache: cache, fs: fs}, Stable: fs, Snapshots: snaps, bolt: store}, nil
 }
 
 // HasState reports whether the stores hold any Raft state, i.e. whether the

@@ -512,8 +512,13 @@ type Outcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// maybe_applied is false when the command was definitely not applied,
 	// true when it may have been (indeterminate).
-	MaybeApplied  bool   `protobuf:"varint,1,opt,name=maybe_applied,json=maybeApplied,proto3" json:"maybe_applied,omitempty"`
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	MaybeApplied bool   `protobuf:"varint,1,opt,name=maybe_applied,json=maybeApplied,proto3" json:"maybe_applied,omitempty"`
+	Reason       string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// no_space is true when the partition's leader refused the write because
+	// a replica of its group is out of space (below its node's free-disk
+	// reserve, or its state over the quota); reason says which and what to
+	// do. Nothing was applied. ONLY ADD TO THE END.
+	NoSpace       bool `protobuf:"varint,3,opt,name=no_space,json=noSpace,proto3" json:"no_space,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -560,6 +565,13 @@ func (x *Outcome) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Outcome) GetNoSpace() bool {
+	if x != nil {
+		return x.NoSpace
+	}
+	return false
 }
 
 type ApplyRequest struct {
@@ -1512,7 +1524,11 @@ type NodeStatusResponse struct {
 	Node     *v1.Node               `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	Replicas []*ReplicaStatus       `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// meta_leader is the metadata leader this node knows of.
-	MetaLeader    string `protobuf:"bytes,3,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
+	MetaLeader string `protobuf:"bytes,3,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
+	// space is the node's disk space and state sizes as it last measured
+	// them, with its limits; unset when it has not measured yet. ONLY ADD TO
+	// THE END.
+	Space         *SpaceStatus `protobuf:"bytes,4,opt,name=space,proto3" json:"space,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1568,6 +1584,148 @@ func (x *NodeStatusResponse) GetMetaLeader() string {
 	return ""
 }
 
+func (x *NodeStatusResponse) GetSpace() *SpaceStatus {
+	if x != nil {
+		return x.Space
+	}
+	return nil
+}
+
+// SpaceStatus is what a node knows of its own space: leaders of the
+// partitions it holds replicas of refuse writes while it is below its
+// free-disk reserve or a replica's state is over its quota. ONLY ADD TO
+// THE END.
+type SpaceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// free_bytes is what an unprivileged writer may still use on the
+	// filesystem of the node's data directory.
+	FreeBytes uint64 `protobuf:"varint,1,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	// min_free_bytes is the node's free-disk reserve; 0 means no reserve
+	// (turned off, or free_bytes could not be measured).
+	MinFreeBytes uint64 `protobuf:"varint,2,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
+	// state_quota_bytes is the node's limit on the data in one replica's
+	// state file; 0 means no quota.
+	StateQuotaBytes uint64 `protobuf:"varint,3,opt,name=state_quota_bytes,json=stateQuotaBytes,proto3" json:"state_quota_bytes,omitempty"`
+	// replicas lists the data held by each of the node's replicas' state
+	// files.
+	Replicas      []*ReplicaSpace `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpaceStatus) Reset() {
+	*x = SpaceStatus{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpaceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpaceStatus) ProtoMessage() {}
+
+func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpaceStatus.ProtoReflect.Descriptor instead.
+func (*SpaceStatus) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SpaceStatus) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *SpaceStatus) GetMinFreeBytes() uint64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
+}
+
+func (x *SpaceStatus) GetStateQuotaBytes() uint64 {
+	if x != nil {
+		return x.StateQuotaBytes
+	}
+	return 0
+}
+
+func (x *SpaceStatus) GetReplicas() []*ReplicaSpace {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// ReplicaSpace is the size of one replica's state. ONLY ADD TO THE END.
+type ReplicaSpace struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// state_bytes is the data in the state file: its pages in use, not the
+	// file's size on disk.
+	StateBytes    uint64 `protobuf:"varint,2,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSpace) Reset() {
+	*x = ReplicaSpace{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSpace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSpace) ProtoMessage() {}
+
+func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSpace.ProtoReflect.Descriptor instead.
+func (*ReplicaSpace) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReplicaSpace) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ReplicaSpace) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
 // ReplicaStatus is one local replica's Raft state. ONLY ADD TO THE END.
 type ReplicaStatus struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -1587,7 +1745,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1757,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1770,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReplicaStatus) GetPartition() uint32 {
@@ -1686,7 +1844,7 @@ type ReplicaOpRequest struct {
 
 func (x *ReplicaOpRequest) Reset() {
 	*x = ReplicaOpRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1856,7 @@ func (x *ReplicaOpRequest) String() string {
 func (*ReplicaOpRequest) ProtoMessage() {}
 
 func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1869,7 @@ func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaOpRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReplicaOpRequest) GetPartition() uint32 {
@@ -1786,7 +1944,7 @@ type TransferLeadershipOp struct {
 
 func (x *TransferLeadershipOp) Reset() {
 	*x = TransferLeadershipOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1956,7 @@ func (x *TransferLeadershipOp) String() string {
 func (*TransferLeadershipOp) ProtoMessage() {}
 
 func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1969,7 @@ func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipOp.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransferLeadershipOp) GetToNodeId() string {
@@ -1829,7 +1987,7 @@ type DigestOp struct {
 
 func (x *DigestOp) Reset() {
 	*x = DigestOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1999,7 @@ func (x *DigestOp) String() string {
 func (*DigestOp) ProtoMessage() {}
 
 func (x *DigestOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2012,7 @@ func (x *DigestOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestOp.ProtoReflect.Descriptor instead.
 func (*DigestOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 type RecoverOp struct {
@@ -1867,7 +2025,7 @@ type RecoverOp struct {
 
 func (x *RecoverOp) Reset() {
 	*x = RecoverOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2037,7 @@ func (x *RecoverOp) String() string {
 func (*RecoverOp) ProtoMessage() {}
 
 func (x *RecoverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2050,7 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RecoverOp) GetGeneration() uint64 {
@@ -1914,7 +2072,7 @@ type ReplicaOpResponse struct {
 
 func (x *ReplicaOpResponse) Reset() {
 	*x = ReplicaOpResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2084,7 @@ func (x *ReplicaOpResponse) String() string {
 func (*ReplicaOpResponse) ProtoMessage() {}
 
 func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2097,7 @@ func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaOpResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplicaOpResponse) GetAppliedIndex() uint64 {
@@ -1979,7 +2137,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2149,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2162,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SnapshotRequest) GetPartition() uint32 {
@@ -2024,7 +2182,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2194,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2207,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SnapshotResponse) GetAppliedIndex() uint64 {
@@ -2076,7 +2234,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2246,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2259,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RestoreRequest) GetPartition() uint32 {
@@ -2129,7 +2287,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2299,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2312,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -2219,10 +2377,11 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x16KIND_PERMISSION_DENIED\x10\x04\x12\x1c\n" +
 	"\x18KIND_FAILED_PRECONDITION\x10\x05\x12\x1b\n" +
 	"\x17KIND_RESOURCE_EXHAUSTED\x10\x06\x12\x17\n" +
-	"\x13KIND_CURSOR_EXPIRED\x10\a\"F\n" +
+	"\x13KIND_CURSOR_EXPIRED\x10\a\"a\n" +
 	"\aOutcome\x12#\n" +
 	"\rmaybe_applied\x18\x01 \x01(\bR\fmaybeApplied\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"x\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x19\n" +
+	"\bno_space\x18\x03 \x01(\bR\anoSpace\"x\n" +
 	"\fApplyRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x124\n" +
 	"\acommand\x18\x02 \x01(\v2\x1a.herald.cluster.v1.CommandR\acommand\x12\x14\n" +
@@ -2287,12 +2446,23 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"9\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\"\x13\n" +
-	"\x11NodeStatusRequest\"\x98\x01\n" +
+	"\x11NodeStatusRequest\"\xce\x01\n" +
 	"\x12NodeStatusResponse\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\x12<\n" +
 	"\breplicas\x18\x02 \x03(\v2 .herald.cluster.v1.ReplicaStatusR\breplicas\x12\x1f\n" +
 	"\vmeta_leader\x18\x03 \x01(\tR\n" +
-	"metaLeader\"\x9e\x02\n" +
+	"metaLeader\x124\n" +
+	"\x05space\x18\x04 \x01(\v2\x1e.herald.cluster.v1.SpaceStatusR\x05space\"\xbb\x01\n" +
+	"\vSpaceStatus\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x02 \x01(\x04R\fminFreeBytes\x12*\n" +
+	"\x11state_quota_bytes\x18\x03 \x01(\x04R\x0fstateQuotaBytes\x12;\n" +
+	"\breplicas\x18\x04 \x03(\v2\x1f.herald.cluster.v1.ReplicaSpaceR\breplicas\"M\n" +
+	"\fReplicaSpace\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x1f\n" +
+	"\vstate_bytes\x18\x02 \x01(\x04R\n" +
+	"stateBytes\"\x9e\x02\n" +
 	"\rReplicaStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -2363,7 +2533,7 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
 	(*HelloRequest)(nil),           // 1: herald.cluster.v1.HelloRequest
@@ -2388,102 +2558,106 @@ var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(*WatchResponse)(nil),          // 20: herald.cluster.v1.WatchResponse
 	(*NodeStatusRequest)(nil),      // 21: herald.cluster.v1.NodeStatusRequest
 	(*NodeStatusResponse)(nil),     // 22: herald.cluster.v1.NodeStatusResponse
-	(*ReplicaStatus)(nil),          // 23: herald.cluster.v1.ReplicaStatus
-	(*ReplicaOpRequest)(nil),       // 24: herald.cluster.v1.ReplicaOpRequest
-	(*TransferLeadershipOp)(nil),   // 25: herald.cluster.v1.TransferLeadershipOp
-	(*DigestOp)(nil),               // 26: herald.cluster.v1.DigestOp
-	(*RecoverOp)(nil),              // 27: herald.cluster.v1.RecoverOp
-	(*ReplicaOpResponse)(nil),      // 28: herald.cluster.v1.ReplicaOpResponse
-	(*SnapshotRequest)(nil),        // 29: herald.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 30: herald.cluster.v1.SnapshotResponse
-	(*RestoreRequest)(nil),         // 31: herald.cluster.v1.RestoreRequest
-	(*RestoreResponse)(nil),        // 32: herald.cluster.v1.RestoreResponse
-	(*v1.Node)(nil),                // 33: herald.v1.Node
-	(*MetaState)(nil),              // 34: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 35: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 36: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 37: herald.v1.Channel
-	(*v1.Message)(nil),             // 38: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 39: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 40: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 41: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 42: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 43: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 44: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 45: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 46: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 47: herald.v1.Replica
+	(*SpaceStatus)(nil),            // 23: herald.cluster.v1.SpaceStatus
+	(*ReplicaSpace)(nil),           // 24: herald.cluster.v1.ReplicaSpace
+	(*ReplicaStatus)(nil),          // 25: herald.cluster.v1.ReplicaStatus
+	(*ReplicaOpRequest)(nil),       // 26: herald.cluster.v1.ReplicaOpRequest
+	(*TransferLeadershipOp)(nil),   // 27: herald.cluster.v1.TransferLeadershipOp
+	(*DigestOp)(nil),               // 28: herald.cluster.v1.DigestOp
+	(*RecoverOp)(nil),              // 29: herald.cluster.v1.RecoverOp
+	(*ReplicaOpResponse)(nil),      // 30: herald.cluster.v1.ReplicaOpResponse
+	(*SnapshotRequest)(nil),        // 31: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 32: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 33: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 34: herald.cluster.v1.RestoreResponse
+	(*v1.Node)(nil),                // 35: herald.v1.Node
+	(*MetaState)(nil),              // 36: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 37: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 38: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 39: herald.v1.Channel
+	(*v1.Message)(nil),             // 40: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 41: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 42: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 43: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 44: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 45: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 46: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 47: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 48: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 49: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	33, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	33, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	33, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	33, // 3: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	34, // 4: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	35, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	35, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	35, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	35, // 3: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	36, // 4: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 5: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	35, // 6: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	34, // 7: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	37, // 6: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	36, // 7: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 8: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	8,  // 9: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
 	0,  // 10: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	36, // 11: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	38, // 11: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
 	12, // 12: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
 	8,  // 13: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 14: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	9,  // 15: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
-	37, // 16: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	38, // 17: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	39, // 16: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	40, // 17: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
 	13, // 18: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	39, // 19: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	40, // 20: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	41, // 21: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	42, // 22: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	41, // 19: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	42, // 20: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	43, // 21: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	44, // 22: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
 	15, // 23: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	43, // 24: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	44, // 25: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	45, // 26: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	46, // 27: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	45, // 24: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	46, // 25: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	47, // 26: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	48, // 27: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
 	18, // 28: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
 	16, // 29: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
 	8,  // 30: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 31: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	37, // 32: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	43, // 33: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	33, // 34: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
-	23, // 35: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	47, // 36: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	25, // 37: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	26, // 38: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	27, // 39: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	7,  // 40: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 41: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 42: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 43: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 44: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 45: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 46: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 47: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	14, // 48: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	19, // 49: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	21, // 50: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	24, // 51: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	29, // 52: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	31, // 53: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	2,  // 54: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 55: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 56: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 57: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	17, // 58: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	20, // 59: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	22, // 60: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	28, // 61: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	30, // 62: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	32, // 63: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	54, // [54:64] is the sub-list for method output_type
-	44, // [44:54] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	39, // 32: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	45, // 33: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	35, // 34: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	25, // 35: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
+	23, // 36: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
+	24, // 37: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
+	49, // 38: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	27, // 39: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	28, // 40: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	29, // 41: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	7,  // 42: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 43: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 44: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 45: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	1,  // 46: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	3,  // 47: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	5,  // 48: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	10, // 49: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	14, // 50: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	19, // 51: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	21, // 52: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	26, // 53: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	31, // 54: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	33, // 55: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	2,  // 56: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	4,  // 57: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	6,  // 58: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	11, // 59: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	17, // 60: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	20, // 61: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	22, // 62: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	30, // 63: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	32, // 64: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	34, // 65: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	56, // [56:66] is the sub-list for method output_type
+	46, // [46:56] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -2516,7 +2690,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ReadResponse_NotLeader)(nil),
 		(*ReadResponse_TooStale)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[23].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[25].OneofWrappers = []any{
 		(*ReplicaOpRequest_TransferLeadership)(nil),
 		(*ReplicaOpRequest_Digest)(nil),
 		(*ReplicaOpRequest_Recover)(nil),
@@ -2527,7 +2701,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
