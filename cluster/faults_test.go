@@ -163,3 +163,45 @@ func TestRelayAroundACutLink(t *testing.T) {
 		t.Errorf("history: got %d messages, want the %d relayed posts", len(got), posts)
 	}
 }
+
+// TestOneWayCutFromLeader cuts every link from the followers to their
+// partition's leader while the leader's own links to them keep working:
+// Raft, whose connections the leader opens, goes on as if nothing
+// happened, but no follower can forward a request to the leader. Posts
+// through the followers must succeed again within a bounded time, the
+// leadership having moved to a node the others can reach.
+func TestOneWayCutFromLeader(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
+		RequestTimeout: faultRequestTimeout})
+	c.WaitSettled(30 * time.Second)
+	ch := "oneway-1"
+	createAll(t, c, []string{ch})
+	leader, others := leaderAndOthers(t, c, 0)
+	for _, o := range others {
+		c.Net.Cut(o.ID, leader.ID)
+	}
+	cut := time.Now()
+	t.Logf("%s", c.Net)
+	var log attemptLog
+	for i := 0; ; i++ {
+		err := log.post(others[i%2].Cluster(), ch, fmt.Sprintf("oneway-%d", i))
+		if err == nil && time.Since(cut) > faultRequestTimeout {
+			break
+		}
+		if time.Since(cut) > 30*time.Second {
+			t.Fatalf("no post through %s or %s succeeded within 30s of the cut; last error: %v",
+				others[0].ID, others[1].ID, err)
+		}
+	}
+	log.check(t, "through the followers")
+	now, _ := leaderAndOthers(t, c, 0)
+	t.Logf("posts through the followers succeed again %v after the cut; %s leads", since(cut), now.ID)
+	for i := range 5 {
+		if err := log.post(others[i%2].Cluster(), ch, fmt.Sprintf("after-%d", i)); err != nil {
+			t.Errorf("post %d through %s after the handover: %v", i, others[i%2].ID, err)
+		}
+	}
+	if now == leader {
+		t.Errorf("%s still leads, although no other node can reach it", leader.ID)
+	}
+}

@@ -25,6 +25,7 @@ func (c *controller) executeMembership(ctx context.Context) {
 	n := c.n
 	st := n.meta.State()
 	status := n.statusCache(ctx)
+	c.handOverUnreachable(ctx, status)
 	for _, r := range n.reps.leading() {
 		pl := placementOf(st, r.ID())
 		_, gen, _, _ := n.reps.lookup(r.ID())

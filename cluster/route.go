@@ -96,7 +96,9 @@ func route(ctx context.Context, policy retry, to routeTarget, try attempt) error
 			tried[target] = true
 			err := try(target, relay)
 			if err == nil {
-				to.hint(target)
+				if !relay {
+					to.hint(target)
+				}
 				return nil
 			}
 			last = err
@@ -109,7 +111,8 @@ func route(ctx context.Context, policy retry, to routeTarget, try attempt) error
 				switch {
 				case leader == "" || leader == target || relay:
 					target = ""
-				case unreachable[leader]:
+				case unreachable[leader] || (!tried[leader] && to.down != nil && to.down(leader)):
+					unreachable[leader] = true
 					relay = true // ask target to forward to the leader we cannot reach
 				case !skip[leader]:
 					target, relay = leader, false // follow the hint at once

@@ -212,7 +212,11 @@ func (n *Node) askPeersSpace(ctx context.Context) {
 	for id := range ids {
 		wg.Go(func() {
 			resp, err := n.nodeStatus(ctx, id)
-			if err != nil || resp.GetSpace() == nil {
+			if err != nil {
+				return
+			}
+			n.reach.heard(id, resp.GetUnreachable())
+			if resp.GetSpace() == nil {
 				return
 			}
 			n.space.mu.Lock()

@@ -23,6 +23,7 @@ func (n *Node) localStatus() *clusterv1.NodeStatusResponse {
 	resp := &clusterv1.NodeStatusResponse{Node: n.self()}
 	resp.MetaLeader, _ = n.meta.Leader()
 	resp.Space = n.space.localStatus()
+	resp.Unreachable = n.reach.downPeers()
 	for _, r := range n.reps.all() {
 		s := r.Status()
 		rs := &clusterv1.ReplicaStatus{

@@ -370,6 +370,9 @@ func (c *Cluster) AddNode() *Node {
 
 // Close stops every node; it is idempotent.
 func (c *Cluster) Close() {
+	if c.Net != nil {
+		c.Net.Heal() // stalled links would hold graceful stops up
+	}
 	var wg sync.WaitGroup
 	for _, n := range c.Members() {
 		wg.Go(n.Stop)

@@ -282,6 +282,21 @@ func (g *Group) AddNonvoter(ctx context.Context, id, raftAddr string) error {
 	return g.membership(ctx, f, "add non-voter", "node", id)
 }
 
+// TransferLeadership hands the leadership to voter id at raftAddr and
+// waits until the transfer is done or failed. Leader only; the errors are
+// AddVoter's.
+func (g *Group) TransferLeadership(ctx context.Context, id, raftAddr string) error {
+	if err := g.precheck(ctx); err != nil {
+		return err
+	}
+	f := g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(raftAddr))
+	if err := future.Wait(ctx, f); err != nil {
+		return g.classify(err, ErrNotApplied)
+	}
+	g.log.Info("leadership handed over", "to", id)
+	return nil
+}
+
 // RemoveServer removes the node from the group. A leader that removes
 // itself steps down once the change commits. The contract is AddVoter's.
 // DemoteVoter makes a voter a non-voter: it keeps receiving the log, so

@@ -1528,7 +1528,12 @@ type NodeStatusResponse struct {
 	// space is the node's disk space and state sizes as it last measured
 	// them, with its limits; unset when it has not measured yet. ONLY ADD TO
 	// THE END.
-	Space         *SpaceStatus `protobuf:"bytes,4,opt,name=space,proto3" json:"space,omitempty"`
+	Space *SpaceStatus `protobuf:"bytes,4,opt,name=space,proto3" json:"space,omitempty"`
+	// unreachable lists the nodes this node failed to reach lately (a dial
+	// that failed, a connection that died, a status call unanswered) and
+	// has not reached since. A leader that most of its group cannot reach
+	// hands its leadership over.
+	Unreachable   []string `protobuf:"bytes,5,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1587,6 +1592,13 @@ func (x *NodeStatusResponse) GetMetaLeader() string {
 func (x *NodeStatusResponse) GetSpace() *SpaceStatus {
 	if x != nil {
 		return x.Space
+	}
+	return nil
+}
+
+func (x *NodeStatusResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
 	}
 	return nil
 }
@@ -2446,13 +2458,14 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"9\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\"\x13\n" +
-	"\x11NodeStatusRequest\"\xce\x01\n" +
+	"\x11NodeStatusRequest\"\xf0\x01\n" +
 	"\x12NodeStatusResponse\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\x12<\n" +
 	"\breplicas\x18\x02 \x03(\v2 .herald.cluster.v1.ReplicaStatusR\breplicas\x12\x1f\n" +
 	"\vmeta_leader\x18\x03 \x01(\tR\n" +
 	"metaLeader\x124\n" +
-	"\x05space\x18\x04 \x01(\v2\x1e.herald.cluster.v1.SpaceStatusR\x05space\"\xbb\x01\n" +
+	"\x05space\x18\x04 \x01(\v2\x1e.herald.cluster.v1.SpaceStatusR\x05space\x12 \n" +
+	"\vunreachable\x18\x05 \x03(\tR\vunreachable\"\xbb\x01\n" +
 	"\vSpaceStatus\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12$\n" +
