@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -22,27 +23,41 @@ import (
 const discoverInterval = 250 * time.Millisecond
 
 // discover makes the metadata replica part of a cluster: a node that
-// already is (it restarted) goes on; otherwise it asks the --join peers
-// who they know. If one of them belongs to a cluster, it joins it; if
-// BootstrapExpect nodes know of each other and none belongs to a cluster,
-// the first BootstrapExpect of them by id found it together, each
-// bootstrapping the metadata group with the identical configuration.
+// already is (it restarted) goes on, unless the cluster removed it; otherwise
+// it asks the --join peers who they know. If one of them belongs to a
+// cluster, it joins it; if BootstrapExpect nodes know of each other and
+// none belongs to a cluster, the first BootstrapExpect of them by id found
+// it together, each bootstrapping the metadata group with the identical
+// configuration. A node whose metadata replica had state and lost it, or
+// that finds its id in the cluster's metadata with another data directory
+// (incarnation), returns ErrStateLost: it must not take part under that id.
 func (n *Node) discover(ctx context.Context) error {
 	has, err := n.meta.HasState()
 	if err != nil {
 		return err
 	}
 	if has {
-		return nil
+		if err := n.ledger.setMetaHeld(); err != nil {
+			return err
+		}
+		return n.checkNotRemoved(ctx)
+	}
+	if n.ledger.metaHeld() {
+		return fmt.Errorf("%w: its metadata replica in %s has no Raft state; %s", ErrStateLost,
+			filepath.Join(n.cfg.DataDir, "meta"), n.rejoinHint())
 	}
 	n.log.Info("looking for the cluster", "join", n.cfg.Join, "bootstrap_expect", n.cfg.BootstrapExpect)
 	t := time.NewTicker(discoverInterval)
 	defer t.Stop()
 	lastLog := time.Time{}
 	for {
-		known, bootstrapped := n.hello(ctx)
+		known, bootstrapped, you := n.hello(ctx)
+		if err := n.checkIncarnation(you); err != nil {
+			return err
+		}
 		switch {
 		case bootstrapped != "":
+			n.metaTrans.Refuse(false)
 			return n.join(ctx, bootstrapped)
 		case n.cfg.BootstrapExpect > 0 && len(known) >= n.cfg.BootstrapExpect:
 			founders := known[:n.cfg.BootstrapExpect]
@@ -50,6 +65,12 @@ func (n *Node) discover(ctx context.Context) error {
 			// the others are in the configuration they bootstrap, and wait
 			// below for the leader to replicate it to them.
 			i := slices.IndexFunc(founders, func(x *heraldv1.Node) bool { return x.GetId() == n.cfg.NodeID })
+			if i >= 0 {
+				if err := n.ledger.setFounder(); err != nil {
+					return err
+				}
+				n.metaTrans.Refuse(false)
+			}
 			if i >= 0 && i < n.cfg.MetaVoters {
 				return n.found(founders)
 			}
@@ -73,10 +94,47 @@ func (n *Node) discover(ctx context.Context) error {
 	}
 }
 
+// rejoinHint says what an operator does with a node that lost its state.
+func (n *Node) rejoinHint() string {
+	return fmt.Sprintf("remove it from the cluster on a live node (herald admin remove %s), "+
+		"then start it again with an empty data directory: it rejoins as a new member", n.cfg.NodeID)
+}
+
+// checkIncarnation returns ErrStateLost if you, the cluster's record of
+// this node's id, is a member with another data directory.
+func (n *Node) checkIncarnation(you *heraldv1.Node) error {
+	switch you.GetState() {
+	case heraldv1.Node_STATE_ACTIVE, heraldv1.Node_STATE_DRAINING:
+	default:
+		return nil
+	}
+	if you.GetIncarnation() != "" && you.GetIncarnation() == n.incarnation {
+		return nil
+	}
+	return fmt.Errorf("%w: the cluster has node %q as a member, but not the data directory %s (it was lost or is new); %s",
+		ErrStateLost, n.cfg.NodeID, n.cfg.DataDir, n.rejoinHint())
+}
+
+// checkNotRemoved asks the --join peers, briefly, whether the cluster has
+// removed this node; a removed node started with its old data directory
+// has nothing to rejoin with. Peers that do not answer are not waited for.
+func (n *Node) checkNotRemoved(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, _, you := n.hello(ctx)
+	if you.GetState() == heraldv1.Node_STATE_REMOVED && you.GetIncarnation() == n.incarnation {
+		return fmt.Errorf("node %q was removed from the cluster (herald admin remove); its data directory %s "+
+			"holds its old membership: start it with an empty data directory to rejoin as a new member",
+			n.cfg.NodeID, n.cfg.DataDir)
+	}
+	return nil
+}
+
 // hello asks every --join peer for the nodes it knows. It returns all
-// known nodes sorted by id (this one included) and the HTTP address of a
-// peer that belongs to a cluster, if any.
-func (n *Node) hello(ctx context.Context) (known []*heraldv1.Node, bootstrapped string) {
+// known nodes sorted by id (this one included), the HTTP address of a peer
+// that belongs to a cluster, if any, and such a peer's metadata record of
+// this node's id (nil if none has one).
+func (n *Node) hello(ctx context.Context) (known []*heraldv1.Node, bootstrapped string, you *heraldv1.Node) {
 	n.noteHeard(n.self())
 	for _, addr := range n.cfg.Join {
 		if addr == n.cfg.HTTPAddr {
@@ -91,6 +149,9 @@ func (n *Node) hello(ctx context.Context) (known []*heraldv1.Node, bootstrapped 
 		}
 		if resp.GetBootstrapped() {
 			bootstrapped = addr
+			if resp.GetYou() != nil {
+				you = resp.GetYou()
+			}
 		}
 		n.noteHeard(resp.GetNode())
 		for _, k := range resp.GetKnown() {
@@ -103,7 +164,7 @@ func (n *Node) hello(ctx context.Context) (known []*heraldv1.Node, bootstrapped 
 		known = append(known, k)
 	}
 	slices.SortFunc(known, func(a, b *heraldv1.Node) int { return strings.Compare(a.GetId(), b.GetId()) })
-	return known, bootstrapped
+	return known, bootstrapped, you
 }
 
 // noteHeard records a node met through Hello.
@@ -148,13 +209,23 @@ func (n *Node) join(ctx context.Context, addr string) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		resp, err := n.peers.at(addr).Join(cctx, &clusterv1.JoinRequest{Node: n.self()})
 		cancel()
+		nl := resp.GetNotLeader()
 		switch {
+		case connect.CodeOf(err) == connect.CodeFailedPrecondition:
+			// The metadata leader refuses this node for good.
+			return fmt.Errorf("%w: %s", ErrStateLost, errorMessage(err))
 		case err != nil:
 			n.log.Debug("join failed", "via", addr, "err", err)
-		case resp.GetNotLeader() != nil && resp.GetNotLeader().GetLeaderHttp() != "":
-			addr = resp.GetNotLeader().GetLeaderHttp()
+		case nl != nil && (nl.GetLeaderHttp() != "" || n.peers.httpAddr(nl.GetLeaderId()) != ""):
+			// The leader's id, resolved as this node dials it, else the
+			// address it advertises.
+			if a := n.peers.httpAddr(nl.GetLeaderId()); a != "" {
+				addr = a
+			} else {
+				addr = nl.GetLeaderHttp()
+			}
 			continue
-		case resp.GetNotLeader() == nil:
+		case nl == nil:
 			return nil
 		}
 		select {
@@ -183,21 +254,43 @@ func (n *Node) admit(ctx context.Context, node *heraldv1.Node) (*clusterv1.MetaS
 		}
 		member = member || string(s.ID) == node.GetId()
 	}
-	node = proto.CloneOf(node)
-	if !member {
-		if voters < n.cfg.MetaVoters {
-			node.MetaVoter = true
-			err = n.meta.AddVoter(ctx, node.GetId(), node.GetRaftAddr())
-		} else {
-			err = n.meta.AddNonvoter(ctx, node.GetId(), node.GetRaftAddr())
+	old, _ := n.node(n.meta.State(), node.GetId())
+	rejoin := false
+	switch old.GetState() {
+	case heraldv1.Node_STATE_ACTIVE, heraldv1.Node_STATE_DRAINING:
+		if old.GetIncarnation() == "" || old.GetIncarnation() != node.GetIncarnation() {
+			return nil, preconditionf("node %q is a member of this cluster with another data directory: "+
+				"the joining node has lost its state, or another node has its id. Remove it first "+
+				"(herald admin remove %s), or start the joining node with another --node-id", node.GetId(), node.GetId())
 		}
-		if err != nil {
-			return nil, err
+	case heraldv1.Node_STATE_REMOVED:
+		if member {
+			// Its old self is still in the metadata group: let the removal
+			// commit first, or the new node would vote as the old one.
+			return nil, fmt.Errorf("%w: node %q is still leaving the metadata group; retry", ErrNotApplied, node.GetId())
 		}
-		n.log.Info("node joined", "joiner", node.GetId(), "meta_voter", node.GetMetaVoter())
+		rejoin = true
 	}
-	return n.meta.Propose(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_UpsertNode{
+	node = proto.CloneOf(node)
+	node.MetaVoter = !member && voters < n.cfg.MetaVoters
+	// Recorded first (a removed node comes back ACTIVE with its new
+	// incarnation): the metadata group's tending removes members it knows
+	// as REMOVED.
+	st, err := n.meta.Propose(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_UpsertNode{
 		UpsertNode: &clusterv1.UpsertNode{Node: node}}})
+	if err != nil || member {
+		return st, err
+	}
+	if node.GetMetaVoter() {
+		err = n.meta.AddVoter(ctx, node.GetId(), node.GetRaftAddr())
+	} else {
+		err = n.meta.AddNonvoter(ctx, node.GetId(), node.GetRaftAddr())
+	}
+	if err != nil {
+		return nil, err
+	}
+	n.log.Info("node joined", "joiner", node.GetId(), "meta_voter", node.GetMetaVoter(), "rejoined", rejoin)
+	return n.meta.State(), nil
 }
 
 // register makes sure the metadata records this node with its current
@@ -206,8 +299,19 @@ func (n *Node) register(ctx context.Context) {
 	me := n.self()
 	for _, node := range n.meta.State().GetNodes() {
 		if node.GetId() == me.GetId() {
-			if node.GetHttpAddr() == me.GetHttpAddr() && node.GetRaftAddr() == me.GetRaftAddr() &&
-				node.GetRegion() == me.GetRegion() {
+			switch {
+			case node.GetState() == heraldv1.Node_STATE_REMOVED && node.GetIncarnation() == me.GetIncarnation():
+				n.fail(fmt.Errorf("node %q was removed from the cluster (herald admin remove); to rejoin, "+
+					"start it again with an empty data directory", me.GetId()))
+				return
+			case node.GetState() == heraldv1.Node_STATE_REMOVED:
+				return // rejoining: the metadata has not caught up with the admission yet
+			case node.GetIncarnation() != "" && node.GetIncarnation() != me.GetIncarnation():
+				n.fail(fmt.Errorf("%w: the cluster has node %q with another data directory than %s; %s",
+					ErrStateLost, me.GetId(), n.cfg.DataDir, n.rejoinHint()))
+				return
+			case node.GetHttpAddr() == me.GetHttpAddr() && node.GetRaftAddr() == me.GetRaftAddr() &&
+				node.GetRegion() == me.GetRegion() && node.GetIncarnation() == me.GetIncarnation():
 				return
 			}
 			break
@@ -235,8 +339,11 @@ func (n *Node) proposeMeta(ctx context.Context, cmd *clusterv1.MetaCommand) (*cl
 				return nil, err
 			}
 			resp, err := c.MetaPropose(ctx, &clusterv1.MetaProposeRequest{Command: cmd})
+			n.reach.note(ctx, id, err, false)
 			switch {
-			case err != nil && connect.CodeOf(err) != connect.CodeUnavailable:
+			case err != nil && ctx.Err() == nil && peerAnswered(err) && connect.CodeOf(err) != connect.CodeUnavailable:
+				// The leader answered with an error of its own; a
+				// connection that failed (the leader died) is retried.
 				return nil, fmt.Errorf("propose to metadata leader %s: %w", id, err)
 			case err == nil && resp.GetError() != nil:
 				return nil, domainError(resp.GetError())

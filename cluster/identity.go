@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,17 @@ const identityFile = "node.json"
 type identity struct {
 	NodeID     string `json:"node_id"`
 	Partitions uint32 `json:"partitions"`
+	// Incarnation is a random id made with the data directory (see
+	// heraldv1.Node.Incarnation); a directory made before it existed gets
+	// one at its next start.
+	Incarnation string `json:"incarnation"`
+}
+
+// newIncarnation returns a fresh random incarnation id.
+func newIncarnation() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail
+	return hex.EncodeToString(b)
 }
 
 // loadIdentity reads the data directory's identity, or writes want if there
@@ -27,6 +40,7 @@ func loadIdentity(dir string, want identity) (identity, error) {
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		want.Incarnation = newIncarnation()
 		return want, writeIdentity(path, want)
 	}
 	if err != nil {
@@ -42,6 +56,12 @@ func loadIdentity(dir string, want identity) (identity, error) {
 	if want.Partitions != 0 && got.Partitions != want.Partitions {
 		return identity{}, fmt.Errorf("data directory %s was created with %d partitions, not %d; the count cannot change",
 			dir, got.Partitions, want.Partitions)
+	}
+	if got.Incarnation == "" {
+		got.Incarnation = newIncarnation()
+		if err := writeIdentity(path, got); err != nil {
+			return identity{}, err
+		}
 	}
 	return got, nil
 }

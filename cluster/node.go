@@ -164,9 +164,17 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	reps  *replicaSet
-	ctl   *controller
-	reach *reachability
+	reps      *replicaSet
+	ctl       *controller
+	reach     *reachability
+	ledger    *ledger
+	metaTrans *transport.Transport
+	// incarnation identifies the data directory (see identity).
+	incarnation string
+
+	failed   chan struct{} // closed by fail
+	failOnce sync.Once
+	failErr  error // set before failed is closed
 
 	mu     sync.Mutex                // guards following
 	hints  map[uint32]string         // partition → last known leader id
@@ -199,9 +207,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.Partitions = id.Partitions
 	cfg = cfg.withDefaults()
+	led, err := openLedger(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
+		incarnation: id.Incarnation, ledger: led, failed: make(chan struct{}),
 		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
@@ -229,6 +242,12 @@ func New(cfg Config) (*Node, error) {
 		cancel()
 		return nil, errors.Join(err, mux.Close())
 	}
+	// Until discovery has made sure that this node may take part in the
+	// metadata group (it has state, founds the cluster, or joins with an id
+	// the cluster does not know to have lost its state), peers cannot
+	// reach its replica: one that forgot its votes must not be asked.
+	trans.Refuse(true)
+	n.metaTrans = trans
 	mc := cfg.Meta
 	mc.NodeID = cfg.NodeID
 	mc.Dir = filepath.Join(cfg.DataDir, "meta")
@@ -236,6 +255,9 @@ func New(cfg Config) (*Node, error) {
 	if n.meta, err = meta.New(mc, trans); err != nil {
 		cancel()
 		return nil, errors.Join(err, trans.Close(), mux.Close())
+	}
+	if has, err := n.meta.HasState(); err == nil && has {
+		trans.Refuse(false)
 	}
 	addrs.ready.Store(true)
 	n.wg.Go(n.ctl.run)
@@ -260,15 +282,42 @@ func (s *startingProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, err
 	return s.peers.ServerAddr(id)
 }
 
+// Failed returns a channel that is closed when the node has stopped
+// serving for good by itself, for the reason Err gives: it found that it
+// must not take part in the cluster (ErrStateLost, a removed node started
+// with its old data). The node's owner should then Close it and exit.
+func (n *Node) Failed() <-chan struct{} { return n.failed }
+
+// Err returns why the node failed, once Failed is closed; nil before.
+func (n *Node) Err() error {
+	select {
+	case <-n.failed:
+		return n.failErr
+	default:
+		return nil
+	}
+}
+
+// fail stops the node's life with err (see Failed). The first call counts.
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.log.Error("node cannot continue", "err", err)
+		n.failErr = err
+		close(n.failed)
+		n.cancel()
+	})
+}
+
 // self returns this node as the metadata records it.
 func (n *Node) self() *heraldv1.Node {
 	return &heraldv1.Node{
-		Id:       n.cfg.NodeID,
-		HttpAddr: n.cfg.HTTPAddr,
-		RaftAddr: n.mux.Addr().String(),
-		Roles:    []string{"edge", "admin", "channel", "gateway"},
-		Region:   n.cfg.Region,
-		State:    heraldv1.Node_STATE_ACTIVE,
+		Id:          n.cfg.NodeID,
+		HttpAddr:    n.cfg.HTTPAddr,
+		RaftAddr:    n.mux.Addr().String(),
+		Roles:       []string{"edge", "admin", "channel", "gateway"},
+		Region:      n.cfg.Region,
+		State:       heraldv1.Node_STATE_ACTIVE,
+		Incarnation: n.incarnation,
 	}
 }
 

@@ -95,7 +95,7 @@ func (n *Node) RecoverPartition(ctx context.Context, p uint32, from string) (*he
 // recoverLocal rewrites this node's replica of p into a group of one, for
 // generation g, and reopens it.
 func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
-	r, _, _, busy := n.reps.lookup(p)
+	r, old, _, busy := n.reps.lookup(p)
 	switch {
 	case busy:
 		return preconditionf("partition %d is already being recovered here", p)
@@ -123,5 +123,11 @@ func (n *Node) recoverLocal(_ context.Context, p uint32, g uint64) error {
 	if err := n.writeGeneration(p, g); err != nil {
 		return err
 	}
-	return n.ctl.startReplica(p, g, nil)
+	if err := n.ledger.setHeld(p, g, true); err != nil {
+		return err
+	}
+	if err := n.ledger.setHeld(p, old, false); err != nil {
+		return err
+	}
+	return n.ctl.startReplica(p, g, nil, true)
 }

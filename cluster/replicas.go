@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,12 +60,18 @@ func (c *controller) reconcileReplicas(ctx context.Context) {
 
 // openReplica starts this node's replica of a partition. Only the first
 // placement (epoch 1, generation 0) bootstraps a group, identically on
-// every replica; a replica placed later starts empty and waits for the
-// leader to add it. Files left by an earlier generation are discarded.
+// every replica, and only on the nodes that founded the cluster, for a
+// replica they have not held before; a replica placed later starts empty
+// and waits for the leader to add it. A replica the ledger says had state
+// must have it still (else the node fails with ErrStateLost). Files left
+// by an earlier generation are discarded.
 func (c *controller) openReplica(pl *clusterv1.Placement) error {
 	n := c.n
 	p, g := pl.GetPartition(), pl.GetGeneration()
 	if local := n.readGeneration(p); local < g {
+		if err := n.ledger.setHeld(p, local, false); err != nil {
+			return err
+		}
 		if err := os.RemoveAll(n.replicaDir(p)); err != nil {
 			return err
 		}
@@ -72,14 +79,33 @@ func (c *controller) openReplica(pl *clusterv1.Placement) error {
 	if err := n.writeGeneration(p, g); err != nil {
 		return err
 	}
+	held := n.ledger.held(p, g)
 	var bootstrap []raft.Server
-	if pl.GetEpoch() == 1 && g == 0 {
+	if pl.GetEpoch() == 1 && g == 0 && n.ledger.founder() && !held {
 		for _, id := range pl.GetReplicas() {
 			bootstrap = append(bootstrap, raft.Server{Suffrage: raft.Voter,
 				ID: raft.ServerID(id), Address: raft.ServerAddress(n.peers.raftAddr(id))})
 		}
 	}
-	return c.startReplica(p, g, bootstrap)
+	err := c.startReplica(p, g, bootstrap, held)
+	if errors.Is(err, partition.ErrStateLost) {
+		n.fail(fmt.Errorf("%w: %w; %s", ErrStateLost, err, n.rejoinHint()))
+	}
+	return err
+}
+
+// recordHeld notes in the ledger each replica that has come to hold Raft
+// state, so that it is never started again without it.
+func (c *controller) recordHeld() {
+	n := c.n
+	for _, r := range n.reps.all() {
+		_, g, _, _ := n.reps.lookup(r.ID())
+		if !n.ledger.held(r.ID(), g) && r.HasState() {
+			if err := n.ledger.setHeld(r.ID(), g, true); err != nil {
+				n.log.Error("record replica", "partition", r.ID(), "err", err)
+			}
+		}
+	}
 }
 
 // replicaConfig is the configuration of this node's replica of p.
@@ -104,8 +130,9 @@ func groupName(p uint32, g uint64) string {
 	return fmt.Sprintf("p%d.g%d", p, g)
 }
 
-// startReplica opens the replica of p for generation g and registers it.
-func (c *controller) startReplica(p uint32, g uint64, bootstrap []raft.Server) error {
+// startReplica opens the replica of p for generation g and registers it;
+// requireState refuses to open it without Raft state.
+func (c *controller) startReplica(p uint32, g uint64, bootstrap []raft.Server, requireState bool) error {
 	n := c.n
 	trans, err := n.mux.NewTransport(groupName(p, g), raftlog.New(n.log.With("partition", p)))
 	if err != nil {
@@ -113,6 +140,7 @@ func (c *controller) startReplica(p uint32, g uint64, bootstrap []raft.Server) e
 	}
 	pc := n.replicaConfig(p)
 	pc.Bootstrap = bootstrap
+	pc.RequireState = requireState
 	r, err := partition.New(pc, trans)
 	if err != nil {
 		_ = trans.Close() // best effort: report the replica error
@@ -126,12 +154,20 @@ func (c *controller) startReplica(p uint32, g uint64, bootstrap []raft.Server) e
 // retireReplica closes a replica that left its group and deletes its files.
 func (c *controller) retireReplica(p uint32, r *partition.Partition) {
 	n := c.n
+	_, g, _, _ := n.reps.lookup(p)
 	if n.reps.take(p, r) == nil {
 		return
 	}
 	defer n.reps.release(p)
 	if err := r.Close(); err != nil {
 		n.log.Warn("close retired replica", "partition", p, "err", err)
+	}
+	// Out of the ledger before the files go: a crash in between leaves
+	// files that are still safe to open, never a listed replica without
+	// them.
+	if err := n.ledger.setHeld(p, g, false); err != nil {
+		n.log.Error("retire replica", "partition", p, "err", err)
+		return
 	}
 	if err := os.RemoveAll(n.replicaDir(p)); err != nil {
 		n.log.Error("delete retired replica", "partition", p, "err", err)

@@ -93,8 +93,9 @@ func (s *rpcServer) Hello(_ context.Context, req *clusterv1.HelloRequest) (*clus
 	s.n.mu.Lock()
 	joined := s.n.joined
 	s.n.mu.Unlock()
+	you, _ := s.n.node(s.n.meta.State(), req.GetNode().GetId())
 	return &clusterv1.HelloResponse{Node: s.n.self(), Known: known, Bootstrapped: joined,
-		ClusterId: s.n.meta.State().GetClusterId()}, nil
+		ClusterId: s.n.meta.State().GetClusterId(), You: you}, nil
 }
 
 func (s *rpcServer) Join(ctx context.Context, req *clusterv1.JoinRequest) (*clusterv1.JoinResponse, error) {
@@ -107,6 +108,9 @@ func (s *rpcServer) Join(ctx context.Context, req *clusterv1.JoinRequest) (*clus
 	st, err := s.n.admit(ctx, req.GetNode())
 	if errors.Is(err, meta.ErrNotLeader) {
 		return &clusterv1.JoinResponse{NotLeader: s.metaNotLeader()}, nil
+	}
+	if errors.Is(err, storage.ErrFailedPrecondition) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New(errorMessage(err)))
 	}
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, err)

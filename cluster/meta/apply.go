@@ -35,7 +35,9 @@ import (
 //     records the nodes, ACTIVE unless a state is given; nodes recorded
 //     earlier by UpsertNode stay.
 //   - UpsertNode inserts a node as ACTIVE (meta_voter as given) or updates
-//     its addresses, roles and region, keeping its state and meta_voter.
+//     its addresses, roles, region and incarnation (if given), keeping its
+//     state and meta_voter; a REMOVED node upserted with a new incarnation
+//     (it rejoins with a new data directory) becomes ACTIVE again.
 //     It is the one command, with InitCluster, allowed before InitCluster;
 //     any other then fails with failed precondition.
 //   - SetNodeState sets a known node (else not found) to ACTIVE, DRAINING
@@ -163,6 +165,13 @@ func upsertNode(s *clusterv1.MetaState, n *heraldv1.Node) (*clusterv1.MetaState,
 	if old := findNode(next.Nodes, n.GetId()); old != nil {
 		node.State = old.GetState()
 		node.MetaVoter = old.GetMetaVoter()
+		switch {
+		case node.Incarnation == "":
+			node.Incarnation = old.GetIncarnation()
+		case old.GetState() == heraldv1.Node_STATE_REMOVED && node.Incarnation != old.GetIncarnation():
+			// A removed node back with a new data directory: a new member.
+			node.State = heraldv1.Node_STATE_ACTIVE
+		}
 	} else {
 		node.State = heraldv1.Node_STATE_ACTIVE
 	}
@@ -277,13 +286,14 @@ func validState(st heraldv1.Node_State) bool {
 // reachability are filled in by readers.
 func cleanNode(n *heraldv1.Node) *heraldv1.Node {
 	return &heraldv1.Node{
-		Id:        n.GetId(),
-		HttpAddr:  n.GetHttpAddr(),
-		RaftAddr:  n.GetRaftAddr(),
-		Roles:     slices.Clone(n.GetRoles()),
-		Region:    n.GetRegion(),
-		State:     n.GetState(),
-		MetaVoter: n.GetMetaVoter(),
+		Id:          n.GetId(),
+		HttpAddr:    n.GetHttpAddr(),
+		RaftAddr:    n.GetRaftAddr(),
+		Roles:       slices.Clone(n.GetRoles()),
+		Region:      n.GetRegion(),
+		State:       n.GetState(),
+		MetaVoter:   n.GetMetaVoter(),
+		Incarnation: n.GetIncarnation(),
 	}
 }
 

@@ -69,19 +69,18 @@ func New(cfg Config, trans raft.Transport) (*Group, error) {
 }
 
 func (g *Group) start(trans raft.Transport) error {
-	// Stores that hold a term but no log entry, no snapshot and no vote
-	// belong to a founding replica whose bootstrap a crash cut short, or to
-	// one that learnt a leader's term and stopped before it stored an
-	// entry. Either way the replica promised nothing in that term (no vote,
-	// no entry acknowledged), so forgetting the term is safe, and it lets
-	// Bootstrap run again; a replica that is not bootstrapped hears the
-	// term again from the leader.
+	// Stores that hold the bootstrap's term 1 but no log entry, no snapshot
+	// and no vote belong to a founding replica whose bootstrap a crash cut
+	// short: it promised nothing, so forgetting the term lets Bootstrap run
+	// again. A higher term came from a leader or a candidate and is kept
+	// (ResetPartialBootstrap): it is the replica's promise not to follow an
+	// older leader.
 	reset, err := g.stores.ResetPartialBootstrap()
 	if err != nil {
 		return fmt.Errorf("meta: read raft state: %w", err)
 	}
 	if reset {
-		g.log.Warn("replica was stopped while bootstrapping or joining; its term was cleared")
+		g.log.Warn("replica was stopped while bootstrapping; its term was cleared")
 	}
 	rc := g.cfg.raftConfig()
 	rc.Logger = raftlog.New(g.log)

@@ -37,7 +37,7 @@ const (
 const msgRestored = "restored metadata from snapshot"
 
 // msgReset is what New logs when it undoes a partial bootstrap.
-const msgReset = "replica was stopped while bootstrapping or joining; its term was cleared"
+const msgReset = "replica was stopped while bootstrapping; its term was cleared"
 
 // newLogSink returns the log of one replica ("node"); set META_TEST_LOG to see
 // its Debug records.

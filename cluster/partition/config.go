@@ -23,6 +23,10 @@ type Config struct {
 	// when Dir holds no Raft state; nil means the replica waits to be added
 	// by a leader.
 	Bootstrap []raft.Server
+	// RequireState makes New refuse (ErrStateLost) a Dir without Raft
+	// state: the replica had state before, and must not start again
+	// without the votes and entries it promised.
+	RequireState bool
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
 

@@ -22,6 +22,9 @@ var (
 	// ErrTooStale is returned by stale reads on a replica that has not
 	// heard from a leader within Config.MaxStale.
 	ErrTooStale = errors.New("partition: replica too stale")
+	// ErrStateLost is returned by New for a replica whose Config says it
+	// had Raft state (RequireState) and whose directory has none.
+	ErrStateLost = errors.New("partition: replica has lost its Raft state")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("partition: closed")
 )

@@ -103,6 +103,9 @@ func (p *Partition) start(trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
 	}
+	if !has && p.cfg.RequireState {
+		return fmt.Errorf("%w: partition %d in %s", ErrStateLost, p.cfg.ID, p.cfg.Dir)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f, err := newFSM(p.db, p.feed, p.log, p.cfg.OnFatal, ctx.Done())
 	if err != nil {
@@ -128,6 +131,13 @@ func (p *Partition) start(trans raft.Transport) error {
 		p.log.Info("bootstrapped replica group", "servers", len(p.cfg.Bootstrap))
 	}
 	return nil
+}
+
+// HasState reports whether the replica has Raft state: it was
+// bootstrapped, or a leader has sent it its term or entries.
+func (p *Partition) HasState() bool {
+	has, err := p.stores.HasState()
+	return err == nil && has
 }
 
 // ID returns the partition number.

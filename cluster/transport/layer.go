@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +25,9 @@ type Layer struct {
 	conns chan net.Conn
 	done  chan struct{} // closed by markClosed
 	once  sync.Once
+	// refusing makes the Mux close connections for the group (see
+	// Transport.Refuse).
+	refusing atomic.Bool
 }
 
 var _ raft.StreamLayer = (*Layer)(nil)

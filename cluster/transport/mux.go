@@ -135,7 +135,7 @@ func (m *Mux) NewTransport(group string, logger hclog.Logger) (*Transport, error
 		MaxRPCsInFlight:       1,
 		ServerAddressProvider: m.cfg.AddressProvider,
 		Logger:                logger,
-	})), nil
+	}), l), nil
 }
 
 // Close closes the listener, every Layer and every connection still in its
@@ -256,8 +256,8 @@ func (m *Mux) serve(conn net.Conn) {
 	m.mu.Lock()
 	l := m.layers[group]
 	m.mu.Unlock()
-	if l == nil {
-		m.log.Debug("drop raft connection for unknown group", "remote", remote, "group", group)
+	if l == nil || l.refusing.Load() {
+		m.log.Debug("drop raft connection for unknown or refusing group", "remote", remote, "group", group)
 		_ = conn.Close() // best effort: rejecting the peer
 		return
 	}

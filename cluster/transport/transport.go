@@ -32,6 +32,7 @@ import (
 // Its methods are safe for concurrent use, as NetworkTransport's are.
 type Transport struct {
 	*raft.NetworkTransport
+	layer    *Layer
 	consumer chan raft.RPC
 	done     chan struct{}
 	once     sync.Once
@@ -45,8 +46,8 @@ var (
 	_ HeartbeatGate    = (*Transport)(nil)
 )
 
-func newTransport(nt *raft.NetworkTransport) *Transport {
-	t := &Transport{NetworkTransport: nt, consumer: make(chan raft.RPC), done: make(chan struct{})}
+func newTransport(nt *raft.NetworkTransport, l *Layer) *Transport {
+	t := &Transport{NetworkTransport: nt, layer: l, consumer: make(chan raft.RPC), done: make(chan struct{})}
 	go t.forward() // ends at Close
 	return t
 }
@@ -71,6 +72,13 @@ func (t *Transport) deliver(rpc raft.RPC) {
 		rpc.Respond(nil, raft.ErrTransportShutdown)
 	}
 }
+
+// Refuse, while on, makes the Mux close every connection that arrives for
+// the transport's group, as for a group that does not exist: peers cannot
+// reach the Raft instance, whatever its configuration says. A replica
+// that may not take part in its group yet (a node that has lost its state
+// must not vote) starts refused.
+func (t *Transport) Refuse(on bool) { t.layer.refusing.Store(on) }
 
 // Consumer returns the channel Raft reads its RPCs from.
 func (t *Transport) Consumer() <-chan raft.RPC { return t.consumer }

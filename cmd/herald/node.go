@@ -107,6 +107,8 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("serve http: %w", err)
+	case <-node.Failed():
+		err = node.Err()
 	}
 	o.log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -126,9 +126,9 @@ var (
 // term and then the configuration entry; a replica stopped between them
 // has state (HasState is true, so it is not bootstrapped again) but no
 // configuration, and a group of one then never elects a leader. When the
-// stores hold a term but no log entry, no snapshot and no vote, nothing
-// else can have happened, and ResetPartialBootstrap clears the term so the
-// caller can bootstrap again. It reports whether it did. Call it only for a
+// stores hold term 1 (the bootstrap's) but no log entry, no snapshot and no
+// vote, nothing else can have happened, and ResetPartialBootstrap clears
+// the term so the caller can bootstrap again. It reports whether it did. Call it only for a
 // replica whose caller bootstraps it, before starting Raft.
 func (s *Stores) ResetPartialBootstrap() (bool, error) {
 	has, err := s.HasState()
@@ -148,6 +148,18 @@ func (s *Stores) ResetPartialBootstrap() (bool, error) {
 		return false, err
 	}
 	if vote != 0 {
+		return false, nil
+	}
+	// Bootstrap writes term 1, and no leader ever has term 1 (the first
+	// election makes term 2). A higher term came from a leader or a
+	// candidate: the replica promised not to take entries from older
+	// leaders, and forgetting that term would let a deposed leader that
+	// resumes commit with its help.
+	term, err := s.Stable.GetUint64(keyCurrentTerm)
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return false, err
+	}
+	if term != 1 {
 		return false, nil
 	}
 	if err := s.Stable.SetUint64(keyCurrentTerm, 0); err != nil {

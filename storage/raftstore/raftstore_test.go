@@ -29,6 +29,11 @@ func TestResetPartialBootstrap(t *testing.T) {
 		{"term only", func(t *testing.T, s *raftstore.Stores) {
 			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 1))
 		}, true},
+		// A term learnt from a leader (there is none in term 1) is a
+		// promise not to follow older leaders: it stays.
+		{"a leader's term only", func(t *testing.T, s *raftstore.Stores) {
+			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 4))
+		}, false},
 		{"term and vote", func(t *testing.T, s *raftstore.Stores) {
 			must(t, s.Stable.SetUint64([]byte("CurrentTerm"), 3))
 			must(t, s.Stable.SetUint64([]byte("LastVoteTerm"), 3))

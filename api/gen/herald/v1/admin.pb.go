@@ -151,7 +151,12 @@ type Node struct {
 	Replicas uint32 `protobuf:"varint,8,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	Leaders  uint32 `protobuf:"varint,9,opt,name=leaders,proto3" json:"leaders,omitempty"`
 	// reachable is false when the answering node could not reach it.
-	Reachable     bool `protobuf:"varint,10,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	Reachable bool `protobuf:"varint,10,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	// incarnation identifies the node's data directory: a random id made
+	// with it. A node that lost its data comes back with another one, and is
+	// not let back in under its old id (it would have forgotten its Raft
+	// votes) until it is removed.
+	Incarnation   string `protobuf:"bytes,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +259,13 @@ func (x *Node) GetReachable() bool {
 		return x.Reachable
 	}
 	return false
+}
+
+func (x *Node) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 // Replica is one replica of a partition. ONLY ADD TO THE END.
@@ -1526,7 +1538,7 @@ var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\"\xf7\x02\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\"\x99\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\thttp_addr\x18\x02 \x01(\tR\bhttpAddr\x12\x1b\n" +
@@ -1539,7 +1551,8 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\breplicas\x18\b \x01(\rR\breplicas\x12\x18\n" +
 	"\aleaders\x18\t \x01(\rR\aleaders\x12\x1c\n" +
 	"\treachable\x18\n" +
-	" \x01(\bR\treachable\"W\n" +
+	" \x01(\bR\treachable\x12 \n" +
+	"\vincarnation\x18\v \x01(\tR\vincarnation\"W\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_ACTIVE\x10\x01\x12\x12\n" +

@@ -137,8 +137,13 @@ type HelloResponse struct {
 	// known are the nodes the answering node knows of, itself included.
 	Known []*v1.Node `protobuf:"bytes,2,rep,name=known,proto3" json:"known,omitempty"`
 	// bootstrapped is true once the answering node belongs to a cluster.
-	Bootstrapped  bool   `protobuf:"varint,3,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
-	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Bootstrapped bool   `protobuf:"varint,3,opt,name=bootstrapped,proto3" json:"bootstrapped,omitempty"`
+	ClusterId    string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// you is the answering node's metadata record of the asking node's id,
+	// if it has one. A node that starts without data and finds its id there,
+	// active or draining with another incarnation, has lost its state, and
+	// must not rejoin under that id.
+	You           *v1.Node `protobuf:"bytes,5,opt,name=you,proto3" json:"you,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,6 +204,13 @@ func (x *HelloResponse) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *HelloResponse) GetYou() *v1.Node {
+	if x != nil {
+		return x.You
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -2354,13 +2366,14 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x1fherald/cluster/v1/cluster.proto\x12\x11herald.cluster.v1\x1a\x1fherald/cluster/v1/command.proto\x1a\x1cherald/cluster/v1/meta.proto\x1a\x15herald/v1/admin.proto\x1a\x17herald/v1/channel.proto\x1a\x15herald/v1/event.proto\x1a\x17herald/v1/message.proto\x1a\x1fherald/v1/message_service.proto\"3\n" +
 	"\fHelloRequest\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\"\x9e\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\"\xc1\x01\n" +
 	"\rHelloResponse\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\x12%\n" +
 	"\x05known\x18\x02 \x03(\v2\x0f.herald.v1.NodeR\x05known\x12\"\n" +
 	"\fbootstrapped\x18\x03 \x01(\bR\fbootstrapped\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"2\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12!\n" +
+	"\x03you\x18\x05 \x01(\v2\x0f.herald.v1.NodeR\x03you\"2\n" +
 	"\vJoinRequest\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\"\x7f\n" +
 	"\fJoinResponse\x122\n" +
@@ -2603,74 +2616,75 @@ var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
 	35, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
 	35, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
 	35, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	35, // 3: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	36, // 4: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
-	7,  // 5: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	37, // 6: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	36, // 7: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
-	7,  // 8: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 9: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
-	0,  // 10: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	38, // 11: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
-	12, // 12: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
-	8,  // 13: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 14: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	9,  // 15: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
-	39, // 16: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	40, // 17: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
-	13, // 18: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	41, // 19: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	42, // 20: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	43, // 21: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	44, // 22: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
-	15, // 23: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	45, // 24: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	46, // 25: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	47, // 26: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	48, // 27: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
-	18, // 28: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
-	16, // 29: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
-	8,  // 30: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 31: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	39, // 32: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	45, // 33: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	35, // 34: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
-	25, // 35: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	23, // 36: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
-	24, // 37: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
-	49, // 38: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	27, // 39: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	28, // 40: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	29, // 41: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	7,  // 42: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 43: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 44: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 45: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 46: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 47: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 48: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 49: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	14, // 50: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	19, // 51: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	21, // 52: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	26, // 53: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	31, // 54: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	33, // 55: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	2,  // 56: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 57: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 58: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 59: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	17, // 60: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	20, // 61: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	22, // 62: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	30, // 63: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	32, // 64: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	34, // 65: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	56, // [56:66] is the sub-list for method output_type
-	46, // [46:56] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	35, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
+	35, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	36, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	7,  // 6: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	37, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	36, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	7,  // 9: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 10: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
+	0,  // 11: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
+	38, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	12, // 13: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
+	8,  // 14: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 15: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	9,  // 16: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
+	39, // 17: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	40, // 18: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	13, // 19: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
+	41, // 20: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	42, // 21: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	43, // 22: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	44, // 23: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	15, // 24: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
+	45, // 25: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	46, // 26: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	47, // 27: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	48, // 28: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	18, // 29: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
+	16, // 30: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
+	8,  // 31: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 32: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	39, // 33: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	45, // 34: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	35, // 35: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	25, // 36: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
+	23, // 37: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
+	24, // 38: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
+	49, // 39: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	27, // 40: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	28, // 41: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	29, // 42: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	7,  // 43: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 44: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 45: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 46: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	1,  // 47: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	3,  // 48: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	5,  // 49: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	10, // 50: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	14, // 51: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	19, // 52: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	21, // 53: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	26, // 54: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	31, // 55: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	33, // 56: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	2,  // 57: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	4,  // 58: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	6,  // 59: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	11, // 60: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	17, // 61: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	20, // 62: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	22, // 63: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	30, // 64: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	32, // 65: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	34, // 66: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
