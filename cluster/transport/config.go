@@ -15,6 +15,7 @@ import (
 const (
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
+	DefaultRedialWindow     = 5 * time.Second
 )
 
 // HandshakeFunc authenticates a node-to-node connection. The Mux runs it on
@@ -49,6 +50,11 @@ type Config struct {
 	// passes no positive timeout of its own. Default 5 s.
 	DialTimeout time.Duration
 
+	// RedialWindow is how long Layer.Dial keeps dialing a peer that
+	// refuses connections (see Layer.dial). Default 5 s; negative turns
+	// it off.
+	RedialWindow time.Duration
+
 	// Handshake, if non-nil, runs on both ends of every connection after
 	// the header; see HandshakeFunc. Nil means no authentication.
 	Handshake HandshakeFunc
@@ -79,6 +85,7 @@ func DefaultConfig() Config {
 	return Config{
 		HandshakeTimeout: DefaultHandshakeTimeout,
 		DialTimeout:      DefaultDialTimeout,
+		RedialWindow:     DefaultRedialWindow,
 	}
 }
 
@@ -90,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = d.DialTimeout
+	}
+	if c.RedialWindow == 0 {
+		c.RedialWindow = d.RedialWindow
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

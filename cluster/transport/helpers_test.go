@@ -18,15 +18,18 @@ func testLogger(t *testing.T, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testkit.Output(t), &slog.HandlerOptions{Level: level}))
 }
 
-// newMux starts a Mux on 127.0.0.1:0 with cfg (Listener and, if nil,
-// Logger filled in) and closes it when the test ends.
+// newMux starts a Mux on 127.0.0.1:0 (or cfg.Listener) with cfg (Logger
+// filled in if nil) and closes it when the test ends.
 func newMux(t *testing.T, cfg transport.Config) *transport.Mux {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
+	if cfg.Listener == nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		cfg.Listener = ln
 	}
-	cfg.Listener = ln
+	ln := cfg.Listener
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t, slog.LevelDebug)
 	}

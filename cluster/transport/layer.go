@@ -2,10 +2,12 @@ package transport
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -105,7 +107,7 @@ func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Con
 	if timeout <= 0 {
 		timeout = cfg.DialTimeout
 	}
-	conn, err := net.DialTimeout("tcp", string(address), timeout)
+	conn, err := l.dial(string(address), timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +119,38 @@ func (l *Layer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Con
 		return nil, fmt.Errorf("open group %q stream to %s: %w", l.group, address, err)
 	}
 	return conn, nil
+}
+
+// redialPause is how long Dial waits before it dials a peer that refused
+// the connection again.
+const redialPause = 100 * time.Millisecond
+
+// dial connects to address within timeout. A peer that refuses the
+// connection (its process is down) is dialed again every redialPause for
+// up to Config.RedialWindow: hashicorp/raft backs off from a peer after
+// each failed RPC, doubling up to about ten seconds, and a peer that
+// failed fast many times is then retried that rarely once it is back. A
+// dial that waits makes each failure take RedialWindow, so a peer down
+// for a minute or less is retried within a second or so of its return.
+func (l *Layer) dial(address string, timeout time.Duration) (net.Conn, error) {
+	begin := time.Now()
+	window := min(timeout, l.mux.cfg.RedialWindow)
+	for {
+		conn, err := net.DialTimeout("tcp", address, timeout-time.Since(begin))
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Since(begin)+redialPause > window {
+			return conn, err
+		}
+		t := time.NewTimer(redialPause)
+		select {
+		case <-t.C:
+		case <-l.done:
+			t.Stop()
+			return nil, l.err()
+		case <-l.mux.done:
+			t.Stop()
+			return nil, l.err()
+		}
+	}
 }
 
 // clientTLS returns c for dialing address: a copy with ServerName set to

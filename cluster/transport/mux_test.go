@@ -542,3 +542,57 @@ func TestHeartbeatGate(t *testing.T) {
 		t.Error("heartbeat of a term the gate refuses took the fast path, want the consumer channel")
 	}
 }
+
+// TestDialWaitsForARefusingPeer dials a peer whose port refuses
+// connections for a moment, as a restarting node's does: Dial keeps trying
+// within the redial window and connects once the peer listens. Before, it
+// failed at once, and hashicorp/raft's per-failure backoff then left a
+// peer that was down for a while unreplicated for up to ten seconds after
+// it came back.
+func TestDialWaitsForARefusingPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	from := newLayer(t, newMux(t, transport.Config{}), "p0")
+	up := make(chan *transport.Layer, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond) // the peer's restart
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen again on %s: %v", addr, err)
+			up <- nil
+			return
+		}
+		up <- newLayer(t, newMux(t, transport.Config{Listener: ln}), "p0")
+	}()
+	begin := time.Now()
+	conn, err := from.Dial(raft.ServerAddress(addr), 10*time.Second)
+	if err != nil {
+		t.Fatalf("Dial while the peer restarts: %v", err)
+	}
+	defer conn.Close()
+	t.Logf("connected %v after the first dial", time.Since(begin).Round(time.Millisecond))
+	if to := <-up; to != nil {
+		acceptWithin(t, to, 5*time.Second).Close()
+	}
+
+	// Off, a refused dial fails at once.
+	off := newLayer(t, newMux(t, transport.Config{RedialWindow: -1}), "p0")
+	if _, err := off.Dial(raft.ServerAddress(freeAddr(t)), 10*time.Second); err == nil {
+		t.Error("Dial to a closed port with the redial window off: got a connection, want an error")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
