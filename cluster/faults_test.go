@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
 )
@@ -203,5 +205,48 @@ func TestOneWayCutFromLeader(t *testing.T) {
 	}
 	if now == leader {
 		t.Errorf("%s still leads, although no other node can reach it", leader.ID)
+	}
+}
+
+// TestAdvertisesOwnAddresses asks nodes that dial their peers through
+// proxies (--peer-map) where a partition's leader and the metadata leader
+// are: the answer names the addresses those leaders advertise, never the
+// proxy the answering node itself dials, which is its own view of the
+// network and means nothing to the asker. Before, a NotLeader answer
+// carried the answering node's peer-map address.
+func TestAdvertisesOwnAddresses(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true})
+	c.WaitSettled(30 * time.Second)
+	leader, others := leaderAndOthers(t, c, 0)
+	ask := others[0]
+	resp, err := rawClient(ask.HTTP, "").Apply(t.Context(), &clusterv1.ApplyRequest{
+		Partition: 0, Command: clustertest.Create("advertise-1")})
+	if err != nil {
+		t.Fatalf("Apply on %s, which does not lead: %v", ask.ID, err)
+	}
+	nl := resp.GetNotLeader()
+	if nl.GetLeaderId() != leader.ID || nl.GetLeaderHttp() != leader.HTTP {
+		t.Errorf("NotLeader from %s: got leader %q at %q, want %s at its own address %s",
+			ask.ID, nl.GetLeaderId(), nl.GetLeaderHttp(), leader.ID, leader.HTTP)
+	}
+	metaLeader, _ := ask.Cluster().Meta().Leader()
+	var metaHTTP string
+	for _, m := range c.Members() {
+		if m.ID == metaLeader {
+			metaHTTP = m.HTTP
+		}
+	}
+	for _, m := range c.Members() {
+		if m.ID == metaLeader {
+			continue
+		}
+		jr, err := rawClient(m.HTTP, "").Join(t.Context(), &clusterv1.JoinRequest{
+			Node: &heraldv1.Node{Id: "n9", RaftAddr: "127.0.0.1:1"}})
+		if err != nil {
+			t.Fatalf("Join on %s: %v", m.ID, err)
+		}
+		if got := jr.GetNotLeader().GetLeaderHttp(); got != metaHTTP {
+			t.Errorf("Join's NotLeader from %s: got %q, want the metadata leader %s's own %s", m.ID, got, metaLeader, metaHTTP)
+		}
 	}
 }
