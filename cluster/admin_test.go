@@ -309,9 +309,21 @@ func TestAdminRemoveWarnsOfFewerReplicas(t *testing.T) {
 	const partitions = 2
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
 	c.WaitSettled(30 * time.Second)
-	dead := c.Member(2)
+	// The dead node is not the metadata leader, so that the removal need
+	// not wait for an election.
+	metaLeader, _ := c.Node(0).Meta().Leader()
+	var dead *clustertest.Node
+	var via *cluster.Node
+	for _, m := range c.Members() {
+		switch {
+		case m.ID != metaLeader && dead == nil:
+			dead = m
+		case via == nil || m.ID == metaLeader:
+			via = m.Cluster()
+		}
+	}
+	t.Logf("killing %s, removing it through %s; metadata leader %s", dead.ID, via.ID(), metaLeader)
 	dead.Kill()
-	via := c.Node(0)
 	resp, err := via.RemoveNode(context.Background(), dead.ID)
 	if err != nil {
 		t.Fatalf("RemoveNode(%s) via %s: %v", dead.ID, via.ID(), err)
