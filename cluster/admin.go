@@ -148,13 +148,7 @@ func (n *Node) DrainNode(ctx context.Context, id string) (*heraldv1.Node, error)
 	if _, err := n.node(st, id); err != nil {
 		return nil, err
 	}
-	active := 0
-	for _, node := range st.GetNodes() {
-		if node.GetState() == heraldv1.Node_STATE_ACTIVE && node.GetId() != id {
-			active++
-		}
-	}
-	if active < int(st.GetReplication()) {
+	if active := activeBesides(st, id); active < int(st.GetReplication()) {
 		return nil, preconditionf("cannot drain %q: %d other active nodes cannot hold %d replicas of each partition",
 			id, active, st.GetReplication())
 	}
@@ -162,8 +156,10 @@ func (n *Node) DrainNode(ctx context.Context, id string) (*heraldv1.Node, error)
 }
 
 // RemoveNode forgets a node: its replicas are replaced elsewhere and it
-// leaves the metadata group.
-func (n *Node) RemoveNode(ctx context.Context, id string) (*heraldv1.Node, error) {
+// leaves the metadata group. It goes ahead even when too few active nodes
+// are left to hold every replica (a dead node must be removable), and then
+// says so in the answer's warning.
+func (n *Node) RemoveNode(ctx context.Context, id string) (*heraldv1.RemoveNodeResponse, error) {
 	st, err := n.requireMeta()
 	if err != nil {
 		return nil, err
@@ -181,7 +177,37 @@ func (n *Node) RemoveNode(ctx context.Context, id string) (*heraldv1.Node, error
 	if err := n.removeMetaServer(ctx, id); err != nil {
 		n.log.Warn("remove node from the metadata group", "removed", id, "err", err)
 	}
-	return node, nil
+	return &heraldv1.RemoveNodeResponse{Node: node, Warning: fewerReplicas(st, id)}, nil
+}
+
+// fewerReplicas is the warning for removing node id from st when fewer
+// active nodes are left than replicas a partition, else "".
+func fewerReplicas(st *clusterv1.MetaState, id string) string {
+	active, want := activeBesides(st, id), int(st.GetReplication())
+	if active >= want {
+		return ""
+	}
+	return fmt.Sprintf("%s is removed with %s left: each partition keeps %s, not %d, until another node joins",
+		id, plural(active, "active node"), plural(active, "replica"), want)
+}
+
+// activeBesides counts the active nodes of st other than id.
+func activeBesides(st *clusterv1.MetaState, id string) int {
+	active := 0
+	for _, node := range st.GetNodes() {
+		if node.GetState() == heraldv1.Node_STATE_ACTIVE && node.GetId() != id {
+			active++
+		}
+	}
+	return active
+}
+
+// plural is "k things".
+func plural(k int, thing string) string {
+	if k == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", k, thing)
 }
 
 // removeMetaServer takes a node out of the metadata group, on the

@@ -300,6 +300,64 @@ func generationOf(t *testing.T, m *clustertest.Node, p uint32) string {
 	return strings.TrimSpace(string(b))
 }
 
+// TestAdminRemoveWarnsOfFewerReplicas removes a dead node from a cluster of
+// three with three replicas a partition: the removal goes ahead (it is what
+// a dead node needs), and its answer says that partitions keep two
+// replicas until another node joins, which is what the ring then shows.
+func TestAdminRemoveWarnsOfFewerReplicas(t *testing.T) {
+	t.Parallel()
+	const partitions = 2
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
+	c.WaitSettled(30 * time.Second)
+	// The dead node is not the metadata leader, so that the removal need
+	// not wait for an election.
+	metaLeader, _ := c.Node(0).Meta().Leader()
+	var dead *clustertest.Node
+	var via *cluster.Node
+	for _, m := range c.Members() {
+		switch {
+		case m.ID != metaLeader && dead == nil:
+			dead = m
+		case via == nil || m.ID == metaLeader:
+			via = m.Cluster()
+		}
+	}
+	t.Logf("killing %s, removing it through %s; metadata leader %s", dead.ID, via.ID(), metaLeader)
+	dead.Kill()
+	resp, err := via.RemoveNode(context.Background(), dead.ID)
+	if err != nil {
+		t.Fatalf("RemoveNode(%s) via %s: %v", dead.ID, via.ID(), err)
+	}
+	t.Logf("RemoveNode(%s): state %v, warning %q", dead.ID, resp.GetNode().GetState(), resp.GetWarning())
+	if resp.GetNode().GetState() != heraldv1.Node_STATE_REMOVED {
+		t.Errorf("RemoveNode(%s): got state %v, want removed", dead.ID, resp.GetNode().GetState())
+	}
+	for _, want := range []string{"2 active nodes", "2 replicas", "not 3", "until another node joins"} {
+		if !strings.Contains(resp.GetWarning(), want) {
+			t.Errorf("RemoveNode(%s) leaving 2 active nodes for 3 replicas: warning %q lacks %q", dead.ID, resp.GetWarning(), want)
+		}
+	}
+	replicasEach := func(k int) func() bool {
+		return func() bool {
+			r := c.Ring()
+			if !clustertest.Settled(r) {
+				return false
+			}
+			for _, p := range r.GetPartitions() {
+				if len(p.GetReplicas()) != k || slices.Contains(p.GetDesiredReplicas(), dead.ID) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	took := clustertest.CheckFor(t, 60*time.Second, 50*time.Millisecond, "every partition settled on 2 replicas", replicasEach(2))
+	t.Logf("settled on 2 replicas a partition %v after the removal", took.Round(time.Millisecond))
+	added := c.AddNode()
+	took = clustertest.CheckFor(t, 60*time.Second, 50*time.Millisecond, "every partition back to 3 replicas", replicasEach(3))
+	t.Logf("back to 3 replicas a partition %v after %s joined", took.Round(time.Millisecond), added.ID)
+}
+
 // TestAdminRecoverPartition loses the quorum of one partition and
 // recovers it from the one replica left. RecoverPartition makes that
 // replica a group of one: any write that the lost majority acknowledged but

@@ -4,17 +4,17 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"sync/atomic"
 )
 
 // Key labels: each use of the cluster secret gets its own derived key.
 const (
-	labelNodeAuth = "herald node-to-node v1"
+	labelNodeAuth = "herald node-to-node v1" // the Raft transport's handshake
+	labelRPCAuth  = "herald internal rpc v2" // internal RPC credentials
 )
 
 // DeriveKey derives the key for one use (label) from the cluster secret:
@@ -25,7 +25,8 @@ func DeriveKey(secret []byte, label string) []byte {
 	return m.Sum(nil)
 }
 
-// NodeAuthHeader carries a node's proof of the cluster key on internal RPCs.
+// NodeAuthHeader carries a node's credential on internal RPCs (see
+// nodeAuth.sign).
 const NodeAuthHeader = "Herald-Node-Auth"
 
 // errNodeAuth is the handshake failure both sides see.
@@ -35,18 +36,20 @@ var errNodeAuth = errors.New("cluster: node-to-node authentication failed")
 // cluster secret. A nil *nodeAuth (no secret: --insecure) lets everything
 // through.
 type nodeAuth struct {
-	key   []byte
-	token string // hex HMAC(key, "rpc"): the internal RPC bearer
+	key    []byte   // the Raft handshake's
+	rpcKey []byte   // internal RPC credentials'
+	seen   nonceSet // nonces of the RPC credentials accepted lately
+	// skew moves the clock credentials are checked against (tests only).
+	skew   atomic.Int64
+	warned atomic.Int64 // when a refusal was last logged, Unix ns
 }
 
 func newNodeAuth(secret []byte) *nodeAuth {
 	if len(secret) == 0 {
 		return nil
 	}
-	key := DeriveKey(secret, labelNodeAuth)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("rpc"))
-	return &nodeAuth{key: key, token: hex.EncodeToString(m.Sum(nil))}
+	return &nodeAuth{key: DeriveKey(secret, labelNodeAuth), rpcKey: DeriveKey(secret, labelRPCAuth),
+		seen: nonceSet{span: rpcNonceMemory}}
 }
 
 // handshake is the Raft transport's challenge-response: the accepting side
@@ -84,19 +87,4 @@ func (a *nodeAuth) mac(b []byte) []byte {
 	m := hmac.New(sha256.New, a.key)
 	m.Write(b)
 	return m.Sum(nil)
-}
-
-// authorize checks an internal RPC's header.
-func (a *nodeAuth) authorize(h http.Header) bool {
-	if a == nil {
-		return true
-	}
-	return hmac.Equal([]byte(h.Get(NodeAuthHeader)), []byte(a.token))
-}
-
-// set adds the proof to an outgoing internal RPC.
-func (a *nodeAuth) set(h http.Header) {
-	if a != nil {
-		h.Set(NodeAuthHeader, a.token)
-	}
 }

@@ -48,15 +48,19 @@ func LoadPeerMap(path string) (map[string]PeerAddrs, error) {
 }
 
 // peers resolves node ids to addresses and keeps one internal RPC client
-// per HTTP address. It is safe for concurrent use.
+// per HTTP address and node id. It is safe for concurrent use.
 type peers struct {
 	n      *Node
 	client *http.Client
 	scheme string // "http://", or "https://" with TLS
 
 	mu      sync.Mutex // guards following
-	clients map[string]clusterv1connect.ClusterServiceClient
+	clients map[peerKey]clusterv1connect.ClusterServiceClient
 }
+
+// peerKey names an internal RPC client: the address it dials and the node
+// its credentials are made out to ("" if not known).
+type peerKey struct{ addr, id string }
 
 func newPeers(n *Node) *peers {
 	tr := &http.Transport{
@@ -88,7 +92,7 @@ func newPeers(n *Node) *peers {
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	return &peers{n: n, client: &http.Client{Transport: tr}, scheme: scheme,
-		clients: make(map[string]clusterv1connect.ClusterServiceClient)}
+		clients: make(map[peerKey]clusterv1connect.ClusterServiceClient)}
 }
 
 // httpAddr returns the HTTP address this node dials for a node id: the
@@ -161,18 +165,23 @@ func (p *peers) to(id string) (clusterv1connect.ClusterServiceClient, error) {
 	if addr == "" {
 		return nil, fmt.Errorf("cluster: no HTTP address known for node %q", id)
 	}
-	return p.at(addr), nil
+	return p.clientFor(peerKey{addr, id}), nil
 }
 
-// at returns the client for an HTTP address.
+// at returns the client for an HTTP address whose node is not known (yet),
+// for Hello and Join.
 func (p *peers) at(addr string) clusterv1connect.ClusterServiceClient {
+	return p.clientFor(peerKey{addr: addr})
+}
+
+func (p *peers) clientFor(k peerKey) clusterv1connect.ClusterServiceClient {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := p.clients[addr]
+	c := p.clients[k]
 	if c == nil {
-		c = clusterv1connect.NewClusterServiceClient(p.client, p.scheme+addr,
-			connect.WithInterceptors(authInterceptor{p.n.auth}))
-		p.clients[addr] = c
+		c = clusterv1connect.NewClusterServiceClient(p.client, p.scheme+k.addr,
+			connect.WithInterceptors(authInterceptor{a: p.n.auth, from: p.n.cfg.NodeID, to: k.id}))
+		p.clients[k] = c
 	}
 	return c
 }
@@ -181,13 +190,22 @@ func (p *peers) close() {
 	p.client.CloseIdleConnections()
 }
 
-// authInterceptor adds the node's proof of the cluster key to every
-// internal RPC it sends.
-type authInterceptor struct{ a *nodeAuth }
+// authInterceptor puts a fresh credential (nodeAuth.sign) on every
+// internal RPC this node, from, sends to node to.
+type authInterceptor struct {
+	a        *nodeAuth
+	from, to string
+}
 
 func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		i.a.set(req.Header())
+		if i.a != nil {
+			digest, err := requestDigest(req.Any())
+			if err != nil {
+				return nil, err
+			}
+			i.a.sign(req.Header(), i.from, i.to, req.Spec().Procedure, digest)
+		}
 		return next(ctx, req)
 	}
 }
@@ -195,7 +213,7 @@ func (i authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 func (i authInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		conn := next(ctx, spec)
-		i.a.set(conn.RequestHeader())
+		i.a.sign(conn.RequestHeader(), i.from, i.to, spec.Procedure, nil)
 		return conn
 	}
 }

@@ -580,12 +580,15 @@ func TestPlacementRemoveDeadNode(t *testing.T) {
 
 	dead.Kill()
 	begin := time.Now()
-	node, err := via.RemoveNode(context.Background(), dead.ID)
+	resp, err := via.RemoveNode(context.Background(), dead.ID)
 	if err != nil {
 		t.Fatalf("RemoveNode(%s) via %s: %v", dead.ID, via.ID(), err)
 	}
-	if node.GetState() != heraldv1.Node_STATE_REMOVED {
-		t.Errorf("RemoveNode(%s): got state %v, want removed", dead.ID, node.GetState())
+	if resp.GetNode().GetState() != heraldv1.Node_STATE_REMOVED {
+		t.Errorf("RemoveNode(%s): got state %v, want removed", dead.ID, resp.GetNode().GetState())
+	}
+	if resp.GetWarning() != "" {
+		t.Errorf("RemoveNode(%s) with 3 active nodes left for 3 replicas: got warning %q, want none", dead.ID, resp.GetWarning())
 	}
 	liveIDs := ids(live)
 	clustertest.CheckFor(t, 60*time.Second, 50*time.Millisecond, "every partition back to 3 live replicas", func() bool {

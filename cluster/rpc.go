@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -33,7 +34,7 @@ type rpcServer struct {
 func (n *Node) RPCHandler() (string, http.Handler) {
 	s := &rpcServer{n: n}
 	path, h := clusterv1connect.NewClusterServiceHandler(s,
-		connect.WithInterceptors(requireAuth{n.auth}),
+		connect.WithInterceptors(requireAuth{a: n.auth, self: n.cfg.NodeID, log: n.log}),
 		connect.WithReadMaxBytes(8<<20))
 	s.handler = h
 	return path, s
@@ -49,15 +50,25 @@ func (s *rpcServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 var errNoNodeCert = connect.NewError(connect.CodeUnauthenticated, errors.New("internal RPC without a node certificate"))
 
-// requireAuth refuses internal RPCs without the cluster key.
-type requireAuth struct{ a *nodeAuth }
-
-var errUnauthenticated = connect.NewError(connect.CodeUnauthenticated, errors.New("internal RPC without a valid cluster key"))
+// requireAuth refuses internal RPCs without a valid credential for this
+// node (nodeAuth.verify).
+type requireAuth struct {
+	a    *nodeAuth
+	self string // this node's id
+	log  *slog.Logger
+}
 
 func (i requireAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if !i.a.authorize(req.Header()) {
-			return nil, errUnauthenticated
+		if i.a == nil {
+			return next(ctx, req)
+		}
+		digest, err := requestDigest(req.Any())
+		if err == nil {
+			err = i.a.verify(req.Header(), i.self, req.Spec().Procedure, digest)
+		}
+		if err != nil {
+			return nil, i.refuse(err, req.Spec().Procedure, req.Peer().Addr)
 		}
 		return next(ctx, req)
 	}
@@ -69,11 +80,22 @@ func (i requireAuth) WrapStreamingClient(next connect.StreamingClientFunc) conne
 
 func (i requireAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if !i.a.authorize(conn.RequestHeader()) {
-			return errUnauthenticated
+		if err := i.a.verify(conn.RequestHeader(), i.self, conn.Spec().Procedure, nil); err != nil {
+			return i.refuse(err, conn.Spec().Procedure, conn.Peer().Addr)
 		}
 		return next(ctx, conn)
 	}
+}
+
+// refuse returns the error to answer a refused call with. A credential
+// made with the cluster key but expired, replayed or for another node
+// means a node's clock is off or someone replays captured traffic: that
+// is logged, at most once a clock window.
+func (i requireAuth) refuse(err error, procedure, peer string) error {
+	if err != errUnauthenticated && i.a.warnNow() {
+		i.log.Warn("refused an internal RPC", "procedure", procedure, "peer", peer, "reason", err)
+	}
+	return err
 }
 
 // notLeader is the answer of a node that does not lead partition p.

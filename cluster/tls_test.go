@@ -94,7 +94,7 @@ func TestTLSCluster(t *testing.T) {
 			tr.Protocols.SetHTTP2(true)
 			defer tr.CloseIdleConnections()
 			cl := clusterv1connect.NewClusterServiceClient(&http.Client{Transport: tr}, scheme+addr,
-				connect.WithInterceptors(headerInterceptor{rpcToken(secret)}))
+				connect.WithInterceptors(signedBy(t, secret, c.Member(0).ID)))
 			_, err := cl.Hello(ctx, &clusterv1.HelloRequest{})
 			return err
 		}

@@ -17,7 +17,7 @@ type Admin interface {
 	LookupChannel(ctx context.Context, channel string) (*heraldv1.LookupChannelResponse, error)
 	ListNodes(ctx context.Context) (*heraldv1.ListNodesResponse, error)
 	DrainNode(ctx context.Context, id string) (*heraldv1.Node, error)
-	RemoveNode(ctx context.Context, id string) (*heraldv1.Node, error)
+	RemoveNode(ctx context.Context, id string) (*heraldv1.RemoveNodeResponse, error)
 	TransferLeadership(ctx context.Context, partition uint32, id string) (*heraldv1.Partition, error)
 	Rebalance(ctx context.Context) (uint32, error)
 	ReplicaDigest(ctx context.Context, partition uint32, id string) (*heraldv1.GetReplicaDigestResponse, error)
@@ -82,11 +82,11 @@ func (h *adminService) RemoveNode(ctx context.Context, req *heraldv1.RemoveNodeR
 	if err := h.check(ctx); err != nil {
 		return nil, err
 	}
-	node, err := h.a.RemoveNode(ctx, req.GetNodeId())
+	resp, err := h.a.RemoveNode(ctx, req.GetNodeId())
 	if err != nil {
 		return nil, h.err(err)
 	}
-	return &heraldv1.RemoveNodeResponse{Node: node}, nil
+	return resp, nil
 }
 
 func (h *adminService) TransferLeadership(ctx context.Context, req *heraldv1.TransferLeadershipRequest) (*heraldv1.TransferLeadershipResponse, error) {

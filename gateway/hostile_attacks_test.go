@@ -385,6 +385,24 @@ func (h *hostile) connectionLimit(t *testing.T) {
 		if resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(gateway.RetryAfterHeader) == "" {
 			t.Errorf("WebSocket %d: got %s (%v), want 429 with %s", limit+1, statusOf(resp), err, gateway.RetryAfterHeader)
 		}
+		// The refused upgrade, as a browser sees it: the status, and a
+		// Connect error body saying what to do.
+		status, header, body := wsUpgrade(t, h.n.node, bearerHeader(tok))
+		if status != http.StatusTooManyRequests || !strings.HasPrefix(header.Get("Content-Type"), "application/json") {
+			t.Errorf("WebSocket %d upgrade: got status %d, Content-Type %q; want 429, application/json", limit+1, status, header.Get("Content-Type"))
+		}
+		wantConnectErrorBody(t, status, body, connect.CodeResourceExhausted, fmt.Sprintf("at most %d", limit))
+		wantConnLimitAdvice(t, fmt.Sprintf("WebSocket %d upgrade", limit+1), string(body))
+		wantRetryAfter(t, fmt.Sprintf("WebSocket %d upgrade", limit+1), header.Get(gateway.RetryAfterHeader))
+		// Authenticated by its first frame instead, over the limit too.
+		ws, _, err = dialWSWith(t, h.n.node, nil)
+		if err != nil {
+			t.Fatalf("WebSocket without a header: %v", err)
+		}
+		ws.send(wsAuthFrame("a1", tok))
+		e := ws.expectError("a1", "resource_exhausted")
+		wantConnLimitAdvice(t, fmt.Sprintf("WebSocket %d auth frame", limit+1), e.GetMessage())
+		ws.shutdown()
 		st, err := c.Messages.Subscribe(apiCtx(t), &heraldv1.SubscribeRequest{ChannelId: "c1"})
 		if err == nil {
 			if st.Receive() {
@@ -393,7 +411,11 @@ func (h *hostile) connectionLimit(t *testing.T) {
 			err = st.Err()
 			st.Close()
 		}
-		wantCode(t, err, connect.CodeResourceExhausted, "at most")
+		wantCode(t, err, connect.CodeResourceExhausted, fmt.Sprintf("at most %d", limit))
+		if ce, ok := errors.AsType[*connect.Error](err); ok {
+			wantConnLimitAdvice(t, fmt.Sprintf("Subscribe %d", limit+1), ce.Message())
+			wantRetryAfter(t, fmt.Sprintf("Subscribe %d", limit+1), ce.Meta().Get(gateway.RetryAfterHeader))
+		}
 		for _, st := range streams {
 			st.Close()
 		}
@@ -410,6 +432,24 @@ func (h *hostile) connectionLimit(t *testing.T) {
 			return true
 		})
 	})
+}
+
+// wantConnLimitAdvice checks the message of a refusal for the per-user
+// connection limit: it says what to do.
+func wantConnLimitAdvice(t *testing.T, what, msg string) {
+	t.Helper()
+	if !strings.Contains(msg, "close one") || !strings.Contains(msg, "retry after") {
+		t.Errorf("%s: message %q; want it to say to close a connection or retry after a while", what, msg)
+	}
+}
+
+// wantRetryAfter checks a Retry-After-Ms value: a positive number of
+// milliseconds.
+func wantRetryAfter(t *testing.T, what, retryAfter string) {
+	t.Helper()
+	if ms, err := strconv.Atoi(retryAfter); err != nil || ms <= 0 {
+		t.Errorf("%s: %s %q; want a positive number of ms", what, gateway.RetryAfterHeader, retryAfter)
+	}
 }
 
 func (h *hostile) postRateLimit(t *testing.T) {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -94,9 +93,13 @@ func newConnLimiter(max int) *connLimiter {
 	return &connLimiter{max: max, conns: make(map[string]int)}
 }
 
-var errTooManyConns = errors.New("gateway: too many connections")
+// connRetryAfter is the Retry-After-Ms given to a connection refused for
+// its user's limit: a guess, since a slot frees when one of the user's
+// connections closes.
+const connRetryAfter = time.Second
 
-// acquire counts one more connection for user, or refuses it.
+// acquire counts one more connection for user, or refuses it with
+// tooManyConns.
 func (l *connLimiter) acquire(user string) error {
 	if l == nil || l.max <= 0 {
 		return nil
@@ -104,11 +107,21 @@ func (l *connLimiter) acquire(user string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conns[user] >= l.max {
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"%w: a user may hold at most %d WebSocket connections and Subscribe streams on a node", errTooManyConns, l.max))
+		return tooManyConns(l.max)
 	}
 	l.conns[user]++
 	return nil
+}
+
+// tooManyConns is the refusal of a connection over its user's limit:
+// resource_exhausted with Retry-After-Ms.
+func tooManyConns(max int) *connect.Error {
+	ms := connRetryAfter.Milliseconds()
+	ce := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"too many connections: a user may hold at most %d WebSocket connections and Subscribe streams on a node; "+
+			"close one, or retry after %d ms", max, ms))
+	ce.Meta().Set(RetryAfterHeader, strconv.FormatInt(ms, 10))
+	return ce
 }
 
 // release counts one connection of user less.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,8 +27,9 @@ func (w *wsServer) upgradeIdentity(rw http.ResponseWriter, r *http.Request) (*Id
 		return nil, false
 	}
 	if err := w.s.conns.acquire(id.User); err != nil {
-		rw.Header().Set(RetryAfterHeader, strconv.Itoa(1000))
-		http.Error(rw, errorText(err), http.StatusTooManyRequests)
+		// The status is all a browser's WebSocket sees; other clients get
+		// a Connect error body (JSON) and Retry-After-Ms as well.
+		_ = connect.NewErrorWriter().Write(rw, r, err) // best effort: the upgrade is refused either way
 		return nil, false
 	}
 	return &id, true

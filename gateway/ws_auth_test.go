@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -58,6 +59,36 @@ func dialWSWith(t *testing.T, n *node, header http.Header) (*wsClient, *http.Res
 	}()
 	t.Cleanup(c.shutdown)
 	return c, resp, nil
+}
+
+// wsUpgrade sends a WebSocket upgrade request with header with a plain
+// HTTP client, for a refusal: it returns the status, headers and body.
+func wsUpgrade(t *testing.T, n *node, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("upgrade %s/ws: %v", n.Addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade %s/ws: switched protocols, want a refusal", n.Addr)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("upgrade %s/ws: read the body: %v", n.Addr, err)
+	}
+	return resp.StatusCode, resp.Header, body
 }
 
 // dialWSToken connects with token in the Authorization header and checks

@@ -58,6 +58,9 @@ type Options struct {
 	// Space is every node's space limits; zero fields mean cluster's
 	// defaults.
 	Space cluster.SpaceConfig
+	// WrapHTTP, if non-nil, wraps each node's HTTP handler, for example to
+	// record the internal RPCs its peers send it; id is the node's.
+	WrapHTTP func(id string, h http.Handler) http.Handler
 	// Dir holds the nodes' data directories, Dir/n1, Dir/n2, ...; "" means
 	// a new t.TempDir(). A test can mount a filesystem on a node's
 	// directory before New.
@@ -241,11 +244,15 @@ func (n *Node) start(join []string, expect int) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(node.RPCHandler())
+	var h http.Handler = mux
+	if wrap := n.c.opts.WrapHTTP; wrap != nil {
+		h = wrap(n.ID, mux)
+	}
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	p.SetHTTP2(true)
-	srv := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	if tc := n.c.opts.TLS; tc != nil {
 		// The server edits its TLS config: give it a copy.

@@ -410,7 +410,10 @@ func newAdminRemoveCmd(o *adminOptions) *cobra.Command {
 metadata group, and every replica it held is replaced on another node.
 Ask any other node (a node cannot remove itself). The command returns once
 the removal is recorded; watch the re-replication with "herald admin nodes"
-or "herald admin ring".`,
+or "herald admin ring". With fewer active nodes left than replicas per
+partition, the removal still goes ahead, and the command warns (on stderr,
+and in the "warning" field with -o json) that partitions keep fewer
+replicas until another node joins.`,
 		Example: `  herald admin remove n3 --addr 127.0.0.1:7700`,
 		Args:    positional("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -421,11 +424,19 @@ or "herald admin ring".`,
 				if err != nil {
 					return c.fail("remove "+args[0], err)
 				}
+				w := resp.GetWarning()
+				if w != "" {
+					fmt.Fprintf(c.errOut, "WARNING: %s.\n", w)
+				}
 				if o.json() {
 					return writeProto(c.out, resp)
 				}
-				_, err = fmt.Fprintf(c.out, "%s is %s: its replicas are being re-replicated on other nodes; watch with: herald admin nodes%s\n",
-					resp.GetNode().GetId(), nodeStateName(resp.GetNode().GetState()), c.addrHint)
+				what := "its replicas are being re-replicated on other nodes"
+				if w != "" {
+					what = "its replicas are dropped"
+				}
+				_, err = fmt.Fprintf(c.out, "%s is %s: %s; watch with: herald admin nodes%s\n",
+					resp.GetNode().GetId(), nodeStateName(resp.GetNode().GetState()), what, c.addrHint)
 				return err
 			})
 		},

@@ -855,6 +855,28 @@ func TestAdminCluster(t *testing.T) {
 			t.Errorf("PostMessage %s after the restore: got seq %d, want %d", ch, got, wantSeq)
 		}
 	}
+
+	// Last, as it leaves the old cluster short: removing a node of three
+	// holding three replicas a partition goes ahead, with a warning.
+	t.Run("remove", func(t *testing.T) {
+		const warning = "n3 is removed with 2 active nodes left: each partition keeps 2 replicas, not 3, until another node joins"
+		r := runAdmin(t, addr, "remove", "n3")
+		t.Logf("herald admin remove n3: status %d\nstdout: %sstderr: %s", r.code, r.stdout, r.stderr)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "n3 is removed: ") || !strings.Contains(r.stderr, "WARNING: "+warning+".\n") {
+			t.Errorf("herald admin remove n3: got status %d, stdout %q, stderr %q; want 0, n3 removed and the warning %q",
+				r.code, r.stdout, r.stderr, warning)
+		}
+		// Again, as JSON: removing a removed node changes nothing and
+		// warns the same.
+		r = runAdmin(t, addr, "remove", "n3", "-o", "json")
+		var resp heraldv1.RemoveNodeResponse
+		if err := protojson.Unmarshal([]byte(r.stdout), &resp); err != nil || r.code != 0 {
+			t.Fatalf("herald admin remove n3 -o json: status %d, %v\nstdout: %s\nstderr: %s", r.code, err, r.stdout, r.stderr)
+		}
+		if resp.GetWarning() != warning || resp.GetNode().GetState() != heraldv1.Node_STATE_REMOVED {
+			t.Errorf("herald admin remove n3 -o json: got %v, want n3 removed and warning %q", &resp, warning)
+		}
+	})
 }
 
 // checkSnapshotDir checks a saved snapshot directory: a manifest of format

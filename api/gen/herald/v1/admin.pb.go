@@ -884,8 +884,12 @@ func (x *RemoveNodeRequest) GetNodeId() string {
 }
 
 type RemoveNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// warning, if not empty, says what the removal leaves short: with fewer
+	// active nodes left than the replication factor, partitions keep fewer
+	// replicas until another node joins.
+	Warning       string `protobuf:"bytes,2,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -925,6 +929,13 @@ func (x *RemoveNodeResponse) GetNode() *Node {
 		return x.Node
 	}
 	return nil
+}
+
+func (x *RemoveNodeResponse) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 type TransferLeadershipRequest struct {
@@ -1606,9 +1617,10 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x11DrainNodeResponse\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\",\n" +
 	"\x11RemoveNodeRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"S\n" +
 	"\x12RemoveNodeResponse\x12#\n" +
-	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\"R\n" +
+	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\x12\x18\n" +
+	"\awarning\x18\x02 \x01(\tR\awarning\"R\n" +
 	"\x19TransferLeadershipRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"P\n" +
