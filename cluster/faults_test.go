@@ -219,7 +219,7 @@ func TestAdvertisesOwnAddresses(t *testing.T) {
 	c.WaitSettled(30 * time.Second)
 	leader, others := leaderAndOthers(t, c, 0)
 	ask := others[0]
-	resp, err := rawClient(ask.HTTP, "").Apply(t.Context(), &clusterv1.ApplyRequest{
+	resp, err := rawClient(ask.HTTP, staticHeader("")).Apply(t.Context(), &clusterv1.ApplyRequest{
 		Partition: 0, Command: clustertest.Create("advertise-1")})
 	if err != nil {
 		t.Fatalf("Apply on %s, which does not lead: %v", ask.ID, err)
@@ -240,7 +240,7 @@ func TestAdvertisesOwnAddresses(t *testing.T) {
 		if m.ID == metaLeader {
 			continue
 		}
-		jr, err := rawClient(m.HTTP, "").Join(t.Context(), &clusterv1.JoinRequest{
+		jr, err := rawClient(m.HTTP, staticHeader("")).Join(t.Context(), &clusterv1.JoinRequest{
 			Node: &heraldv1.Node{Id: "n9", RaftAddr: "127.0.0.1:1"}})
 		if err != nil {
 			t.Fatalf("Join on %s: %v", m.ID, err)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"cmp"
+	"connectrpc.com/connect"
 	"context"
 	"errors"
 	"fmt"
@@ -120,6 +121,11 @@ func (n *Node) applyRemote(ctx context.Context, target string, req *clusterv1.Ap
 // peer did not apply; one that may have reached it may have. A peer that
 // could not be dialed, or whose connection failed, is unreachable.
 func rpcOutcome(err error) error {
+	if peerAnswered(err) && connect.CodeOf(err) == connect.CodeUnauthenticated {
+		// Refused before it was handled (the peer did not take this
+		// node's credential; say, their clocks disagree): nothing applied.
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
 	if notSent(err) {
 		return fmt.Errorf("%w: %w: %w", ErrNotApplied, errPeerUnreachable, err)
 	}
