@@ -2,13 +2,13 @@ package cluster
 
 import (
 	"cmp"
-	"connectrpc.com/connect"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
