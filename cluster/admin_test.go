@@ -427,6 +427,12 @@ func TestAdminRecoverPartition(t *testing.T) {
 		return ringVia(t, s).GetPartitions()[p].GetHealth() == heraldv1.Partition_HEALTH_NO_QUORUM
 	})
 	t.Logf("ring shows partition %d without quorum %v after the kill", p, lost.Round(time.Millisecond))
+	// A survivor that still believes it leads would append the post, which
+	// could commit were the others to return: indeterminate. Once its lease
+	// has run out it appends nothing.
+	clustertest.CheckFor(t, 30*time.Second, 10*time.Millisecond, s.ID()+" stops leading partition without quorum", func() bool {
+		return !s.Replica(p).IsLeader()
+	})
 	// Through the survivor, whose replica cannot lead and whose peers are
 	// down, nothing is sent anywhere: the write is definitely not applied.
 	// Through the other node it is forwarded to the survivor, and a forward

@@ -53,9 +53,16 @@ func TestFailoverKillBusiestLeader(t *testing.T) {
 	})
 
 	leads := map[string][]uint32{}
-	for _, part := range c.Ring().GetPartitions() {
-		leads[part.GetLeader()] = append(leads[part.GetLeader()], part.GetId())
-	}
+	clustertest.CheckFor(t, 20*time.Second, 10*time.Millisecond, "every partition has a leader", func() bool {
+		clear(leads)
+		for _, part := range c.Ring().GetPartitions() {
+			if part.GetLeader() == "" {
+				return false
+			}
+			leads[part.GetLeader()] = append(leads[part.GetLeader()], part.GetId())
+		}
+		return true
+	})
 	victim := ""
 	for id, ps := range leads {
 		if victim == "" || len(ps) > len(leads[victim]) || len(ps) == len(leads[victim]) && id < victim {
