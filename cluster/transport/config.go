@@ -15,7 +15,7 @@ import (
 const (
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultDialTimeout      = 5 * time.Second
-	DefaultRedialWindow     = 5 * time.Second
+	DefaultRedialWindow     = 10 * time.Second
 )
 
 // HandshakeFunc authenticates a node-to-node connection. The Mux runs it on
@@ -51,8 +51,9 @@ type Config struct {
 	DialTimeout time.Duration
 
 	// RedialWindow is how long Layer.Dial keeps dialing a peer that
-	// refuses connections (see Layer.dial). Default 5 s; negative turns
-	// it off.
+	// refuses connections (see Layer.dial), within the timeout it is given.
+	// Default 10 s (the I/O timeout NewTransport gives raft); negative
+	// turns it off.
 	RedialWindow time.Duration
 
 	// Handshake, if non-nil, runs on both ends of every connection after

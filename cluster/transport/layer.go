@@ -130,8 +130,9 @@ const redialPause = 100 * time.Millisecond
 // up to Config.RedialWindow: hashicorp/raft backs off from a peer after
 // each failed RPC, doubling up to about ten seconds, and a peer that
 // failed fast many times is then retried that rarely once it is back. A
-// dial that waits makes each failure take RedialWindow, so a peer down
-// for a minute or less is retried within a second or so of its return.
+// dial that waits makes each failure take RedialWindow (10 s), so the
+// backoff stays under a second for a peer down a minute or two, and the
+// replication to it resumes as soon as it listens again.
 func (l *Layer) dial(address string, timeout time.Duration) (net.Conn, error) {
 	begin := time.Now()
 	window := min(timeout, l.mux.cfg.RedialWindow)
