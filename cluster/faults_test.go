@@ -87,6 +87,19 @@ func leaderAndOthers(t *testing.T, c *clustertest.Cluster, p uint32) (*clusterte
 	return leader, others
 }
 
+// faultCluster starts 3 nodes with one partition and proxies on every link,
+// creates channel ch, and returns the cluster, ch, the partition's leader
+// and the other nodes.
+func faultCluster(t *testing.T, ch string) (*clustertest.Cluster, string, *clustertest.Node, []*clustertest.Node) {
+	t.Helper()
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
+		RequestTimeout: faultRequestTimeout})
+	c.WaitSettled(30 * time.Second)
+	createAll(t, c, []string{ch})
+	leader, others := leaderAndOthers(t, c, 0)
+	return c, ch, leader, others
+}
+
 // TestIsolatedLeaderFailsFast cuts a partition's leader off from every
 // other node while clients post through every node with 30 s deadlines of
 // their own. Every attempt comes back within the request timeout (plus the
@@ -94,12 +107,7 @@ func leaderAndOthers(t *testing.T, c *clustertest.Cluster, p uint32) (*clusterte
 // nothing until the client's own timeout. Posts through the other nodes
 // succeed again once they have elected a leader.
 func TestIsolatedLeaderFailsFast(t *testing.T) {
-	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
-		RequestTimeout: faultRequestTimeout})
-	c.WaitSettled(30 * time.Second)
-	ch := "fast-1"
-	createAll(t, c, []string{ch})
-	leader, others := leaderAndOthers(t, c, 0)
+	c, ch, leader, others := faultCluster(t, "fast-1")
 	for _, o := range others {
 		c.Net.Partition(leader.ID, o.ID)
 	}
@@ -139,12 +147,7 @@ func TestIsolatedLeaderFailsFast(t *testing.T) {
 // skipped the leader it could not reach, the third node named that same
 // leader, and the post failed after the deadline.
 func TestRelayAroundACutLink(t *testing.T) {
-	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
-		RequestTimeout: faultRequestTimeout})
-	c.WaitSettled(30 * time.Second)
-	ch := "relay-1"
-	createAll(t, c, []string{ch})
-	leader, others := leaderAndOthers(t, c, 0)
+	c, ch, leader, others := faultCluster(t, "relay-1")
 	edge := others[0]
 	c.Net.Partition(edge.ID, leader.ID)
 	t.Logf("%s", c.Net)
@@ -173,12 +176,7 @@ func TestRelayAroundACutLink(t *testing.T) {
 // through the followers must succeed again within a bounded time, the
 // leadership having moved to a node the others can reach.
 func TestOneWayCutFromLeader(t *testing.T) {
-	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true,
-		RequestTimeout: faultRequestTimeout})
-	c.WaitSettled(30 * time.Second)
-	ch := "oneway-1"
-	createAll(t, c, []string{ch})
-	leader, others := leaderAndOthers(t, c, 0)
+	c, ch, leader, others := faultCluster(t, "oneway-1")
 	for _, o := range others {
 		c.Net.Cut(o.ID, leader.ID)
 	}
