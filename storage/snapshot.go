@@ -279,53 +279,53 @@ func writeField(w io.Writer, b []byte) {
 	_, _ = w.Write(b)
 }
 
-// RebaseSnapshot copies a snapshot stream to w, raising the applied index
-// it records to at least minIndex. A snapshot restored into another
-// cluster (whose Raft log has its own indexes) must record an index past
-// that cluster's own, or Restore would take it for old news and Apply
-// would skip the cluster's next entries. It checks the stream like
-// VerifySnapshot and returns the index and term written.
-func RebaseSnapshot(r io.Reader, w io.Writer, minIndex uint64) (index, term uint64, err error) {
-	index, term, size, err := ReadSnapshotHeader(r)
+// RebaseSnapshot copies a snapshot stream to w, recording index as its
+// applied index instead of the one it has. A snapshot restored into
+// another cluster (whose Raft log has its own indexes) must record the
+// index that cluster's Raft gives it: a lower one and Apply would skip the
+// next entries; a higher one and replicas past it would take it for old
+// news. It checks the stream like VerifySnapshot and returns the term
+// written (the snapshot's).
+func RebaseSnapshot(r io.Reader, w io.Writer, index uint64) (term uint64, err error) {
+	old, term, size, err := ReadSnapshotHeader(r)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	tmp, err := os.CreateTemp("", "herald-rebase-*.db")
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	path := tmp.Name()
 	tmp.Close()
 	defer os.Remove(path)
 	h := sha256.New()
 	if err := writeFileSync(path, io.TeeReader(io.LimitReader(r, int64(size)), h), int64(size)); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	if err := checkSum(r, h.Sum(nil)); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	if err := checkRestored(path, Options{}, index); err != nil {
-		return 0, 0, err
+	if err := checkRestored(path, Options{}, old); err != nil {
+		return 0, err
 	}
 	db, err := Open(path, Options{InitialMmapSize: 1 << 20})
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer db.Close()
-	if index < minIndex {
-		err := db.db.Update(func(tx *bolt.Tx) error { return writeApplied(tx, minIndex, term) })
+	if index != old {
+		err := db.db.Update(func(tx *bolt.Tx) error { return writeApplied(tx, index, term) })
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
-		index = minIndex
 	}
 	s, err := db.Snapshot()
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer s.Release()
 	if _, err := s.WriteTo(w); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	return index, term, nil
+	return term, nil
 }

@@ -36,6 +36,9 @@ type fsm struct {
 	applyHook atomic.Pointer[func()]
 	stop      <-chan struct{} // closed: give up waiting for room (the replica is closing)
 	broken    atomic.Bool     // set on the FSM goroutine; Recover reads it afterwards
+	// restored is the applied index of the last snapshot that replaced
+	// the state, for RestoreUserSnapshot to check that its snapshot did.
+	restored atomic.Uint64
 }
 
 // Backoff of applyWhenRoom: the first pause and the longest.
@@ -184,6 +187,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	if restored {
 		index, _, _ := f.db.AppliedIndex()
+		f.restored.Store(index)
 		f.log.Info("restored state from snapshot", "index", index)
 		f.applied.advance(index)
 		f.feed.reset()

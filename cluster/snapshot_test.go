@@ -1,0 +1,219 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster/clustertest"
+	"github.com/heraldhq/herald/storage"
+)
+
+// restoreWriters post to channels of one partition through rotating nodes
+// until stopped, each post with its own client_msg_id, retried with that
+// id while its outcome is unknown or it was not applied. A post refused
+// by the state machine (the channel does not exist) moves on to the next
+// id. They record every acknowledged post.
+type restoreWriters struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex                   // guards following
+	acked map[string]map[string]uint64 // channel → client_msg_id → seq
+	count map[string]int               // channel → posts answered (acknowledged or refused)
+}
+
+func startRestoreWriters(t *testing.T, c *clustertest.Cluster, channels []string, perChannel int) *restoreWriters {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &restoreWriters{cancel: cancel, acked: map[string]map[string]uint64{}, count: map[string]int{}}
+	t.Cleanup(func() { w.stop() }) // a failed test stops them before the cluster
+	for _, ch := range channels {
+		w.acked[ch] = map[string]uint64{}
+		for g := range perChannel {
+			w.wg.Go(func() { w.run(ctx, t, c, ch, g) })
+		}
+	}
+	return w
+}
+
+func (w *restoreWriters) run(ctx context.Context, t *testing.T, c *clustertest.Cluster, ch string, g int) {
+	for k := 0; ctx.Err() == nil; k++ {
+		id := fmt.Sprintf("w%d-%d", g, k)
+		for ctx.Err() == nil {
+			nodes := c.Running()
+			if len(nodes) == 0 {
+				return // the cluster is stopping
+			}
+			via := nodes[(g+k)%len(nodes)]
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			res, err := via.Apply(pctx, clustertest.Post(ch, "during restore "+id, id))
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case err == nil:
+				w.mu.Lock()
+				w.acked[ch][id] = res.Message.GetSeq()
+				w.count[ch]++
+				w.mu.Unlock()
+			case errors.Is(err, storage.ErrNotFound):
+				w.mu.Lock()
+				w.count[ch]++
+				w.mu.Unlock()
+			case retryable(err):
+				continue // the same id again
+			default:
+				t.Errorf("post %s to %s via %s: %v", id, ch, via.ID(), err)
+				return
+			}
+			break
+		}
+	}
+}
+
+// answered returns how many posts to ch were answered, and how many of
+// them acknowledged.
+func (w *restoreWriters) answered(ch string) (answered, acked int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.count[ch], len(w.acked[ch])
+}
+
+// stop stops the writers and returns the posts acknowledged per channel.
+// It is idempotent.
+func (w *restoreWriters) stop() map[string]map[string]uint64 {
+	w.cancel()
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.acked
+}
+
+// TestRestoreSnapshotUnderWrites restores saved partitions into a cluster
+// whose partitions take posts all along: to a channel only the snapshot
+// holds (refused until the restore, acknowledged after it), and to one
+// only the target cluster held (gone after it). Each restore must either
+// fail or leave every replica with the same digest and the snapshot's
+// content, and every post acknowledged must be there with its seq.
+func TestRestoreSnapshotUnderWrites(t *testing.T) {
+	t.Parallel()
+	const partitions uint32 = 2
+	const saved = 5
+	src := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
+	dst := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
+	keep := channelPerPartition("keep", partitions)
+	busy := channelPerPartition("busy", partitions)
+	createChannels(t, src.Node(0), keep)
+	for _, ch := range keep {
+		for k := range saved {
+			post(t, src.Node(k%3), ch, fmt.Sprintf("%s-%d", ch, k))
+		}
+	}
+	want := map[string][]*heraldv1.Message{}
+	for _, ch := range keep {
+		want[ch] = readAll(t, src.Node(1), ch)
+	}
+	snaps := saveAll(t, src, partitions)
+	createChannels(t, dst.Node(0), busy)
+
+	for p := range partitions {
+		keepCh, busyCh := keep[p], busy[p]
+		w := startRestoreWriters(t, dst, []string{keepCh, busyCh}, 3)
+		clustertest.CheckFor(t, 30*time.Second, 10*time.Millisecond, "writers under way", func() bool {
+			n, _ := w.answered(busyCh)
+			return n >= 10
+		})
+		via := dst.Node(int(p+1) % 3)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		begin := time.Now()
+		index, err := via.RestoreSnapshot(ctx, p, bytes.NewReader(snaps[p]))
+		cancel()
+		if err != nil {
+			w.stop()
+			t.Fatalf("RestoreSnapshot(%d) via %s under writes: %v", p, via.ID(), err)
+		}
+		t.Logf("partition %d restored at index %d under writes in %v", p, index, time.Since(begin).Round(time.Millisecond))
+		took := clustertest.CheckFor(t, 30*time.Second, 10*time.Millisecond, "posts acknowledged after the restore", func() bool {
+			_, acked := w.answered(keepCh)
+			return acked >= 5
+		})
+		t.Logf("partition %d: posts to %s acknowledged %v after the restore", p, keepCh, took.Round(time.Millisecond))
+		acked := w.stop()
+		dst.WaitSameDigests(30 * time.Second)
+
+		for _, n := range dst.Running() {
+			got := readAll(t, n, keepCh)
+			if len(got) < len(want[keepCh]) {
+				t.Fatalf("%s via %s: got %d messages, want the snapshot's %d and more", keepCh, n.ID(), len(got), len(want[keepCh]))
+			}
+			for i, m := range want[keepCh] {
+				if g := got[i]; g.GetSeq() != m.GetSeq() || g.GetText() != m.GetText() || g.GetClientMsgId() != m.GetClientMsgId() {
+					t.Errorf("%s via %s, message %d: got %d %q, want the snapshot's %d %q", keepCh, n.ID(), i,
+						g.GetSeq(), g.GetClientMsgId(), m.GetSeq(), m.GetClientMsgId())
+				}
+			}
+			have := map[string]uint64{}
+			for _, m := range got[len(want[keepCh]):] {
+				if _, dup := have[m.GetClientMsgId()]; dup {
+					t.Errorf("%s via %s: client_msg_id %q twice", keepCh, n.ID(), m.GetClientMsgId())
+				}
+				have[m.GetClientMsgId()] = m.GetSeq()
+			}
+			for id, seq := range acked[keepCh] {
+				if have[id] != seq {
+					t.Errorf("%s via %s: acknowledged post %s (seq %d) is at seq %d, want it kept", keepCh, n.ID(), id, seq, have[id])
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_, _, err := n.GetChannel(ctx, clustertest.Alice, busyCh)
+			cancel()
+			if !errors.Is(err, storage.ErrNotFound) {
+				t.Errorf("channel %s via %s after the restore: got %v, want not found (the snapshot replaced it)", busyCh, n.ID(), err)
+			}
+		}
+		t.Logf("partition %d: %d posts to %s acknowledged, all kept on every replica", p, len(acked[keepCh]), keepCh)
+	}
+}
+
+// TestRestoreSnapshotReplicaDown restores a partition while one of its
+// replicas is down: the majority installs the snapshot, but the restore
+// cannot confirm it everywhere, so it fails and names the replica. Once
+// the replica is back it installs the snapshot too.
+func TestRestoreSnapshotReplicaDown(t *testing.T) {
+	t.Parallel()
+	const partitions uint32 = 2
+	const p = 0
+	src := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
+	dst := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: partitions})
+	ch := channelIn("down", p, partitions)
+	createChannels(t, src.Node(0), []string{ch})
+	for k := range 3 {
+		post(t, src.Node(k), ch, fmt.Sprintf("%s-%d", ch, k))
+	}
+	snaps := saveAll(t, src, partitions)
+	down := dst.Member(2)
+	down.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	begin := time.Now()
+	_, err := dst.Node(0).RestoreSnapshot(ctx, p, bytes.NewReader(snaps[p]))
+	cancel()
+	t.Logf("RestoreSnapshot with %s down: %v after %v", down.ID, err, time.Since(begin).Round(time.Millisecond))
+	if !errors.Is(err, storage.ErrFailedPrecondition) || !strings.Contains(err.Error(), "replica "+down.ID) {
+		t.Fatalf("RestoreSnapshot with replica %s down: got %v, want failed precondition naming it", down.ID, err)
+	}
+	down.Restart()
+	dst.WaitReady(30 * time.Second)
+	dst.WaitSameDigests(30 * time.Second)
+	for _, n := range dst.Running() {
+		if got := readAll(t, n, ch); len(got) != 3 {
+			t.Errorf("%s via %s once %s is back: got %d messages, want the snapshot's 3", ch, n.ID(), down.ID, len(got))
+		}
+	}
+}
