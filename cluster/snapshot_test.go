@@ -11,6 +11,7 @@ import (
 	"time"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
 	"github.com/heraldhq/herald/storage"
 )
@@ -215,5 +216,89 @@ func TestRestoreSnapshotReplicaDown(t *testing.T) {
 		if got := readAll(t, n, ch); len(got) != 3 {
 			t.Errorf("%s via %s once %s is back: got %d messages, want the snapshot's 3", ch, n.ID(), down.ID, len(got))
 		}
+	}
+}
+
+// TestRemoteStreamsAcrossRestore watches a channel through a node that
+// holds no replica of its partition, so the streams read from the leader
+// over ClusterService.Watch. A restore that takes the channel's head back
+// below a stream's cursor ends it with ErrCursorAhead, carried over the
+// RPC; a stream opened with a cursor past the leader's head gets it at
+// once.
+func TestRemoteStreamsAcrossRestore(t *testing.T) {
+	t.Parallel()
+	const partitions uint32 = 2
+	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: partitions})
+	c.WaitSettled(30 * time.Second)
+	const p = 0
+	var outsider *cluster.Node
+	for _, n := range c.Running() {
+		if n.Replica(p) == nil {
+			outsider = n
+		}
+	}
+	if outsider == nil {
+		t.Fatalf("every node holds a replica of partition %d", p)
+	}
+	ch := channelIn("remote", p, partitions)
+	createChannels(t, c.Node(0), []string{ch})
+	for k := range 5 {
+		post(t, c.Node(k%4), ch, fmt.Sprintf("%s-%d", ch, k))
+	}
+	var snap bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := c.Node(0).SaveSnapshot(ctx, p, &snap)
+	cancel()
+	if err != nil {
+		t.Fatalf("SaveSnapshot(%d): %v", p, err)
+	}
+	for k := 5; k < 10; k++ {
+		post(t, c.Node(k%4), ch, fmt.Sprintf("%s-%d", ch, k))
+	}
+
+	next := func(s cluster.Stream, d time.Duration) ([]*heraldv1.Event, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return s.Next(ctx, 100)
+	}
+	far, err := outsider.Watch(ch, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer far.Close()
+	begin := time.Now()
+	if evs, err := next(far, 30*time.Second); !errors.Is(err, storage.ErrCursorAhead) {
+		t.Errorf("remote stream after 100, head 10: got %d events, %v; want ErrCursorAhead", len(evs), err)
+	}
+	t.Logf("remote stream after 100 (head 10) ended after %v", time.Since(begin).Round(time.Millisecond))
+
+	s, err := outsider.Watch(ch, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if evs, err := next(s, 30*time.Second); err != nil || len(evs) != 1 || evs[0].GetSeq() != 10 {
+		t.Fatalf("remote stream after 9: got %d events, %v; want seq 10", len(evs), err)
+	}
+	type result struct {
+		evs []*heraldv1.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { // blocks on the open RPC until the restore ends it
+		evs, err := next(s, 60*time.Second)
+		done <- result{evs, err}
+	}()
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = outsider.RestoreSnapshot(ctx, p, bytes.NewReader(snap.Bytes()))
+	cancel()
+	if err != nil {
+		t.Fatalf("RestoreSnapshot(%d): %v", p, err)
+	}
+	begin = time.Now()
+	r := <-done
+	t.Logf("remote stream at 10 ended %v after the restore to head 5: %v", time.Since(begin).Round(time.Millisecond), r.err)
+	if !errors.Is(r.err, storage.ErrCursorAhead) {
+		t.Errorf("remote stream at 10 after the restore to head 5: got %d events, %v; want ErrCursorAhead", len(r.evs), r.err)
 	}
 }

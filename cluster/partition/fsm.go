@@ -178,9 +178,11 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore replaces the state with a snapshot unless the state is already
-// at or past it. Streams re-read from their cursors afterwards.
+// at or past it. Streams re-read from their cursors afterwards, or end if
+// their channel's head went back below them (Feed.reset).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	before := f.feed.heads()
 	restored, err := f.db.Restore(rc)
 	if err != nil {
 		return err
@@ -190,7 +192,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		f.restored.Store(index)
 		f.log.Info("restored state from snapshot", "index", index)
 		f.applied.advance(index)
-		f.feed.reset()
+		f.feed.reset(before)
 	}
 	return nil
 }
