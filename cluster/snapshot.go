@@ -38,7 +38,7 @@ func (n *Node) SaveSnapshot(ctx context.Context, p uint32, w io.Writer) (uint64,
 				return &partition.NotLeaderError{Partition: p}
 			}
 			var err error
-			index, err = writeSnapshot(r, w)
+			index, err = writeSnapshot(ctx, r, w)
 			return err
 		}
 		c, err := n.peers.to(target)
@@ -70,16 +70,40 @@ func (n *Node) SaveSnapshot(ctx context.Context, p uint32, w io.Writer) (uint64,
 	return index, err
 }
 
-// writeSnapshot writes a local replica's snapshot to w.
-func writeSnapshot(r *partition.Partition, w io.Writer) (uint64, error) {
-	s, err := r.DB().Snapshot()
+// writeSnapshot writes a local replica's snapshot to w, from a copy on
+// disk (storage.DB.SaveSnapshot): however slowly w takes it, the state
+// file is not held. It stops when ctx ends.
+func writeSnapshot(ctx context.Context, r *partition.Partition, w io.Writer) (uint64, error) {
+	f, err := r.DB().SaveSnapshot()
 	if err != nil {
 		return 0, err
 	}
-	defer s.Release()
-	index, _ := s.Index()
-	_, err = s.WriteTo(w)
-	return index, err
+	defer f.Close()
+	index, _ := f.Index()
+	return index, copyContext(ctx, w, f)
+}
+
+// copyContext copies r to w in snapshot chunks until EOF, checking ctx
+// before each chunk.
+func copyContext(ctx context.Context, w io.Writer, r io.Reader) error {
+	buf := make([]byte, snapshotChunk)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, rerr := io.ReadFull(r, buf)
+		if k > 0 {
+			if _, err := w.Write(buf[:k]); err != nil {
+				return err
+			}
+		}
+		switch {
+		case rerr == io.EOF, rerr == io.ErrUnexpectedEOF:
+			return nil
+		case rerr != nil:
+			return rerr
+		}
+	}
 }
 
 // chunkWriter sends what is written to it as SnapshotResponse messages.
@@ -105,20 +129,20 @@ func (c *chunkWriter) flush(n int) error {
 	return err
 }
 
-func (s *rpcServer) Snapshot(_ context.Context, req *clusterv1.SnapshotRequest, stream *connect.ServerStream[clusterv1.SnapshotResponse]) error {
+func (s *rpcServer) Snapshot(ctx context.Context, req *clusterv1.SnapshotRequest, stream *connect.ServerStream[clusterv1.SnapshotResponse]) error {
 	r := s.n.Replica(req.GetPartition())
 	if r == nil || !r.IsLeader() {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"node %s does not lead partition %d", s.n.cfg.NodeID, req.GetPartition()))
 	}
-	snap, err := r.DB().Snapshot()
+	f, err := r.DB().SaveSnapshot()
 	if err != nil {
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
-	defer snap.Release()
-	index, _ := snap.Index()
+	defer f.Close()
+	index, _ := f.Index()
 	cw := &chunkWriter{stream: stream, index: index}
-	if _, err := snap.WriteTo(cw); err != nil {
+	if err := copyContext(ctx, cw, f); err != nil {
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
 	if len(cw.buf) > 0 {

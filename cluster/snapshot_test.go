@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -300,5 +301,141 @@ func TestRemoteStreamsAcrossRestore(t *testing.T) {
 	t.Logf("remote stream at 10 ended %v after the restore to head 5: %v", time.Since(begin).Round(time.Millisecond), r.err)
 	if !errors.Is(r.err, storage.ErrCursorAhead) {
 		t.Errorf("remote stream at 10 after the restore to head 5: got %d events, %v; want ErrCursorAhead", len(r.evs), r.err)
+	}
+}
+
+// stalledWriter takes the first write and blocks every later one until
+// released, as a client that reads the first chunk of a snapshot and then
+// stops reading.
+type stalledWriter struct {
+	first   chan struct{} // closed by the first write
+	release chan struct{}
+	once    sync.Once
+}
+
+func newStalledWriter() *stalledWriter {
+	return &stalledWriter{first: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (w *stalledWriter) Write(b []byte) (int, error) {
+	select {
+	case <-w.first:
+		<-w.release
+		return 0, errors.New("the client went away")
+	default:
+		close(w.first)
+		return len(b), nil
+	}
+}
+
+func (w *stalledWriter) letGo() { w.once.Do(func() { close(w.release) }) }
+
+// TestSaveSnapshotStalledClient saves a snapshot into a client that reads
+// the first chunk and then stalls, through the partition's leader itself
+// and forwarded to it from another node. Neither may keep the leader's
+// node from closing: the snapshot must not hold a read transaction of
+// the state file (which Close waits for) while the client takes its time.
+func TestSaveSnapshotStalledClient(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1})
+	const p = 0
+	ch := channelIn("stall", p, 1)
+	createChannels(t, c.Node(0), []string{ch})
+	// Past the buffers between a forwarding node and the leader (HTTP/2
+	// flow control windows, socket buffers): about 12 MB of state that
+	// does not compress (the RPC may gzip it), so a forwarded stream
+	// blocks on the leader.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	letters := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	texts := make([]string, 150)
+	for k := range texts {
+		b := make([]byte, storage.MaxTextRunes)
+		for i := range b {
+			b[i] = letters[rnd.IntN(len(letters))]
+		}
+		texts[k] = string(b)
+	}
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for k := g; k < len(texts); k += 4 {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err := c.Node(k%3).Apply(ctx, clustertest.Post(ch, texts[k], fmt.Sprintf("big-%d", k)))
+				cancel()
+				if err != nil {
+					t.Errorf("post %d: %v", k, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("posted %d messages of %d characters in %v", len(texts), storage.MaxTextRunes, time.Since(begin).Round(time.Millisecond))
+
+	leaderOf := func() *clustertest.Node {
+		var m *clustertest.Node
+		clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, "partition leader", func() bool {
+			for _, x := range c.Members() {
+				if n := x.Cluster(); n != nil && n.Replica(p) != nil && n.Replica(p).IsLeader() {
+					m = x
+					return true
+				}
+			}
+			return false
+		})
+		return m
+	}
+	for _, forwarded := range []bool{false, true} {
+		name := map[bool]string{false: "leader", true: "forwarded"}[forwarded]
+		t.Run(name, func(t *testing.T) {
+			c.WaitReady(30 * time.Second)
+			leader := leaderOf()
+			via := leader.Cluster()
+			if forwarded {
+				for _, n := range c.Running() {
+					if n.ID() != leader.ID {
+						via = n
+						break
+					}
+				}
+			}
+			w := newStalledWriter()
+			defer w.letGo()
+			saved := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				_, err := via.SaveSnapshot(ctx, p, w)
+				saved <- err
+			}()
+			select {
+			case <-w.first:
+			case err := <-saved:
+				t.Fatalf("SaveSnapshot via %s ended before the client stalled: %v", via.ID(), err)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("SaveSnapshot via %s wrote nothing within 30s", via.ID())
+			}
+			begin := time.Now()
+			stopped := make(chan struct{})
+			go func() { leader.Stop(); close(stopped) }()
+			select {
+			case <-stopped:
+				t.Logf("leader %s stopped in %v while a snapshot client via %s stalled",
+					leader.ID, time.Since(begin).Round(time.Millisecond), via.ID())
+			case <-time.After(30 * time.Second):
+				w.letGo()
+				let := time.Now()
+				<-stopped
+				t.Fatalf("leader %s still closing after 30s while a snapshot client via %s stalled; "+
+					"it closed %v after the client let go", leader.ID, via.ID(), time.Since(let).Round(time.Millisecond))
+			}
+			w.letGo()
+			<-saved
+			leader.Restart()
+		})
 	}
 }

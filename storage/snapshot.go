@@ -85,6 +85,65 @@ func (s *Snapshot) Release() {
 	_ = s.tx.Rollback() // a read transaction's rollback only releases it
 }
 
+// SnapshotFile is a snapshot copied to a temporary file, for readers
+// that may take their time. Close it, which removes the file.
+type SnapshotFile struct {
+	*os.File
+	index, term uint64
+}
+
+// snapshotCopySuffix marks the temporary copies SaveSnapshot makes next to
+// the state file; Open removes any that a crashed process left.
+const snapshotCopySuffix = ".save-"
+
+// SaveSnapshot copies a snapshot of the current state to a temporary file
+// next to the state file and returns it open at its start. The read
+// transaction lasts only as long as the copy, so a slow reader of the file
+// holds up neither Close, Restore nor a writer that must grow the file's
+// mapping. The copy needs as much free disk as the state.
+func (d *DB) SaveSnapshot() (*SnapshotFile, error) {
+	s, err := d.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Release()
+	f, err := os.CreateTemp(filepath.Dir(d.path), filepath.Base(d.path)+snapshotCopySuffix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	sf := &SnapshotFile{File: f, index: s.index, term: s.term}
+	w := bufio.NewWriterSize(f, 1<<20)
+	_, err = s.WriteTo(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		_ = sf.Close() // best effort: the write error is the one to report
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	return sf, nil
+}
+
+// Index returns the applied index and term the snapshot reflects.
+func (f *SnapshotFile) Index() (index, term uint64) { return f.index, f.term }
+
+// Close closes and removes the file.
+func (f *SnapshotFile) Close() error {
+	return errors.Join(f.File.Close(), os.Remove(f.Name()))
+}
+
+// removeSnapshotCopies removes the copies SaveSnapshot left next to the
+// state file at path, best effort: a process that crashed while saving.
+func removeSnapshotCopies(path string) {
+	copies, _ := filepath.Glob(path + snapshotCopySuffix + "*") // the pattern is well-formed
+	for _, c := range copies {
+		_ = os.Remove(c) // best effort: a copy left behind only takes space
+	}
+}
+
 // ReadSnapshotHeader reads the header of a snapshot stream.
 func ReadSnapshotHeader(r io.Reader) (index, term, size uint64, err error) {
 	hdr := make([]byte, snapshotHeaderLen)
