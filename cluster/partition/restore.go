@@ -73,12 +73,13 @@ func (g *writeGate) release() {
 // that index and the group's servers; confirm checks that every replica
 // got there. It returns the index.
 //
-// Errors: *NotLeaderError or ErrNotApplied when nothing was restored (a
-// retry is safe); a *storage.Error with kind ErrInvalidArgument for a bad
-// snapshot; ErrIndeterminate when the snapshot replaced this replica's
-// state but may not have reached the others; confirm's error; or another
-// error saying the restore did not take effect as it should, to be
-// restored again.
+// Errors: *NotLeaderError or ErrNotApplied when a retry (through the
+// leader) is safe: nothing was restored, or leadership was lost after the
+// snapshot replaced this replica's state, which the next restore replaces
+// again; a *storage.Error with kind ErrInvalidArgument for a bad snapshot;
+// ErrIndeterminate when the snapshot replaced this replica's state and
+// raft failed otherwise; confirm's error; or another error saying the
+// restore did not take effect as it should, to be restored again.
 func (p *Partition) RestoreUserSnapshot(ctx context.Context, snap io.Reader,
 	confirm func(ctx context.Context, index uint64, servers []string) error) (uint64, error) {
 	if err := ctx.Err(); err != nil {
@@ -95,8 +96,7 @@ func (p *Partition) RestoreUserSnapshot(ctx context.Context, snap io.Reader,
 	}
 	defer p.gate.release()
 	if err := future.Wait(ctx, p.raft.Barrier(future.EnqueueTimeout(ctx))); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
-			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+		if isLeadershipLoss(err) {
 			return 0, p.notLeader()
 		}
 		return 0, fmt.Errorf("%w: partition %d: barrier before restore: %w", ErrNotApplied, p.cfg.ID, err)
@@ -134,6 +134,16 @@ func (p *Partition) RestoreUserSnapshot(ctx context.Context, snap io.Reader,
 	switch {
 	case err != nil && got == 0:
 		return 0, p.classifyRestore(err)
+	case err != nil && isLeadershipLoss(err):
+		// Installed here, perhaps nowhere else. Restoring again through the
+		// next leader is safe: its log has every committed entry this
+		// attempt started from plus its own election's, so it places the
+		// snapshot past the index this replica now records, this replica
+		// replaces its state once more, and the restore still reports
+		// success only once confirm has checked every replica.
+		p.log.Warn("lost leadership while restoring a saved snapshot; it must be restored again",
+			"index", got, "err", err)
+		return 0, p.notLeader()
 	case err != nil:
 		return 0, fmt.Errorf("%w: partition %d: the snapshot replaced this replica's state at index %d, "+
 			"but may not have reached the others: %w", ErrIndeterminate, p.cfg.ID, got, err)
@@ -159,13 +169,17 @@ func (p *Partition) RestoreUserSnapshot(ctx context.Context, snap io.Reader,
 	return index, nil
 }
 
+func isLeadershipLoss(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
 // classifyRestore turns the error of a raft restore that did not reach
 // the state machine into ours: nothing was restored (raft refuses, for
 // instance, while a membership change is uncommitted), so a retry is safe.
 func (p *Partition) classifyRestore(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case isLeadershipLoss(err):
 		return p.notLeader()
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
