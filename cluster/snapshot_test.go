@@ -202,7 +202,16 @@ func TestRestoreSnapshotReplicaDown(t *testing.T) {
 	snaps := saveAll(t, src, partitions)
 	down := dst.Member(2)
 	down.Kill()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, fmt.Sprintf("partition %d led by a running node", p), func() bool {
+		for _, n := range dst.Running() {
+			if r := n.Replica(p); r != nil && r.IsLeader() && r.Ready() {
+				return true
+			}
+		}
+		return false
+	})
+	// The deadline bounds the wait for the confirmation that cannot come.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	begin := time.Now()
 	_, err := dst.Node(0).RestoreSnapshot(ctx, p, bytes.NewReader(snaps[p]))
 	cancel()
