@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -300,6 +301,9 @@ func (s *rpcServer) Watch(ctx context.Context, req *clusterv1.WatchRequest, stre
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"node %s holds no replica of partition %d", s.n.cfg.NodeID, req.GetPartition()))
 	}
+	if err := s.n.leaderCursorAhead(ctx, r, req.GetChannelId(), req.GetAfterSeq()); err != nil {
+		return watchError(err)
+	}
 	w := r.Feed().Watch(req.GetChannelId(), req.GetAfterSeq())
 	defer w.Close()
 	for {
@@ -324,14 +328,44 @@ func (s *rpcServer) ReplicaOp(ctx context.Context, req *clusterv1.ReplicaOpReque
 	return s.n.replicaOp(ctx, req)
 }
 
-// watchError carries a stream's domain error over the wire in its code:
-// out_of_range for a trimmed cursor, not_found for a missing channel.
+// watchError carries a stream's domain error over the wire, as a
+// DomainError detail and in its code: out_of_range for a cursor past the
+// retained events or the head, not_found for a missing channel.
 func watchError(err error) error {
 	switch {
-	case errors.Is(err, storage.ErrCursorExpired):
-		return connect.NewError(connect.CodeOutOfRange, errors.New(err.Error()))
+	case errors.Is(err, storage.ErrCursorExpired), errors.Is(err, storage.ErrCursorAhead):
+		return withDomainDetail(connect.CodeOutOfRange, err)
 	case errors.Is(err, storage.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, errors.New(err.Error()))
+		return withDomainDetail(connect.CodeNotFound, err)
 	}
 	return connect.NewError(connect.CodeUnavailable, err)
+}
+
+// leaderCursorAhead returns an ErrCursorAhead error when r leads its
+// partition and the channel's head, read linearizably, is below after:
+// the events up to the cursor were committed once, so they are gone (a
+// partition recovered from a replica that lacked them, or a restored
+// snapshot), and waiting would hand the stream other events under seqs it
+// has delivered. A stream re-opened after its source failed comes here,
+// to the leader. When the read cannot be made as the leader it returns
+// nil, and the stream waits as usual.
+func (n *Node) leaderCursorAhead(ctx context.Context, r *partition.Partition, channel string, after uint64) error {
+	if after == 0 || !r.IsLeader() {
+		return nil
+	}
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	var head uint64
+	err := r.Read(ctx, false, func(rd *storage.Reader) error {
+		var err error
+		_, head, _, err = rd.Events(channel, math.MaxUint64, 0)
+		return err
+	})
+	if err != nil || head >= after {
+		return nil
+	}
+	return &storage.Error{Kind: storage.ErrCursorAhead, Msg: fmt.Sprintf(
+		"channel %q ends at seq %d, before the last event delivered (%d): the events after %d were lost "+
+			"or replaced (a recovered partition or a restored snapshot); subscribe again from the channel's head",
+		channel, head, after, head)}
 }

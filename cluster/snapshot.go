@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,9 +10,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/hashicorp/raft"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
@@ -37,7 +38,7 @@ func (n *Node) SaveSnapshot(ctx context.Context, p uint32, w io.Writer) (uint64,
 				return &partition.NotLeaderError{Partition: p}
 			}
 			var err error
-			index, err = writeSnapshot(r, w)
+			index, err = writeSnapshot(ctx, r, w)
 			return err
 		}
 		c, err := n.peers.to(target)
@@ -69,16 +70,40 @@ func (n *Node) SaveSnapshot(ctx context.Context, p uint32, w io.Writer) (uint64,
 	return index, err
 }
 
-// writeSnapshot writes a local replica's snapshot to w.
-func writeSnapshot(r *partition.Partition, w io.Writer) (uint64, error) {
-	s, err := r.DB().Snapshot()
+// writeSnapshot writes a local replica's snapshot to w, from a copy on
+// disk (storage.DB.SaveSnapshot): however slowly w takes it, the state
+// file is not held. It stops when ctx ends.
+func writeSnapshot(ctx context.Context, r *partition.Partition, w io.Writer) (uint64, error) {
+	f, err := r.DB().SaveSnapshot()
 	if err != nil {
 		return 0, err
 	}
-	defer s.Release()
-	index, _ := s.Index()
-	_, err = s.WriteTo(w)
-	return index, err
+	defer f.Close()
+	index, _ := f.Index()
+	return index, copyContext(ctx, w, f)
+}
+
+// copyContext copies r to w in snapshot chunks until EOF, checking ctx
+// before each chunk.
+func copyContext(ctx context.Context, w io.Writer, r io.Reader) error {
+	buf := make([]byte, snapshotChunk)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, rerr := io.ReadFull(r, buf)
+		if k > 0 {
+			if _, err := w.Write(buf[:k]); err != nil {
+				return err
+			}
+		}
+		switch {
+		case rerr == io.EOF, rerr == io.ErrUnexpectedEOF:
+			return nil
+		case rerr != nil:
+			return rerr
+		}
+	}
 }
 
 // chunkWriter sends what is written to it as SnapshotResponse messages.
@@ -104,20 +129,20 @@ func (c *chunkWriter) flush(n int) error {
 	return err
 }
 
-func (s *rpcServer) Snapshot(_ context.Context, req *clusterv1.SnapshotRequest, stream *connect.ServerStream[clusterv1.SnapshotResponse]) error {
+func (s *rpcServer) Snapshot(ctx context.Context, req *clusterv1.SnapshotRequest, stream *connect.ServerStream[clusterv1.SnapshotResponse]) error {
 	r := s.n.Replica(req.GetPartition())
 	if r == nil || !r.IsLeader() {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"node %s does not lead partition %d", s.n.cfg.NodeID, req.GetPartition()))
 	}
-	snap, err := r.DB().Snapshot()
+	f, err := r.DB().SaveSnapshot()
 	if err != nil {
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
-	defer snap.Release()
-	index, _ := snap.Index()
+	defer f.Close()
+	index, _ := f.Index()
 	cw := &chunkWriter{stream: stream, index: index}
-	if _, err := snap.WriteTo(cw); err != nil {
+	if err := copyContext(ctx, cw, f); err != nil {
 		return connect.NewError(connect.CodeUnavailable, err)
 	}
 	if len(cw.buf) > 0 {
@@ -129,9 +154,12 @@ func (s *rpcServer) Snapshot(_ context.Context, req *clusterv1.SnapshotRequest, 
 // RestoreSnapshot replaces partition p's state with a snapshot that
 // SaveSnapshot wrote, on every replica (through the leader's Raft log, as
 // a user snapshot). It is meant for a fresh cluster with the same
-// partition count: whatever the partition held before is replaced. It
-// returns the applied index the restored state records (rebased past the
-// partition's own log).
+// partition count: whatever the partition held before is replaced. Writes
+// to the partition are refused as not applied while it runs (the router
+// retries them until it is over). It returns the applied index the
+// restored state records (placed past the partition's own log) once every
+// replica of the group has that state, and fails with an error saying
+// which replica differs if one does not get there.
 func (n *Node) RestoreSnapshot(ctx context.Context, p uint32, r io.Reader) (uint64, error) {
 	st, err := n.requireMeta()
 	if err != nil {
@@ -156,7 +184,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, p uint32, r io.Reader) (uint
 		}
 		if rep := n.Replica(p); target == n.cfg.NodeID && rep != nil {
 			var err error
-			index, err = restoreLocal(ctx, rep, f)
+			index, err = n.restoreLocal(ctx, rep, f)
 			return err
 		}
 		c, err := n.peers.to(target)
@@ -218,48 +246,68 @@ func spool(r io.Reader) (*os.File, error) {
 }
 
 // restoreLocal restores a verified snapshot file through a local leader
-// replica. The snapshot is first rebased past the partition's applied
-// index, so that it replaces the state on every replica and the log's next
-// entries are never taken as already applied; raft.Restore then stores it
-// as a snapshot past the log, applies it here and installs it on every
-// follower.
-func restoreLocal(ctx context.Context, r *partition.Partition, f *os.File) (uint64, error) {
-	if !r.IsLeader() {
-		return 0, &partition.NotLeaderError{Partition: r.ID()}
-	}
-	cur, _, err := r.DB().AppliedIndex()
-	if err != nil {
-		return 0, err
-	}
-	rebased, err := os.CreateTemp("", "herald-restore-*")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(rebased.Name())
-	defer rebased.Close()
-	index, term, err := storage.RebaseSnapshot(f, rebased, max(cur+1, r.Raft().LastIndex()+1))
-	if err != nil {
-		return 0, &storage.Error{Kind: storage.ErrInvalidArgument, Msg: err.Error()}
-	}
-	size, err := rebased.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := rebased.Seek(0, io.SeekStart); err != nil {
-		return 0, err
-	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: term, Size: size}
-	timeout := 5 * time.Minute
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
-	}
-	if err := r.Raft().Restore(meta, rebased, timeout); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return 0, &partition.NotLeaderError{Partition: r.ID()}
+// replica (partition.RestoreUserSnapshot: proposals held off, the snapshot
+// placed at the index raft gives it, installed on every replica) and
+// reports success only once every replica of the group has it.
+func (n *Node) restoreLocal(ctx context.Context, r *partition.Partition, f *os.File) (uint64, error) {
+	return r.RestoreUserSnapshot(ctx, f, func(ctx context.Context, index uint64, servers []string) error {
+		return n.confirmRestore(ctx, r.ID(), index, servers)
+	})
+}
+
+// restoreConfirmWait bounds how long a restore waits for every replica to
+// install the snapshot.
+const restoreConfirmWait = time.Minute
+
+// confirmRestore waits until every replica of partition p in servers has
+// applied the snapshot restored at index: all at one applied index, at
+// least index, with one digest. Proposals are held off meanwhile, so only a
+// membership change can move them past index. It fails with a
+// failed-precondition error naming a replica that differs, or did not
+// answer, when that does not happen within restoreConfirmWait.
+func (n *Node) confirmRestore(ctx context.Context, p uint32, index uint64, servers []string) error {
+	ctx, cancel := context.WithTimeout(ctx, restoreConfirmWait)
+	defer cancel()
+	begin := time.Now()
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+		differs := n.restoreDiffers(ctx, p, index, servers)
+		if differs == "" {
+			n.log.Info("restored snapshot confirmed on every replica", "partition", p, "index", index,
+				"replicas", len(servers), "took", time.Since(begin).Round(time.Millisecond))
+			return nil
 		}
-		return 0, fmt.Errorf("restore partition %d: %w", r.ID(), err)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return preconditionf("partition %d was restored at index %d, but %s; check `herald admin digest %d` "+
+				"and restore again once every replica is up", p, index, differs, p)
+		case <-t.C:
+		}
 	}
-	return index, nil
+}
+
+// restoreDiffers returns "" when every replica in servers reports the
+// same applied index, at least index, and the same digest; else what
+// differs.
+func (n *Node) restoreDiffers(ctx context.Context, p uint32, index uint64, servers []string) string {
+	var first *heraldv1.GetReplicaDigestResponse
+	for _, id := range servers {
+		d, err := n.ReplicaDigest(ctx, p, id)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("replica %s did not answer: %v", id, err)
+		case d.GetAppliedIndex() < index:
+			return fmt.Sprintf("replica %s is at index %d", id, d.GetAppliedIndex())
+		case first == nil:
+			first = d
+		case d.GetAppliedIndex() != first.GetAppliedIndex() || !bytes.Equal(d.GetSha256(), first.GetSha256()):
+			return fmt.Sprintf("replica %s is at index %d with digest %x, replica %s at %d with %x", id,
+				d.GetAppliedIndex(), d.GetSha256()[:min(8, len(d.GetSha256()))], first.GetNodeId(),
+				first.GetAppliedIndex(), first.GetSha256()[:min(8, len(first.GetSha256()))])
+		}
+	}
+	return ""
 }
 
 func (s *rpcServer) Restore(ctx context.Context, stream *connect.ClientStream[clusterv1.RestoreRequest]) (*clusterv1.RestoreResponse, error) {
@@ -287,7 +335,7 @@ func (s *rpcServer) Restore(ctx context.Context, stream *connect.ClientStream[cl
 	if r == nil {
 		return &clusterv1.RestoreResponse{NotLeader: s.notLeader(p)}, nil
 	}
-	index, err := restoreLocal(ctx, r, f)
+	index, err := s.n.restoreLocal(ctx, r, f)
 	if w, ok := toWire(err); ok {
 		return &clusterv1.RestoreResponse{Error: w}, nil
 	}

@@ -63,8 +63,9 @@ type remoteStream struct {
 }
 
 // Next implements Stream. A dropped connection is retried against the
-// partition's replicas until ctx ends; a trimmed cursor or a missing
-// channel is returned as the storage error. When ctx ends while Next waits
+// partition's replicas until ctx ends; a trimmed cursor, a cursor past
+// the channel's head for good or a missing channel is returned as the
+// storage error. When ctx ends while Next waits
 // for the peer, the RPC is dropped (the next call reopens it from the
 // cursor) and Next returns ctx's error.
 func (s *remoteStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
@@ -88,6 +89,8 @@ func (s *remoteStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, er
 			continue
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case domainErrorDetail(err) != nil:
+			return nil, domainErrorDetail(err)
 		case connect.CodeOf(err) == connect.CodeOutOfRange:
 			return nil, &storage.Error{Kind: storage.ErrCursorExpired, Msg: errorMessage(err)}
 		case connect.CodeOf(err) == connect.CodeNotFound:

@@ -3,6 +3,8 @@ package cluster
 import (
 	"errors"
 
+	"connectrpc.com/connect"
+
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	"github.com/heraldhq/herald/storage"
 )
@@ -18,6 +20,7 @@ var kinds = []struct {
 	{storage.ErrFailedPrecondition, clusterv1.DomainError_KIND_FAILED_PRECONDITION},
 	{storage.ErrResourceExhausted, clusterv1.DomainError_KIND_RESOURCE_EXHAUSTED},
 	{storage.ErrCursorExpired, clusterv1.DomainError_KIND_CURSOR_EXPIRED},
+	{storage.ErrCursorAhead, clusterv1.DomainError_KIND_CURSOR_AHEAD},
 }
 
 // toWire returns err as a DomainError if it is a *storage.Error.
@@ -42,6 +45,35 @@ func domainError(w *clusterv1.DomainError) error {
 		}
 	}
 	return &storage.Error{Kind: storage.ErrInvalidArgument, Msg: w.GetMessage()}
+}
+
+// withDomainDetail returns a Connect error with code and err's text,
+// carrying err as a DomainError detail when it is a *storage.Error, so
+// that the peer gets the exact kind back (domainErrorDetail).
+func withDomainDetail(code connect.Code, err error) *connect.Error {
+	ce := connect.NewError(code, errors.New(err.Error()))
+	if w, ok := toWire(err); ok {
+		if d, derr := connect.NewErrorDetail(w); derr == nil {
+			ce.AddDetail(d)
+		}
+	}
+	return ce
+}
+
+// domainErrorDetail returns the *storage.Error that a Connect error
+// carries as a DomainError detail, or nil.
+func domainErrorDetail(err error) error {
+	ce, ok := errors.AsType[*connect.Error](err)
+	if !ok {
+		return nil
+	}
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if w, ok := v.(*clusterv1.DomainError); derr == nil && ok {
+			return domainError(w)
+		}
+	}
+	return nil
 }
 
 func resultToWire(r *storage.Result) *clusterv1.CommandResult {

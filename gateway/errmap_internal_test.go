@@ -45,6 +45,8 @@ func TestConnectErrorMapping(t *testing.T) {
 			connect.CodeResourceExhausted, "", "maximum of 50", nil},
 		{"cursor expired", domain(storage.ErrCursorExpired, "events after 3 are no longer retained"),
 			connect.CodeOutOfRange, "", "no longer retained", nil},
+		{"cursor ahead", domain(storage.ErrCursorAhead, `channel "x" now ends at seq 5; subscribe again from the channel's head`),
+			connect.CodeOutOfRange, "", "subscribe again", nil},
 		{"wrapped domain error keeps only its own text",
 			fmt.Errorf("partition 3: apply index 77: %w", domain(storage.ErrNotFound, "message 9 not found")),
 			connect.CodeNotFound, "", "message 9 not found", []string{"partition 3", "index 77"}},

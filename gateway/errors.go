@@ -32,6 +32,7 @@ var kindCodes = []struct {
 	{storage.ErrFailedPrecondition, connect.CodeFailedPrecondition},
 	{storage.ErrResourceExhausted, connect.CodeResourceExhausted},
 	{storage.ErrCursorExpired, connect.CodeOutOfRange},
+	{storage.ErrCursorAhead, connect.CodeOutOfRange},
 }
 
 // connectError is the one mapping from internal errors to Connect errors

@@ -38,6 +38,9 @@ type nodeOptions struct {
 	// readHeaderTimeout, if positive, replaces the HTTP server's
 	// ReadHeaderTimeout.
 	readHeaderTimeout time.Duration
+	// wrap, if set, returns what the gateway is given as its cluster
+	// instead of the node itself (a pass-through that observes calls).
+	wrap func(*cluster.Node) gateway.Cluster
 }
 
 // startNode starts a node with 4 partitions and fast Raft timers, waits
@@ -84,7 +87,11 @@ func startNode(t testing.TB, o nodeOptions) *node {
 	if o.gateway.Logger == nil {
 		o.gateway.Logger = log
 	}
-	gw, err := gateway.New(o.gateway, n)
+	var cl gateway.Cluster = n
+	if o.wrap != nil {
+		cl = o.wrap(n)
+	}
+	gw, err := gateway.New(o.gateway, cl)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/storage"
@@ -15,6 +16,13 @@ var errShuttingDown = errors.New("gateway: node is shutting down")
 
 // catchUpBatch is how many backlog events a subscription reads at a time.
 const catchUpBatch = 256
+
+// A catch-up whose backlog read brings nothing new waits between
+// catchUpIdleMin and catchUpIdleMax, doubling, before it reads again.
+const (
+	catchUpIdleMin = 10 * time.Millisecond
+	catchUpIdleMax = time.Second
+)
 
 // sink is where a subscription's frames go: a WebSocket connection or a
 // Connect stream. Its methods never block, except waitRoom; they are called
@@ -184,9 +192,15 @@ func (h *hub) topicLocked(channel string, head uint64) (*topic, error) {
 
 // catchUp queues the backlog of s until it reaches the topic's live
 // position, then marks s live. Both steps hold t.mu, so the pump never
-// interleaves with the backlog.
+// interleaves with the backlog. A read that brings nothing new makes it
+// wait before the next, longer each time (catchUpIdleMax at most): the
+// topic is then ahead of the channel's head as its leader reads it, which
+// lasts only until the topic's replica applies what the leader has (a
+// restored snapshot) and its stream ends. A head below what s was sent
+// went back for good: s ends with resync_required CURSOR_AHEAD.
 func (h *hub) catchUp(ctx context.Context, s *subscription) {
 	t := s.t
+	var idle time.Duration
 	for {
 		t.mu.Lock()
 		after, ended := s.sent, s.ended
@@ -198,11 +212,15 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 		if limit == 0 {
 			return // ended, or a sink full for good ends itself
 		}
-		evs, _, _, err := h.cl.Events(ctx, s.channel, after, limit)
+		evs, head, _, err := h.cl.Events(ctx, s.channel, after, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.end(s, endReason(s, err))
 			}
+			return
+		}
+		if len(evs) == 0 && head < after {
+			h.end(s, reason{resync: resyncOf(s.channel, heraldv1.ResyncRequired_CURSOR_AHEAD, after)})
 			return
 		}
 		t.mu.Lock()
@@ -228,6 +246,18 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 			return
 		}
 		t.mu.Unlock()
+		if len(evs) > 0 {
+			idle = 0
+			continue
+		}
+		idle = min(max(2*idle, catchUpIdleMin), catchUpIdleMax)
+		timer := time.NewTimer(idle)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
 	}
 }
 
@@ -308,16 +338,29 @@ type reason struct {
 }
 
 // endReason turns an upstream or backlog error into what a subscriber is
-// told: resync_required CURSOR_EXPIRED for trimmed events, else the error.
+// told: resync_required CURSOR_EXPIRED for trimmed events, CURSOR_AHEAD
+// when the channel's head went back below what it was sent (a restored
+// snapshot or a recovered partition), else the error.
 func endReason(s *subscription, err error) reason {
-	if errors.Is(err, storage.ErrCursorExpired) {
-		s.t.mu.Lock()
-		sent := s.sent
-		s.t.mu.Unlock()
-		return reason{resync: &heraldv1.ResyncRequired{ChannelId: s.channel,
-			Reason: heraldv1.ResyncRequired_CURSOR_EXPIRED, LastSentSeq: sent}}
+	var why heraldv1.ResyncRequired_Reason
+	switch {
+	case errors.Is(err, storage.ErrCursorExpired):
+		why = heraldv1.ResyncRequired_CURSOR_EXPIRED
+	case errors.Is(err, storage.ErrCursorAhead):
+		why = heraldv1.ResyncRequired_CURSOR_AHEAD
+	default:
+		return reason{err: err}
 	}
-	return reason{err: err}
+	s.t.mu.Lock()
+	sent := s.sent
+	s.t.mu.Unlock()
+	return reason{resync: resyncOf(s.channel, why, sent)}
+}
+
+// resyncOf is the resync_required of a subscription to channel that was
+// sent every event up to lastSent.
+func resyncOf(channel string, why heraldv1.ResyncRequired_Reason, lastSent uint64) *heraldv1.ResyncRequired {
+	return &heraldv1.ResyncRequired{ChannelId: channel, Reason: why, LastSentSeq: lastSent}
 }
 
 // end removes s and tells its sink why.

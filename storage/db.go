@@ -72,12 +72,14 @@ type DB struct {
 	db *bolt.DB
 }
 
-// Open opens (or creates) the state file at path.
+// Open opens (or creates) the state file at path, and removes the
+// temporary snapshot copies (SaveSnapshot) a crashed process left.
 func Open(path string, opts Options) (*DB, error) {
 	bdb, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
 	}
+	removeSnapshotCopies(path)
 	return &DB{path: path, opts: opts, db: bdb}, nil
 }
 

@@ -29,6 +29,10 @@ var (
 	// ErrCursorExpired is returned by Reader.Events when the events after the
 	// cursor have been trimmed.
 	ErrCursorExpired = errors.New("storage: cursor expired")
+	// ErrCursorAhead is returned by event streams whose cursor is past the
+	// channel's head for good: the head went back below it (a restored
+	// snapshot), or the partition's leader has no such events.
+	ErrCursorAhead = errors.New("storage: cursor ahead")
 	// ErrClosed is returned by every method of a closed DB.
 	ErrClosed = errors.New("storage: closed")
 	// ErrNoSpace is wrapped by Apply's error when the state file had no room

@@ -85,6 +85,65 @@ func (s *Snapshot) Release() {
 	_ = s.tx.Rollback() // a read transaction's rollback only releases it
 }
 
+// SnapshotFile is a snapshot copied to a temporary file, for readers
+// that may take their time. Close it, which removes the file.
+type SnapshotFile struct {
+	*os.File
+	index, term uint64
+}
+
+// snapshotCopySuffix marks the temporary copies SaveSnapshot makes next to
+// the state file; Open removes any that a crashed process left.
+const snapshotCopySuffix = ".save-"
+
+// SaveSnapshot copies a snapshot of the current state to a temporary file
+// next to the state file and returns it open at its start. The read
+// transaction lasts only as long as the copy, so a slow reader of the file
+// holds up neither Close, Restore nor a writer that must grow the file's
+// mapping. The copy needs as much free disk as the state.
+func (d *DB) SaveSnapshot() (*SnapshotFile, error) {
+	s, err := d.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Release()
+	f, err := os.CreateTemp(filepath.Dir(d.path), filepath.Base(d.path)+snapshotCopySuffix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	sf := &SnapshotFile{File: f, index: s.index, term: s.term}
+	w := bufio.NewWriterSize(f, 1<<20)
+	_, err = s.WriteTo(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		_ = sf.Close() // best effort: the write error is the one to report
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	return sf, nil
+}
+
+// Index returns the applied index and term the snapshot reflects.
+func (f *SnapshotFile) Index() (index, term uint64) { return f.index, f.term }
+
+// Close closes and removes the file.
+func (f *SnapshotFile) Close() error {
+	return errors.Join(f.File.Close(), os.Remove(f.Name()))
+}
+
+// removeSnapshotCopies removes the copies SaveSnapshot left next to the
+// state file at path, best effort: a process that crashed while saving.
+func removeSnapshotCopies(path string) {
+	copies, _ := filepath.Glob(path + snapshotCopySuffix + "*") // the pattern is well-formed
+	for _, c := range copies {
+		_ = os.Remove(c) // best effort: a copy left behind only takes space
+	}
+}
+
 // ReadSnapshotHeader reads the header of a snapshot stream.
 func ReadSnapshotHeader(r io.Reader) (index, term, size uint64, err error) {
 	hdr := make([]byte, snapshotHeaderLen)
@@ -279,53 +338,53 @@ func writeField(w io.Writer, b []byte) {
 	_, _ = w.Write(b)
 }
 
-// RebaseSnapshot copies a snapshot stream to w, raising the applied index
-// it records to at least minIndex. A snapshot restored into another
-// cluster (whose Raft log has its own indexes) must record an index past
-// that cluster's own, or Restore would take it for old news and Apply
-// would skip the cluster's next entries. It checks the stream like
-// VerifySnapshot and returns the index and term written.
-func RebaseSnapshot(r io.Reader, w io.Writer, minIndex uint64) (index, term uint64, err error) {
-	index, term, size, err := ReadSnapshotHeader(r)
+// RebaseSnapshot copies a snapshot stream to w, recording index as its
+// applied index instead of the one it has. A snapshot restored into
+// another cluster (whose Raft log has its own indexes) must record the
+// index that cluster's Raft gives it: a lower one and Apply would skip the
+// next entries; a higher one and replicas past it would take it for old
+// news. It checks the stream like VerifySnapshot and returns the term
+// written (the snapshot's).
+func RebaseSnapshot(r io.Reader, w io.Writer, index uint64) (term uint64, err error) {
+	old, term, size, err := ReadSnapshotHeader(r)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	tmp, err := os.CreateTemp("", "herald-rebase-*.db")
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	path := tmp.Name()
 	tmp.Close()
 	defer os.Remove(path)
 	h := sha256.New()
 	if err := writeFileSync(path, io.TeeReader(io.LimitReader(r, int64(size)), h), int64(size)); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	if err := checkSum(r, h.Sum(nil)); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	if err := checkRestored(path, Options{}, index); err != nil {
-		return 0, 0, err
+	if err := checkRestored(path, Options{}, old); err != nil {
+		return 0, err
 	}
 	db, err := Open(path, Options{InitialMmapSize: 1 << 20})
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer db.Close()
-	if index < minIndex {
-		err := db.db.Update(func(tx *bolt.Tx) error { return writeApplied(tx, minIndex, term) })
+	if index != old {
+		err := db.db.Update(func(tx *bolt.Tx) error { return writeApplied(tx, index, term) })
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
-		index = minIndex
 	}
 	s, err := db.Snapshot()
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer s.Release()
 	if _, err := s.WriteTo(w); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	return index, term, nil
+	return term, nil
 }

@@ -2,6 +2,9 @@ package partition
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"math"
 	"sync"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
@@ -61,13 +64,59 @@ func (f *Feed) publish(events []*heraldv1.Event) {
 	}
 }
 
-// reset makes every stream re-read from the state file, after a restore.
-func (f *Feed) reset() {
+// heads returns the head seq of every channel a stream watches (0 for a
+// channel that does not exist), read before a restore for reset.
+func (f *Feed) heads() map[string]uint64 {
+	f.mu.Lock()
+	channels := make([]string, 0, len(f.watchers))
+	for ch := range f.watchers {
+		channels = append(channels, ch)
+	}
+	f.mu.Unlock()
+	return f.headsOf(channels)
+}
+
+// headsOf reads the head seqs of channels; nil if the state cannot be read.
+func (f *Feed) headsOf(channels []string) map[string]uint64 {
+	heads := make(map[string]uint64, len(channels))
+	err := f.db.View(func(r *storage.Reader) error {
+		for _, ch := range channels {
+			_, head, _, err := r.Events(ch, math.MaxUint64, 0)
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+			heads[ch] = head
+		}
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return heads
+}
+
+// reset runs after a restore replaced the state; before holds the heads
+// of the watched channels as they were (heads). A stream whose channel's
+// head went back (is below before) and is now below the stream's cursor
+// ends with ErrCursorAhead: the seqs it delivered are reused by other
+// events. Every other stream re-reads from its cursor in the state file;
+// one still ahead of the head keeps waiting (the replica may be behind).
+func (f *Feed) reset(before map[string]uint64) {
+	channels := make([]string, 0, len(before))
+	for ch := range before {
+		channels = append(channels, ch)
+	}
+	after := f.headsOf(channels)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, set := range f.watchers {
+	for ch, set := range f.watchers {
+		old, known := before[ch]
+		head, read := after[ch]
+		back := known && read && head < old
 		for s := range set {
-			s.markDirty()
+			if !back || !s.endIfAhead(head) {
+				s.markDirty()
+			}
 		}
 	}
 }
@@ -102,7 +151,8 @@ func (f *Feed) remove(s *Stream) {
 
 // Stream delivers one channel's events in seq order without gaps or
 // duplicates: from memory while it keeps up, from the state file when it
-// falls behind or after a restore. One goroutine calls Next; Close may be
+// falls behind or after a restore; it ends (ErrCursorAhead) when a restore
+// takes its channel's head back below its cursor. One goroutine calls Next; Close may be
 // called from any goroutine. Lock order: Feed.mu before Stream.mu.
 type Stream struct {
 	feed    *Feed
@@ -112,7 +162,8 @@ type Stream struct {
 	mu      sync.Mutex // guards following
 	next    uint64     // seq of the next event to deliver
 	pending []*heraldv1.Event
-	dirty   bool // events exist that pending lacks: read the state file
+	dirty   bool  // events exist that pending lacks: read the state file
+	err     error // set when the stream cannot go on; Next returns it
 	closed  bool
 }
 
@@ -133,6 +184,24 @@ func (s *Stream) offer(ev *heraldv1.Event) {
 	s.wake()
 }
 
+// endIfAhead ends the stream with ErrCursorAhead if its cursor is past
+// head, and reports whether it did.
+func (s *Stream) endIfAhead(head uint64) bool {
+	s.mu.Lock()
+	cursor := s.next - 1
+	if cursor <= head {
+		s.mu.Unlock()
+		return false
+	}
+	s.err = &storage.Error{Kind: storage.ErrCursorAhead, Msg: fmt.Sprintf(
+		"channel %q was restored from a snapshot and now ends at seq %d, before the last event delivered (%d); "+
+			"subscribe again from the channel's head", s.channel, head, cursor)}
+	s.pending = nil
+	s.mu.Unlock()
+	s.wake()
+	return true
+}
+
 func (s *Stream) markDirty() {
 	s.mu.Lock()
 	s.dirty = true
@@ -150,8 +219,9 @@ func (s *Stream) wake() {
 
 // Next returns the next events, at most max, waiting until there is at
 // least one or ctx ends. It returns a storage error if the events after its
-// cursor were trimmed (storage.ErrCursorExpired) or the channel does not
-// exist, and ErrClosed after Close.
+// cursor were trimmed (storage.ErrCursorExpired), a restored snapshot took
+// the channel's head back below its cursor (storage.ErrCursorAhead, for
+// good) or the channel does not exist, and ErrClosed after Close.
 func (s *Stream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
 	for {
 		evs, read, err := s.take(max)
@@ -177,6 +247,9 @@ func (s *Stream) take(max int) (evs []*heraldv1.Event, read bool, err error) {
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, false, ErrClosed
+	}
+	if s.err != nil {
+		return nil, false, s.err
 	}
 	for len(s.pending) > 0 && s.pending[0].GetSeq() < s.next {
 		s.pending = s.pending[1:]

@@ -36,6 +36,9 @@ type fsm struct {
 	applyHook atomic.Pointer[func()]
 	stop      <-chan struct{} // closed: give up waiting for room (the replica is closing)
 	broken    atomic.Bool     // set on the FSM goroutine; Recover reads it afterwards
+	// restored is the applied index of the last snapshot that replaced
+	// the state, for RestoreUserSnapshot to check that its snapshot did.
+	restored atomic.Uint64
 }
 
 // Backoff of applyWhenRoom: the first pause and the longest.
@@ -175,18 +178,21 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore replaces the state with a snapshot unless the state is already
-// at or past it. Streams re-read from their cursors afterwards.
+// at or past it. Streams re-read from their cursors afterwards, or end if
+// their channel's head went back below them (Feed.reset).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	before := f.feed.heads()
 	restored, err := f.db.Restore(rc)
 	if err != nil {
 		return err
 	}
 	if restored {
 		index, _, _ := f.db.AppliedIndex()
+		f.restored.Store(index)
 		f.log.Info("restored state from snapshot", "index", index)
 		f.applied.advance(index)
-		f.feed.reset()
+		f.feed.reset(before)
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ type Partition struct {
 	db     *storage.DB
 	feed   *Feed
 	fsm    *fsm
+	gate   writeGate // holds proposals off while a snapshot is restored
 
 	// readyTerm is the term in which this replica, as leader, completed a
 	// Barrier: every entry of earlier terms is applied, so linearizable
@@ -184,7 +185,10 @@ func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*stora
 	if hook := p.proposeHook.Load(); hook != nil {
 		(*hook)()
 	}
-	f := p.raft.Apply(data, future.EnqueueTimeout(ctx))
+	f, err := p.apply(ctx, data)
+	if err != nil {
+		return nil, err
+	}
 	if err := future.Wait(ctx, f); err != nil {
 		return nil, p.classify(err)
 	}

@@ -34,6 +34,7 @@ const (
 	DomainError_KIND_FAILED_PRECONDITION DomainError_Kind = 5
 	DomainError_KIND_RESOURCE_EXHAUSTED  DomainError_Kind = 6
 	DomainError_KIND_CURSOR_EXPIRED      DomainError_Kind = 7
+	DomainError_KIND_CURSOR_AHEAD        DomainError_Kind = 8
 )
 
 // Enum value maps for DomainError_Kind.
@@ -47,6 +48,7 @@ var (
 		5: "KIND_FAILED_PRECONDITION",
 		6: "KIND_RESOURCE_EXHAUSTED",
 		7: "KIND_CURSOR_EXPIRED",
+		8: "KIND_CURSOR_AHEAD",
 	}
 	DomainError_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":         0,
@@ -57,6 +59,7 @@ var (
 		"KIND_FAILED_PRECONDITION": 5,
 		"KIND_RESOURCE_EXHAUSTED":  6,
 		"KIND_CURSOR_EXPIRED":      7,
+		"KIND_CURSOR_AHEAD":        8,
 	}
 )
 
@@ -2390,10 +2393,10 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_http\x18\x02 \x01(\tR\n" +
-	"leaderHttp\"\xb7\x02\n" +
+	"leaderHttp\"\xce\x02\n" +
 	"\vDomainError\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.herald.cluster.v1.DomainError.KindR\x04kind\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xd4\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xeb\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15KIND_INVALID_ARGUMENT\x10\x01\x12\x12\n" +
@@ -2402,7 +2405,8 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x16KIND_PERMISSION_DENIED\x10\x04\x12\x1c\n" +
 	"\x18KIND_FAILED_PRECONDITION\x10\x05\x12\x1b\n" +
 	"\x17KIND_RESOURCE_EXHAUSTED\x10\x06\x12\x17\n" +
-	"\x13KIND_CURSOR_EXPIRED\x10\a\"a\n" +
+	"\x13KIND_CURSOR_EXPIRED\x10\a\x12\x15\n" +
+	"\x11KIND_CURSOR_AHEAD\x10\b\"a\n" +
 	"\aOutcome\x12#\n" +
 	"\rmaybe_applied\x18\x01 \x01(\bR\fmaybeApplied\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x19\n" +
