@@ -147,9 +147,6 @@ func (p *Partition) ID() uint32 { return p.cfg.ID }
 // Feed returns the replica's event feed.
 func (p *Partition) Feed() *Feed { return p.feed }
 
-// Raft returns the Raft instance, for membership changes and status.
-func (p *Partition) Raft() *raft.Raft { return p.raft }
-
 // DB returns the state file, for digests and tests.
 func (p *Partition) DB() *storage.DB { return p.db }
 
