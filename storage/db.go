@@ -70,6 +70,16 @@ type DB struct {
 
 	mu sync.RWMutex // guards following; Restore holds it to swap the file
 	db *bolt.DB
+
+	// retired waits for handles a Restore replaced, closed as their last
+	// read transactions end.
+	retired sync.WaitGroup
+}
+
+// retire closes a replaced handle once its read transactions have ended
+// (bolt's Close waits for them). d.mu must be held.
+func (d *DB) retire(old *bolt.DB) {
+	d.retired.Go(func() { _ = old.Close() }) // a read-only past: nothing to report
 }
 
 // Open opens (or creates) the state file at path, and removes the
@@ -113,12 +123,13 @@ func (d *DB) Path() string { return d.path }
 // progress) to end.
 func (d *DB) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.db == nil {
-		return nil
+	var err error
+	if d.db != nil {
+		err = d.db.Close()
+		d.db = nil
 	}
-	err := d.db.Close()
-	d.db = nil
+	d.mu.Unlock()
+	d.retired.Wait()
 	return err
 }
 

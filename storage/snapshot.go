@@ -196,15 +196,20 @@ func (d *DB) Restore(r io.Reader) (bool, error) {
 		return false, err
 	}
 
+	// The new file takes the state file's name while the old handle stays
+	// open on the old file: read transactions may still be open on it, and
+	// one may be waiting for this very restore to end (raft's snapshot
+	// goroutine holds its state-machine snapshot until the main loop, which
+	// waits for Restore, takes it), so closing it first could wait for
+	// ever. The old handle is closed once its last transaction ends.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.db == nil {
 		return false, ErrClosed
 	}
-	if err := d.db.Close(); err != nil {
-		return false, fmt.Errorf("close state file for restore: %w", err)
-	}
+	old := d.db
 	d.db = nil
+	d.retire(old)
 	if err := os.Rename(tmp, d.path); err != nil {
 		return false, fmt.Errorf("restore: rename %q: %w", tmp, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -112,6 +113,58 @@ func TestRestoreReplacesOlderState(t *testing.T) {
 		checkDomainErr(t, "Channel(only-here) after restore", err, storage.ErrNotFound)
 		return nil
 	})
+}
+
+// TestRestoreWhileSnapshotOpen restores while a snapshot of the old state
+// is still open, as raft's snapshot goroutine holds one while it waits for
+// the main loop, which waits for the restore (seen as a hang of
+// cluster/partition's TestJoinNewReplica). Restore must not wait for the
+// snapshot; the snapshot still reads the old state, and Close waits for
+// it to be released.
+func TestRestoreWhileSnapshotOpen(t *testing.T) {
+	src := newHarness(t)
+	seedState(src)
+	data := snapshotBytes(t, src.db)
+	_, want := src.digest()
+
+	dst := durableHarness(t)
+	dst.ok(as("zed", createCmd("only-here", false)))
+	old, err := dst.db.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := dst.db.Restore(bytes.NewReader(data))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Restore with a snapshot open: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		old.Release()
+		t.Fatal("Restore still waiting for the open snapshot after 10s, want it to go ahead")
+	}
+	if _, got := dst.digest(); got != want {
+		t.Errorf("digest after the restore differs from the snapshot's")
+	}
+	var b bytes.Buffer
+	if _, err := old.WriteTo(&b); err != nil {
+		t.Errorf("the old snapshot after the restore: %v", err)
+	}
+	old.Release()
+	closed := make(chan error, 1)
+	go func() { closed <- dst.db.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close after the old snapshot was released: still waiting after 10s")
+	}
 }
 
 func TestRestoreIsNoOpWhenCaughtUp(t *testing.T) {
