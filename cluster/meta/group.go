@@ -30,6 +30,7 @@ type Group struct {
 	cfg    Config
 	log    *slog.Logger
 	raft   *raft.Raft
+	trans  raft.Transport
 	stores *raftstore.Stores
 	fsm    *fsm
 
@@ -88,7 +89,7 @@ func (g *Group) start(trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("meta: start raft: %w", err)
 	}
-	g.raft = r
+	g.raft, g.trans = r, trans
 	transport.GateFollowerHeartbeats(trans, r)
 	return nil
 }
@@ -394,6 +395,7 @@ func (g *Group) close(transfer bool) error {
 				g.log.Debug("leadership transfer before shutdown failed", "err", err)
 			}
 		}
+		transport.Stopping(g.trans)
 		err := g.raft.Shutdown().Error()
 		err = errors.Join(err, g.stores.Close())
 		if err != nil {

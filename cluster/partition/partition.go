@@ -32,6 +32,7 @@ type Partition struct {
 	cfg    Config
 	log    *slog.Logger
 	raft   *raft.Raft
+	trans  raft.Transport
 	stores *raftstore.Stores
 	db     *storage.DB
 	feed   *Feed
@@ -119,7 +120,7 @@ func (p *Partition) start(trans raft.Transport) error {
 		cancel()
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
 	}
-	p.raft = r
+	p.raft, p.trans = r, trans
 	transport.GateFollowerHeartbeats(trans, r)
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
@@ -421,6 +422,7 @@ func (p *Partition) close(handOver bool) error {
 				p.log.Debug("leadership transfer before shutdown failed", "err", err)
 			}
 		}
+		transport.Stopping(p.trans)
 		err := p.raft.Shutdown().Error()
 		p.wg.Wait()
 		err = errors.Join(err, p.stores.Close(), p.db.Close())

@@ -196,6 +196,9 @@ func (p *pausable) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	})
 }
 
+// Stopping passes the notice on to the inner transport.
+func (p *pausable) Stopping() { transport.Stopping(p.inner) }
+
 // GateHeartbeats passes the gate on to the inner transport.
 func (p *pausable) GateHeartbeats(allow func(term uint64) bool) {
 	if g, ok := p.inner.(transport.HeartbeatGate); ok {

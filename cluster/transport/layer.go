@@ -30,7 +30,13 @@ type Layer struct {
 	// refusing makes the Mux close connections for the group (see
 	// Transport.Refuse).
 	refusing atomic.Bool
+	// noRedial is closed by stopRedial: dial gives up redialing.
+	noRedial     chan struct{}
+	noRedialOnce sync.Once
 }
+
+// stopRedial makes Dial stop waiting for refusing peers, now and later.
+func (l *Layer) stopRedial() { l.noRedialOnce.Do(func() { close(l.noRedial) }) }
 
 var _ raft.StreamLayer = (*Layer)(nil)
 
@@ -150,6 +156,9 @@ func (l *Layer) dial(address string, timeout time.Duration) (net.Conn, error) {
 		case <-l.mux.done:
 			t.Stop()
 			return nil, l.err()
+		case <-l.noRedial:
+			t.Stop()
+			return conn, err
 		}
 	}
 }

@@ -102,10 +102,11 @@ func (m *Mux) Layer(group string) (*Layer, error) {
 		return nil, fmt.Errorf("%w: %q", ErrGroupExists, group)
 	}
 	l := &Layer{
-		mux:   m,
-		group: group,
-		conns: make(chan net.Conn),
-		done:  make(chan struct{}),
+		mux:      m,
+		group:    group,
+		conns:    make(chan net.Conn),
+		done:     make(chan struct{}),
+		noRedial: make(chan struct{}),
 	}
 	m.layers[group] = l
 	return l, nil

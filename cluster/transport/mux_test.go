@@ -580,6 +580,31 @@ func TestDialWaitsForARefusingPeer(t *testing.T) {
 		acceptWithin(t, to, 5*time.Second).Close()
 	}
 
+	// Once the transport is told its Raft instance is stopping, a dial
+	// waits no more: raft's Shutdown waits for its goroutines.
+	m := newMux(t, transport.Config{})
+	trans, err := m.NewTransport("p1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trans.Close()
+	dialed := make(chan error, 1)
+	go func() {
+		_, err := trans.NetworkTransport.AppendEntries("n9", raft.ServerAddress(freeAddr(t)),
+			&raft.AppendEntriesRequest{}, &raft.AppendEntriesResponse{})
+		dialed <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the dial is waiting for the peer
+	trans.Stopping()
+	select {
+	case err := <-dialed:
+		if err == nil {
+			t.Error("AppendEntries to a closed port: got nil error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("dial still waiting 5s after Stopping, want it to give up")
+	}
+
 	// Off, a refused dial fails at once.
 	off := newLayer(t, newMux(t, transport.Config{RedialWindow: -1}), "p0")
 	if _, err := off.Dial(raft.ServerAddress(freeAddr(t)), 10*time.Second); err == nil {

@@ -80,6 +80,12 @@ func (t *Transport) deliver(rpc raft.RPC) {
 // must not vote) starts refused.
 func (t *Transport) Refuse(on bool) { t.layer.refusing.Store(on) }
 
+// Stopping tells the transport that its Raft instance is shutting down:
+// dials stop waiting for refusing peers (see Layer.dial), so that raft's
+// goroutines, which Shutdown waits for before it closes the transport,
+// end at once.
+func (t *Transport) Stopping() { t.layer.stopRedial() }
+
 // Consumer returns the channel Raft reads its RPCs from.
 func (t *Transport) Consumer() <-chan raft.RPC { return t.consumer }
 
@@ -111,6 +117,18 @@ func (t *Transport) SetHeartbeatHandler(cb func(raft.RPC)) {
 func (t *Transport) Close() error {
 	t.once.Do(func() { close(t.done) })
 	return t.NetworkTransport.Close()
+}
+
+// Stopper is what a transport offers that wants to know its Raft
+// instance is about to shut down; Transport is one.
+type Stopper interface{ Stopping() }
+
+// Stopping tells trans, if it is a Stopper, that its Raft instance is about
+// to shut down. Call it right before raft.Shutdown.
+func Stopping(trans raft.Transport) {
+	if s, ok := trans.(Stopper); ok {
+		s.Stopping()
+	}
 }
 
 // HeartbeatGate is what a transport offers that can route heartbeats by
