@@ -590,9 +590,8 @@ func TestDialWaitsForARefusingPeer(t *testing.T) {
 	defer trans.Close()
 	dialed := make(chan error, 1)
 	go func() {
-		_, err := trans.NetworkTransport.AppendEntries("n9", raft.ServerAddress(freeAddr(t)),
+		dialed <- trans.AppendEntries("n9", raft.ServerAddress(freeAddr(t)),
 			&raft.AppendEntriesRequest{}, &raft.AppendEntriesResponse{})
-		dialed <- err
 	}()
 	time.Sleep(200 * time.Millisecond) // the dial is waiting for the peer
 	trans.Stopping()
