@@ -28,7 +28,7 @@ func TestFailoverKillBusiestLeader(t *testing.T) {
 	if testing.Short() {
 		parts, per = 4, 2
 	}
-	const electionTimeout = 200 * time.Millisecond // clustertest's
+	const electionTimeout = clustertest.ElectionTimeout
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
 	c.WaitSettled(30 * time.Second)
 	ctx := t.Context()

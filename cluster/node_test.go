@@ -12,7 +12,7 @@ import (
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
-	"github.com/heraldhq/herald/cluster/meta"
+	"github.com/heraldhq/herald/cluster/clustertest"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/storage"
 )
@@ -25,16 +25,12 @@ func openNode(t *testing.T, dir string, partitions uint32) (*cluster.Node, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := partition.DefaultConfig()
-	pc.HeartbeatTimeout = 100 * time.Millisecond
-	pc.ElectionTimeout = 100 * time.Millisecond
-	pc.LeaderLeaseTimeout = 50 * time.Millisecond
+	pc := clustertest.FastPartition(partition.DefaultConfig())
 	// One node founds its own cluster; it never calls a peer, so its HTTP
 	// address is only recorded.
 	n, err := cluster.New(cluster.Config{NodeID: "n1", DataDir: dir, RaftListener: ln,
 		HTTPAddr: "127.0.0.1:1", BootstrapExpect: 1, Partitions: partitions, Partition: pc,
-		Meta: meta.Config{HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond}})
+		Meta: clustertest.FastMeta()})
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -60,11 +60,12 @@ func (c *controller) reconcileReplicas(ctx context.Context) {
 
 // openReplica starts this node's replica of a partition. Only the first
 // placement (epoch 1, generation 0) bootstraps a group, identically on
-// every replica, and only on the nodes that founded the cluster, for a
-// replica they have not held before; a replica placed later starts empty
-// and waits for the leader to add it. A replica the ledger says had state
-// must have it still (else the node fails with ErrStateLost). Files left
-// by an earlier generation are discarded.
+// every replica, and only on the nodes that founded the cluster (raft
+// bootstraps only a replica without state); a replica placed later starts
+// empty and waits for the leader to add it. A replica the ledger says had
+// state must have it still, but for a bootstrap a crash cut short (else
+// the node fails with ErrStateLost). Files left by an earlier generation
+// are discarded.
 func (c *controller) openReplica(pl *clusterv1.Placement) error {
 	n := c.n
 	p, g := pl.GetPartition(), pl.GetGeneration()
@@ -81,7 +82,7 @@ func (c *controller) openReplica(pl *clusterv1.Placement) error {
 	}
 	held := n.ledger.held(p, g)
 	var bootstrap []raft.Server
-	if pl.GetEpoch() == 1 && g == 0 && n.ledger.founder() && !held {
+	if pl.GetEpoch() == 1 && g == 0 && n.ledger.founder() {
 		for _, id := range pl.GetReplicas() {
 			bootstrap = append(bootstrap, raft.Server{Suffrage: raft.Voter,
 				ID: raft.ServerID(id), Address: raft.ServerAddress(n.peers.raftAddr(id))})

@@ -29,7 +29,6 @@ import (
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
-	"github.com/heraldhq/herald/cluster/meta"
 )
 
 // nodeAuthLabel is the label the node-to-node key is derived with
@@ -157,8 +156,7 @@ func startLoneNode(t *testing.T, id string, secret []byte, join []string) (*clus
 	}
 	n, err := cluster.New(cluster.Config{NodeID: id, DataDir: t.TempDir(), HTTPAddr: httpLn.Addr().String(),
 		RaftListener: raftLn, Join: join, Secret: secret, ReconcileInterval: 100 * time.Millisecond,
-		Meta: meta.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 20 * time.Millisecond}})
+		Meta: clustertest.FastMeta()})
 	if err != nil {
 		httpLn.Close()
 		raftLn.Close()

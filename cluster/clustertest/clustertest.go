@@ -30,6 +30,30 @@ import (
 	"github.com/heraldhq/herald/cluster/partition"
 )
 
+// Test timers: fast, so that failovers take a second or less, yet slow
+// enough that a two-core machine running every package's tests under the
+// race detector at once does not lose leaders to starvation (at 200 ms
+// heartbeats and 100 ms leases it did, over and over).
+const (
+	HeartbeatTimeout   = 400 * time.Millisecond
+	ElectionTimeout    = 400 * time.Millisecond
+	LeaderLeaseTimeout = 200 * time.Millisecond
+	CommitTimeout      = 20 * time.Millisecond
+)
+
+// FastPartition returns c with the test timers.
+func FastPartition(c partition.Config) partition.Config {
+	c.HeartbeatTimeout, c.ElectionTimeout = HeartbeatTimeout, ElectionTimeout
+	c.LeaderLeaseTimeout, c.CommitTimeout = LeaderLeaseTimeout, CommitTimeout
+	return c
+}
+
+// FastMeta returns a metadata group configuration with the test timers.
+func FastMeta() meta.Config {
+	return meta.Config{HeartbeatTimeout: HeartbeatTimeout, ElectionTimeout: ElectionTimeout,
+		LeaderLeaseTimeout: LeaderLeaseTimeout, CommitTimeout: CommitTimeout}
+}
+
 // Options shape a test cluster. Zero values mean the defaults.
 type Options struct {
 	// Nodes is how many nodes found the cluster; 0 means 3.
@@ -109,12 +133,8 @@ func New(t testing.TB, opts Options) *Cluster {
 	if opts.LogLevel == 0 {
 		opts.LogLevel = slog.LevelWarn
 	}
-	pc := &opts.Partition
-	if pc.HeartbeatTimeout == 0 {
-		pc.HeartbeatTimeout = 200 * time.Millisecond
-		pc.ElectionTimeout = 200 * time.Millisecond
-		pc.LeaderLeaseTimeout = 100 * time.Millisecond
-		pc.CommitTimeout = 20 * time.Millisecond
+	if opts.Partition.HeartbeatTimeout == 0 {
+		opts.Partition = FastPartition(opts.Partition)
 	}
 	if opts.RequestTimeout == 0 {
 		opts.RequestTimeout = 10 * time.Second
@@ -216,8 +236,7 @@ func (n *Node) start(join []string, expect int) {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: n.c.opts.LogLevel})).With("test_node", n.ID)
-	mc := meta.Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 20 * time.Millisecond}
+	mc := FastMeta()
 	node, err := cluster.New(cluster.Config{
 		NodeID:            n.ID,
 		DataDir:           n.Dir,

@@ -25,7 +25,8 @@ type Config struct {
 	Bootstrap []raft.Server
 	// RequireState makes New refuse (ErrStateLost) a Dir without Raft
 	// state: the replica had state before, and must not start again
-	// without the votes and entries it promised.
+	// without the votes and entries it promised. A bootstrap a crash cut
+	// short (see Bootstrap) promised nothing and is started over.
 	RequireState bool
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger

@@ -92,9 +92,10 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 func (p *Partition) start(trans raft.Transport) error {
 	rc := p.cfg.raftConfig()
 	rc.Logger = raftlog.New(p.log)
+	reset := false
 	if len(p.cfg.Bootstrap) > 0 {
-		reset, err := p.stores.ResetPartialBootstrap()
-		if err != nil {
+		var err error
+		if reset, err = p.stores.ResetPartialBootstrap(); err != nil {
 			return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
 		}
 		if reset {
@@ -105,7 +106,8 @@ func (p *Partition) start(trans raft.Transport) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: read raft state: %w", p.cfg.ID, err)
 	}
-	if !has && p.cfg.RequireState {
+	// A bootstrap cut short promised nothing: starting over is not amnesia.
+	if !has && !reset && p.cfg.RequireState {
 		return fmt.Errorf("%w: partition %d in %s", ErrStateLost, p.cfg.ID, p.cfg.Dir)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
