@@ -20,6 +20,14 @@ import (
 // another way; the request timeout must leave room for that.
 const faultRequestTimeout = 3 * time.Second
 
+// faultWindow is how long the fault tests keep a fault in place.
+func faultWindow() time.Duration {
+	if testing.Short() {
+		return 2 * faultRequestTimeout
+	}
+	return 5 * faultRequestTimeout
+}
+
 // slack is what a request may take past the request timeout: the answer's
 // way back, and a loaded test machine.
 const slack = 3 * time.Second
@@ -121,7 +129,7 @@ func TestIsolatedLeaderFailsFast(t *testing.T) {
 			log = &viaLeader
 		}
 		wg.Go(func() {
-			for i := 0; time.Since(cut) < 4*faultRequestTimeout; i++ {
+			for i := 0; time.Since(cut) < faultWindow(); i++ {
 				_ = log.post(m.Cluster(), ch, fmt.Sprintf("%s-%d", m.ID, i))
 			}
 		})

@@ -256,32 +256,47 @@ func (n *Node) restoreLocal(ctx context.Context, r *partition.Partition, f *os.F
 }
 
 // restoreConfirmWait bounds how long a restore waits for every replica to
-// install the snapshot.
-const restoreConfirmWait = time.Minute
+// install the snapshot, and restoreSilenceWait how long for a replica that
+// does not answer at all (its node is down or cut off).
+const (
+	restoreConfirmWait = time.Minute
+	restoreSilenceWait = 3 * time.Second
+)
 
 // confirmRestore waits until every replica of partition p in servers has
 // applied the snapshot restored at index: all at one applied index, at
 // least index, with one digest. Proposals are held off meanwhile, so only a
 // membership change can move them past index. It fails with a
-// failed-precondition error naming a replica that differs, or did not
-// answer, when that does not happen within restoreConfirmWait.
+// failed-precondition error naming a replica that differs when that does
+// not happen within restoreConfirmWait, or that did not answer for
+// restoreSilenceWait.
 func (n *Node) confirmRestore(ctx context.Context, p uint32, index uint64, servers []string) error {
 	ctx, cancel := context.WithTimeout(ctx, restoreConfirmWait)
 	defer cancel()
 	begin := time.Now()
+	var silentSince time.Time
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
-		differs := n.restoreDiffers(ctx, p, index, servers)
-		if differs == "" {
+		differs, silent := n.restoreDiffers(ctx, p, index, servers)
+		switch {
+		case differs == "":
 			n.log.Info("restored snapshot confirmed on every replica", "partition", p, "index", index,
 				"replicas", len(servers), "took", time.Since(begin).Round(time.Millisecond))
 			return nil
+		case !silent:
+			silentSince = time.Time{}
+		case silentSince.IsZero():
+			silentSince = time.Now()
+		}
+		failed := preconditionf("partition %d was restored at index %d, but %s; check `herald admin digest %d` "+
+			"and restore again once every replica is up", p, index, differs, p)
+		if silent && time.Since(silentSince) > restoreSilenceWait {
+			return failed
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return preconditionf("partition %d was restored at index %d, but %s; check `herald admin digest %d` "+
-				"and restore again once every replica is up", p, index, differs, p)
+			return failed
 		case <-t.C:
 		}
 	}
@@ -289,25 +304,25 @@ func (n *Node) confirmRestore(ctx context.Context, p uint32, index uint64, serve
 
 // restoreDiffers returns "" when every replica in servers reports the
 // same applied index, at least index, and the same digest; else what
-// differs.
-func (n *Node) restoreDiffers(ctx context.Context, p uint32, index uint64, servers []string) string {
+// differs, and whether that is a replica that did not answer.
+func (n *Node) restoreDiffers(ctx context.Context, p uint32, index uint64, servers []string) (string, bool) {
 	var first *heraldv1.GetReplicaDigestResponse
 	for _, id := range servers {
 		d, err := n.ReplicaDigest(ctx, p, id)
 		switch {
 		case err != nil:
-			return fmt.Sprintf("replica %s did not answer: %v", id, err)
+			return fmt.Sprintf("replica %s did not answer: %v", id, err), true
 		case d.GetAppliedIndex() < index:
-			return fmt.Sprintf("replica %s is at index %d", id, d.GetAppliedIndex())
+			return fmt.Sprintf("replica %s is at index %d", id, d.GetAppliedIndex()), false
 		case first == nil:
 			first = d
 		case d.GetAppliedIndex() != first.GetAppliedIndex() || !bytes.Equal(d.GetSha256(), first.GetSha256()):
 			return fmt.Sprintf("replica %s is at index %d with digest %x, replica %s at %d with %x", id,
 				d.GetAppliedIndex(), d.GetSha256()[:min(8, len(d.GetSha256()))], first.GetNodeId(),
-				first.GetAppliedIndex(), first.GetSha256()[:min(8, len(first.GetSha256()))])
+				first.GetAppliedIndex(), first.GetSha256()[:min(8, len(first.GetSha256()))]), false
 		}
 	}
-	return ""
+	return "", false
 }
 
 func (s *rpcServer) Restore(ctx context.Context, stream *connect.ClientStream[clusterv1.RestoreRequest]) (*clusterv1.RestoreResponse, error) {
