@@ -61,6 +61,9 @@ type Config struct {
 	// PingInterval is how often the gateway pings WebSocket clients; a
 	// connection silent for three intervals is closed. 0 means 15 s.
 	PingInterval time.Duration
+	// WriteTimeout bounds one write to a WebSocket client: a client that
+	// has not taken a frame within it is closed. 0 means 10 s.
+	WriteTimeout time.Duration
 	// MaxPostsPerUser is how many posts a second one user may make through
 	// this node (a token bucket with that burst); 0 means no limit.
 	MaxPostsPerUser float64
@@ -82,12 +85,13 @@ func DefaultConfig() Config {
 		MaxSubscriptions: 100,
 		QueueFrames:      1024,
 		PingInterval:     15 * time.Second,
+		WriteTimeout:     10 * time.Second,
 	}
 }
 
 // Validate reports the first out-of-range field.
 func (c Config) Validate() error {
-	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 ||
+	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 || c.WriteTimeout < 0 ||
 		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
@@ -107,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = d.PingInterval
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
 	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = 10 * time.Second

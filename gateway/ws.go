@@ -21,9 +21,6 @@ import (
 // close frame.
 const closeWait = time.Second
 
-// writeWait bounds one write to a client; past it the connection closes.
-const writeWait = 10 * time.Second
-
 // typingInterval is the least time between two typing frames a connection
 // relays for one channel; extra ones are dropped.
 const typingInterval = 3 * time.Second
@@ -139,8 +136,8 @@ func (w *wsServer) pingLoop() {
 		for conn := range w.conns {
 			c := conn.c
 			c.Async(func() {
-				_ = c.SetWriteDeadline(time.Now().Add(writeWait)) // fails only if closed
-				_ = c.WritePing(nil)                              // a failed write closes the conn
+				_ = c.SetWriteDeadline(time.Now().Add(w.s.cfg.WriteTimeout)) // fails only if closed
+				_ = c.WritePing(nil)                                         // a failed write closes the conn
 			})
 		}
 		w.mu.Unlock()
@@ -219,8 +216,8 @@ func (k *wsConn) write(b []byte) bool {
 // connection closes) instead of holding the queue forever.
 func (k *wsConn) enqueue(b []byte) {
 	k.c.Async(func() {
-		_ = k.c.SetWriteDeadline(time.Now().Add(writeWait)) // fails only if closed
-		_ = k.c.WriteMessage(k.opcode(), b)                 // a failed write closes the conn
+		_ = k.c.SetWriteDeadline(time.Now().Add(k.w.s.cfg.WriteTimeout)) // fails only if closed
+		_ = k.c.WriteMessage(k.opcode(), b)                              // a failed write closes the conn
 		k.pending.Add(-1)
 		select {
 		case k.drained <- struct{}{}:

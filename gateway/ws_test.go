@@ -508,7 +508,9 @@ func TestWSTyping(t *testing.T) {
 }
 
 func TestWSSlowConsumer(t *testing.T) {
-	n := startNode(t, nodeOptions{gateway: gateway.Config{QueueFrames: 16}})
+	// The paused client must outlast the flood, however slow the machine:
+	// its stalled write may not time out first.
+	n := startNode(t, nodeOptions{gateway: gateway.Config{QueueFrames: 16, WriteTimeout: 5 * time.Minute}})
 	wsCreateChannel(t, n, "flood")
 	good := dialWS(t, n, wsOptions{})
 	good.subscribe("g", "flood", wsSeq(0))
@@ -516,6 +518,14 @@ func TestWSSlowConsumer(t *testing.T) {
 	// client block soon and its queue overflows.
 	slow := dialWS(t, n, wsOptions{rcvBuf: 4 << 10})
 	slow.subscribe("s", "flood", wsSeq(0))
+	// Both subscriptions must be live before the flood: one still
+	// catching up pulls the history only as fast as its client reads, and
+	// a paused client is then closed by the write deadline instead.
+	if _, err := wsTryPost(n, "flood", "0 first"); err != nil {
+		t.Fatal(err)
+	}
+	good.expectEvents("flood", 1, 1)
+	slow.expectEvents("flood", 1, 1)
 	slow.pause()
 
 	// About 8 MB of events, far more than the socket buffers between the
@@ -529,7 +539,7 @@ func TestWSSlowConsumer(t *testing.T) {
 	errs := make(chan error, posters)
 	for p := range posters {
 		wg.Go(func() {
-			for i := p; i < events; i += posters {
+			for i := 1 + p; i < events; i += posters {
 				if _, err := wsTryPost(n, "flood", fmt.Sprintf("%d %s", i, text)); err != nil {
 					errs <- err
 					return
@@ -543,10 +553,10 @@ func TestWSSlowConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	posted := time.Since(start)
-	good.expectEvents("flood", 1, events)
+	good.expectEvents("flood", 2, events)
 	slow.resume()
 
-	var last uint64
+	last := uint64(1)
 	for {
 		f := slow.next()
 		if ev := f.GetEvent(); ev != nil {
