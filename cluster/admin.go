@@ -128,14 +128,25 @@ func (n *Node) node(st *clusterv1.MetaState, id string) (*heraldv1.Node, error) 
 	return nil, notFoundf("node %q is not in the cluster", id)
 }
 
-// setNodeState records a node's state through the metadata leader.
+// setNodeState records a node's state through the metadata leader. Setting
+// a state twice changes nothing, so an attempt that may have applied (the
+// metadata leader changed under it: removing a metadata voter can do that)
+// is made again within the request's deadline.
 func (n *Node) setNodeState(ctx context.Context, id string, state heraldv1.Node_State) (*heraldv1.Node, error) {
-	st, err := n.proposeMeta(ctx, &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetNodeState{
-		SetNodeState: &clusterv1.SetNodeState{NodeId: id, State: state}}})
-	if err != nil {
-		return nil, err
+	ctx, cancel := n.withTimeout(ctx)
+	defer cancel()
+	cmd := &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetNodeState{
+		SetNodeState: &clusterv1.SetNodeState{NodeId: id, State: state}}}
+	for {
+		st, err := n.proposeMeta(ctx, cmd)
+		switch {
+		case err == nil:
+			return n.node(st, id)
+		case !errors.Is(err, ErrIndeterminate) || ctx.Err() != nil:
+			return nil, err
+		}
+		n.log.Warn("set node state: outcome indeterminate; again", "node", id, "state", state, "err", err)
 	}
-	return n.node(st, id)
 }
 
 // DrainNode marks a node draining: the placement moves its leaderships

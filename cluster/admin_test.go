@@ -25,13 +25,7 @@ import (
 // post posts one message through n and returns its seq.
 func post(t *testing.T, n *cluster.Node, ch, id string) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	res, err := n.Apply(ctx, clustertest.Post(ch, "text of "+id, id))
-	if err != nil {
-		t.Fatalf("post %s to %s via %s: %v", id, ch, n.ID(), err)
-	}
-	return res.Message.GetSeq()
+	return clustertest.MustPost(t, n, ch, "text of "+id, id)
 }
 
 // holdFor checks fn every step for d and fails the test the first time it

@@ -49,11 +49,9 @@ func postAndReadEverywhere(t *testing.T, c *clustertest.Cluster, format string, 
 	for i := range channels {
 		ch := fmt.Sprintf(format, i)
 		via := nodes[i%len(nodes)]
-		if _, err := via.Apply(ctx, clustertest.Create(ch)); err != nil {
-			t.Fatalf("create %s via %s: %v", ch, via.ID(), err)
-		}
+		clustertest.MustCreate(t, via, ch)
 		via = nodes[(i+1)%len(nodes)]
-		res, err := via.Apply(ctx, clustertest.Post(ch, "hello "+ch, "m-"+ch))
+		res, err := clustertest.Write(ctx, via, clustertest.Post(ch, "hello "+ch, "m-"+ch))
 		if err != nil {
 			t.Fatalf("post to %s via %s: %v", ch, via.ID(), err)
 		}

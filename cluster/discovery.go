@@ -330,7 +330,15 @@ func (n *Node) proposeMeta(ctx context.Context, cmd *clusterv1.MetaCommand) (*cl
 	defer cancel()
 	for {
 		if n.meta.IsLeader() {
-			return n.meta.Propose(ctx, cmd)
+			st, err := n.meta.Propose(ctx, cmd)
+			switch {
+			case errors.Is(err, meta.ErrIndeterminate):
+				return nil, fmt.Errorf("%w: %w", ErrIndeterminate, err)
+			case ctx.Err() == nil && (errors.Is(err, meta.ErrNotLeader) || errors.Is(err, meta.ErrNotApplied)):
+				// Not applied: leadership moved on; ask the next leader.
+			default:
+				return st, err
+			}
 		}
 		id, _ := n.meta.Leader()
 		if id != "" {

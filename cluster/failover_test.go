@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -31,13 +30,10 @@ func TestFailoverKillBusiestLeader(t *testing.T) {
 	const electionTimeout = clustertest.ElectionTimeout
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
 	c.WaitSettled(30 * time.Second)
-	ctx := t.Context()
 	chs := spreadChannels("fo", parts, per)
 	nodes := c.Running()
 	for i, ch := range chs {
-		if _, err := nodes[i%len(nodes)].Apply(ctx, clustertest.Create(ch)); err != nil {
-			t.Fatalf("create %s: %v", ch, err)
-		}
+		clustertest.MustCreate(t, nodes[i%len(nodes)], ch)
 	}
 	writers := make([]*writer, len(chs))
 	for i, ch := range chs {
@@ -316,7 +312,7 @@ func postAcked(ctx context.Context, pick func() *cluster.Node, ch, id string) (a
 			if err == nil {
 				return ack{id: id, seq: res.Message.GetSeq(), sent: sent, at: time.Now()}, nil
 			}
-			if !retrySafe(err) {
+			if !clustertest.Retryable(err) {
 				return ack{}, fmt.Errorf("post %s to %s via %s: %w", id, ch, n.ID(), err)
 			}
 			last = fmt.Errorf("via %s: %w", n.ID(), err)
@@ -330,11 +326,6 @@ func postAcked(ctx context.Context, pick func() *cluster.Node, ch, id string) (a
 		case <-t.C:
 		}
 	}
-}
-
-func retrySafe(err error) bool {
-	return errors.Is(err, cluster.ErrNotApplied) || errors.Is(err, cluster.ErrNoLeader) ||
-		errors.Is(err, cluster.ErrIndeterminate) || errors.Is(err, cluster.ErrClosed)
 }
 
 // readHistory returns a channel's whole history, oldest first, read

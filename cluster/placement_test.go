@@ -53,20 +53,8 @@ func channelPerPartition(prefix string, partitions uint32) []string {
 func createChannels(t *testing.T, n *cluster.Node, channels []string) {
 	t.Helper()
 	for _, ch := range channels {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		_, err := n.Apply(ctx, clustertest.Create(ch))
-		cancel()
-		if err != nil {
-			t.Fatalf("create %s via %s: %v", ch, n.ID(), err)
-		}
+		clustertest.MustCreate(t, n, ch)
 	}
-}
-
-// retryable reports whether a post failed in a way that a retry with the
-// same client_msg_id may fix: it did not apply, or may have.
-func retryable(err error) bool {
-	return errors.Is(err, cluster.ErrNotApplied) || errors.Is(err, cluster.ErrIndeterminate) ||
-		errors.Is(err, cluster.ErrNoLeader) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // ackLoad is a set of writers, one per channel, each posting messages with
@@ -121,7 +109,7 @@ func (l *ackLoad) write(ctx context.Context, ch string, via func(k int) *cluster
 			if ctx.Err() != nil {
 				return
 			}
-			if !retryable(err) {
+			if !clustertest.Retryable(err) && !errors.Is(err, context.DeadlineExceeded) {
 				l.t.Errorf("post %s to %s via %s: %v", id, ch, n.ID(), err)
 				return
 			}

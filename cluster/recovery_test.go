@@ -361,9 +361,7 @@ func createAll(t *testing.T, c *clustertest.Cluster, chs []string) {
 	t.Helper()
 	nodes := c.Running()
 	for i, ch := range chs {
-		if _, err := nodes[i%len(nodes)].Apply(t.Context(), clustertest.Create(ch)); err != nil {
-			t.Fatalf("create %s: %v", ch, err)
-		}
+		clustertest.MustCreate(t, nodes[i%len(nodes)], ch)
 	}
 }
 

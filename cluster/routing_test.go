@@ -43,11 +43,11 @@ func TestRoutingManyChannels(t *testing.T) {
 	parallelEach(t, channels, 8, func(i int) error {
 		ch := ids[i]
 		via := nodes[i%len(nodes)]
-		if _, err := via.Apply(ctx, clustertest.Create(ch)); err != nil {
+		if _, err := clustertest.Write(ctx, via, clustertest.Create(ch)); err != nil {
 			return fmt.Errorf("create %s via %s: %w", ch, via.ID(), err)
 		}
 		via = nodes[(i+1)%len(nodes)]
-		res, err := via.Apply(ctx, clustertest.Post(ch, "hello "+ch, "m-"+ch))
+		res, err := clustertest.Write(ctx, via, clustertest.Post(ch, "hello "+ch, "m-"+ch))
 		if err != nil {
 			return fmt.Errorf("post to %s via %s: %w", ch, via.ID(), err)
 		}
@@ -221,9 +221,7 @@ func TestRoutingThroughNodeWithoutReplica(t *testing.T) {
 	ch := spreadChannels("remote", parts, 1)[p]
 	t.Logf("%s holds no replica of partition %d; channel %s", x.ID(), p, ch)
 
-	if _, err := x.Apply(ctx, clustertest.Create(ch)); err != nil {
-		t.Fatalf("create %s via %s: %v", ch, x.ID(), err)
-	}
+	clustertest.MustCreate(t, x, ch)
 	res, err := x.Apply(ctx, clustertest.Post(ch, "first", "first"))
 	if err != nil {
 		t.Fatalf("post to %s via %s: %v", ch, x.ID(), err)

@@ -69,7 +69,7 @@ func (w *restoreWriters) run(ctx context.Context, t *testing.T, c *clustertest.C
 				w.mu.Lock()
 				w.count[ch]++
 				w.mu.Unlock()
-			case retryable(err):
+			case clustertest.Retryable(err) || errors.Is(err, context.DeadlineExceeded):
 				continue // the same id again
 			default:
 				t.Errorf("post %s to %s via %s: %v", id, ch, via.ID(), err)

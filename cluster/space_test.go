@@ -49,9 +49,7 @@ func TestWritesRefusedWhileAReplicaIsLowOnDisk(t *testing.T) {
 		}
 	}
 	t.Logf("channel %s: partition %d, led by %s", channel, ring.Partition(channel, 3), leader)
-	if _, err := nodes[0].Apply(ctx, clustertest.Create(channel)); err != nil {
-		t.Fatalf("create %s: %v", channel, err)
-	}
+	clustertest.MustCreate(t, nodes[0], channel)
 	if _, err := nodes[0].Apply(ctx, clustertest.Post(channel, "before", "before")); err != nil {
 		t.Fatalf("post before the disk filled: %v", err)
 	}
