@@ -115,7 +115,6 @@ func faultCluster(t *testing.T, ch string) (*clustertest.Cluster, string, *clust
 // nothing until the client's own timeout. Posts through the other nodes
 // succeed again once they have elected a leader.
 func TestIsolatedLeaderFailsFast(t *testing.T) {
-	t.Parallel()
 	c, ch, leader, others := faultCluster(t, "fast-1")
 	for _, o := range others {
 		c.Net.Partition(leader.ID, o.ID)
@@ -156,7 +155,6 @@ func TestIsolatedLeaderFailsFast(t *testing.T) {
 // skipped the leader it could not reach, the third node named that same
 // leader, and the post failed after the deadline.
 func TestRelayAroundACutLink(t *testing.T) {
-	t.Parallel()
 	c, ch, leader, others := faultCluster(t, "relay-1")
 	edge := others[0]
 	c.Net.Partition(edge.ID, leader.ID)
@@ -186,7 +184,6 @@ func TestRelayAroundACutLink(t *testing.T) {
 // through the followers must succeed again within a bounded time, the
 // leadership having moved to a node the others can reach.
 func TestOneWayCutFromLeader(t *testing.T) {
-	t.Parallel()
 	c, ch, leader, others := faultCluster(t, "oneway-1")
 	for _, o := range others {
 		c.Net.Cut(o.ID, leader.ID)
@@ -224,7 +221,6 @@ func TestOneWayCutFromLeader(t *testing.T) {
 // network and means nothing to the asker. Before, a NotLeader answer
 // carried the answering node's peer-map address.
 func TestAdvertisesOwnAddresses(t *testing.T) {
-	t.Parallel()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1, Faults: true})
 	c.WaitSettled(30 * time.Second)
 	leader, others := leaderAndOthers(t, c, 0)

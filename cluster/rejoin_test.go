@@ -36,7 +36,6 @@ func waitFailed(t *testing.T, m *clustertest.Node, within time.Duration) error {
 // term. Before, the node rejoined its groups as a voter with no state. It
 // must refuse, saying what to do, without taking part in any group.
 func TestLostDataDirRefused(t *testing.T) {
-	t.Parallel()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 2})
 	c.WaitSettled(30 * time.Second)
 	m := c.Member(2)
@@ -64,7 +63,6 @@ func TestLostDataDirRefused(t *testing.T) {
 // stopped node whose other data is intact: that replica had voted and
 // acknowledged entries, and must not come back empty as a voter.
 func TestLostReplicaDirRefused(t *testing.T) {
-	t.Parallel()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 2})
 	c.WaitSettled(30 * time.Second)
 	m := c.Member(1)
@@ -86,7 +84,6 @@ func TestLostReplicaDirRefused(t *testing.T) {
 // replicas again. Before, it never became ready. Started with its old
 // data instead, it refuses at once.
 func TestRemovedNodeRejoins(t *testing.T) {
-	t.Parallel()
 	const parts = 2
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
 	c.WaitSettled(30 * time.Second)
@@ -157,7 +154,6 @@ func TestRemovedNodeRejoins(t *testing.T) {
 // stops it and starts it again: it is wanted again, so it goes back into
 // service and takes replicas. Before, it stayed draining for ever.
 func TestDrainedNodeReturnsToService(t *testing.T) {
-	t.Parallel()
 	const parts = 4
 	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: parts})
 	c.WaitSettled(30 * time.Second)

@@ -21,7 +21,6 @@ import (
 // its own state. It must answer from a caught-up replica (its own, once it
 // has caught up, else the leader).
 func TestStaleReadsFromCaughtUpReplicas(t *testing.T) {
-	t.Parallel()
 	const parts = 2
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
 	c.WaitSettled(30 * time.Second)
