@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -39,6 +38,7 @@ func TestStaleReadsFromCaughtUpReplicas(t *testing.T) {
 	m.Restart()
 	n := m.Cluster()
 	reads, forwardedOrCaughtUp := 0, 0
+	var lastErr error
 	begin := time.Now()
 	for !n.Ready() {
 		if time.Since(begin) > 30*time.Second {
@@ -52,6 +52,7 @@ func TestStaleReadsFromCaughtUpReplicas(t *testing.T) {
 			t.Fatalf("stale read %d via %s %v after its restart: %v; the channel was created before the restart",
 				reads, m.ID, since(begin), err)
 		case err != nil:
+			lastErr = err
 			continue // not ready to answer at all: fine, it says so
 		}
 		if got := len(h.GetMessages()); got != len(acked) {
@@ -63,6 +64,6 @@ func TestStaleReadsFromCaughtUpReplicas(t *testing.T) {
 	t.Logf("%s ready %v after its restart; %d stale reads meanwhile, %d answered, all with every post",
 		m.ID, since(begin), reads, forwardedOrCaughtUp)
 	if forwardedOrCaughtUp == 0 {
-		t.Fatal(fmt.Sprintf("no stale read answered in %d tries", reads))
+		t.Fatalf("no stale read answered in %d tries; the last error: %v", reads, lastErr)
 	}
 }
