@@ -66,9 +66,6 @@ func (n *Node) discover(ctx context.Context) error {
 			// below for the leader to replicate it to them.
 			i := slices.IndexFunc(founders, func(x *heraldv1.Node) bool { return x.GetId() == n.cfg.NodeID })
 			if i >= 0 {
-				if err := n.ledger.setFounder(); err != nil {
-					return err
-				}
 				n.metaTrans.Refuse(false)
 			}
 			if i >= 0 && i < n.cfg.MetaVoters {
@@ -226,7 +223,7 @@ func (n *Node) join(ctx context.Context, addr string) error {
 			}
 			continue
 		case nl == nil:
-			return nil
+			return n.noteFounder(resp.GetState())
 		}
 		select {
 		case <-ctx.Done():
@@ -297,7 +294,12 @@ func (n *Node) admit(ctx context.Context, node *heraldv1.Node) (*clusterv1.MetaS
 // addresses; a founder registers itself this way.
 func (n *Node) register(ctx context.Context) {
 	me := n.self()
-	for _, node := range n.meta.State().GetNodes() {
+	st := n.meta.State()
+	if err := n.noteFounder(st); err != nil {
+		n.log.Error("record founding in the ledger", "err", err)
+		return
+	}
+	for _, node := range st.GetNodes() {
 		if node.GetId() == me.GetId() {
 			switch {
 			case node.GetState() == heraldv1.Node_STATE_REMOVED && node.GetIncarnation() == me.GetIncarnation():
@@ -318,9 +320,32 @@ func (n *Node) register(ctx context.Context) {
 		}
 	}
 	cmd := &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_UpsertNode{UpsertNode: &clusterv1.UpsertNode{Node: me}}}
-	if _, err := n.proposeMeta(ctx, cmd); err != nil {
+	st, err := n.proposeMeta(ctx, cmd)
+	if err != nil {
 		n.log.Debug("register with the metadata leader", "err", err)
+		return
 	}
+	if err := n.noteFounder(st); err != nil {
+		n.log.Error("record founding in the ledger", "err", err)
+	}
+}
+
+// noteFounder records in the ledger that this node founded the cluster if
+// st, a metadata state, records it (with this data directory) before the
+// partitions were founded: the first placement is made of the nodes
+// recorded then, and they alone bootstrap its groups. However a founder
+// came in (bootstrapping the metadata group, or joining it while the
+// founding was under way), it sees such a state: the one its own
+// registration or admission returned.
+func (n *Node) noteFounder(st *clusterv1.MetaState) error {
+	if st.GetPartitions() != 0 {
+		return nil
+	}
+	me, err := n.node(st, n.cfg.NodeID)
+	if err != nil || me.GetIncarnation() != n.incarnation || me.GetState() != heraldv1.Node_STATE_ACTIVE {
+		return nil
+	}
+	return n.ledger.setFounder()
 }
 
 // proposeMeta applies a metadata command on the metadata leader, here or

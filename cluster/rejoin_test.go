@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -187,4 +188,32 @@ func TestDrainedNodeReturnsToService(t *testing.T) {
 		return holds() > 0
 	})
 	t.Logf("%s active again, holding %d replicas, %v after its restart", m.ID, holds(), since(begin))
+}
+
+// TestEveryFounderBootstraps founds a cluster of four (three metadata
+// voters and a non-voter) and checks that every node's ledger records it
+// as a founder, so that each bootstraps its replicas of the first
+// placement. A node whose Hello found a peer that had already bootstrapped
+// the metadata group used to take the join path and never record it: a
+// first-placement group whose replicas were all such nodes bootstrapped
+// nowhere and never elected a leader.
+func TestEveryFounderBootstraps(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: 4})
+	c.WaitSettled(30 * time.Second)
+	for _, m := range c.Members() {
+		b, err := os.ReadFile(filepath.Join(m.Dir, "replicas.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l struct {
+			Founder bool `json:"founder"`
+		}
+		if err := json.Unmarshal(b, &l); err != nil {
+			t.Fatalf("%s: replicas.json: %v", m.ID, err)
+		}
+		if !l.Founder {
+			t.Errorf("%s founded the cluster, but its ledger says it did not: %s", m.ID, b)
+		}
+	}
 }
