@@ -59,7 +59,7 @@ func TestAuthzAcrossNodes(t *testing.T) {
 	}
 	// away names a channel whose partition via does not lead, so that
 	// every request via it is forwarded.
-	leaders := c.Ring().GetPartitions()
+	leaders := settledRing(t, c).GetPartitions()
 	away := func(prefix string, via *cluster.Node) string {
 		for k := 0; ; k++ {
 			ch := fmt.Sprintf("%s-%d", prefix, k)

@@ -33,11 +33,13 @@ import (
 // Test timers: fast, so that failovers take a second or less, yet slow
 // enough that a two-core machine running every package's tests under the
 // race detector at once does not lose leaders to starvation (at 200 ms
-// heartbeats and 100 ms leases it did, over and over).
+// heartbeats and 100 ms leases it did, over and over; at 200 ms leases,
+// now and then). The lease is as long as raft allows: a leader steps down
+// no sooner than its followers start an election.
 const (
 	HeartbeatTimeout   = 400 * time.Millisecond
 	ElectionTimeout    = 400 * time.Millisecond
-	LeaderLeaseTimeout = 200 * time.Millisecond
+	LeaderLeaseTimeout = 400 * time.Millisecond
 	CommitTimeout      = 20 * time.Millisecond
 )
 
