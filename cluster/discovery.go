@@ -386,7 +386,7 @@ func (n *Node) proposeMeta(ctx context.Context, cmd *clusterv1.MetaCommand) (*cl
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: no metadata leader: %w", ErrNoLeader, ctx.Err())
+			return nil, fmt.Errorf("%w: %w: %w", ErrNoLeader, ErrNoMetaLeader, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

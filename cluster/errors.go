@@ -18,6 +18,10 @@ var (
 	// ErrNoLeader is returned when a partition had no reachable leader
 	// within the caller's deadline; for writes nothing was applied.
 	ErrNoLeader = partition.ErrNotLeader
+	// ErrNoMetaLeader is returned, beside ErrNoLeader, when a change to
+	// the cluster's metadata (an admin request) found no metadata leader
+	// within the caller's deadline; nothing was applied.
+	ErrNoMetaLeader = errors.New("cluster: no metadata leader")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("cluster: node closed")
 	// ErrNoSpace is returned by Apply when the channel's partition refuses

@@ -68,6 +68,11 @@ func connectError(log *slog.Logger, err error) *connect.Error {
 			"the write may or may not have been applied; retry with the same client_msg_id"))
 		ce.Meta().Set(OutcomeHeader, OutcomeIndeterminate)
 		return ce
+	case errors.Is(err, cluster.ErrNoMetaLeader):
+		ce := connect.NewError(connect.CodeUnavailable, errors.New(
+			"the cluster's metadata group has no leader right now; nothing was applied, retry"))
+		ce.Meta().Set(OutcomeHeader, OutcomeNotApplied)
+		return ce
 	case errors.Is(err, cluster.ErrNotApplied), errors.Is(err, cluster.ErrNoLeader):
 		ce := connect.NewError(connect.CodeUnavailable, errors.New(
 			"the channel's partition has no leader right now; nothing was applied, retry"))

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,8 +69,23 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 				}
 			},
 		}
+		var wasReady atomic.Bool
+		ready := o.ready
+		o.ready = func(took time.Duration) {
+			wasReady.Store(true)
+			ready(took)
+		}
 		wg.Go(func() {
-			if err := runNode(ctx, o); err != nil {
+			err := runNode(ctx, o)
+			switch {
+			case err == nil:
+			case wasReady.Load() && ctx.Err() == nil:
+				// A node of a running cluster that stops (one removed
+				// with herald admin remove) stops alone.
+				mu.Lock()
+				fmt.Fprintf(out, "%s stopped: %v\n", id, err)
+				mu.Unlock()
+			default:
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("%s: %w", id, err))
 				mu.Unlock()
