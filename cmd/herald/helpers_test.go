@@ -357,7 +357,13 @@ type result struct {
 // its output and exit code; it fails the test if it runs past cmdTimeout.
 func runHerald(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	return runHeraldWithin(t, cmdTimeout, args...)
+}
+
+// runHeraldWithin is runHerald for a command that may run up to limit.
+func runHeraldWithin(t *testing.T, limit time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, heraldBin, args...)
 	var stdout, stderr bytes.Buffer
@@ -368,7 +374,7 @@ func runHerald(t *testing.T, args ...string) result {
 	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(begin)}
 	if ctx.Err() != nil {
 		t.Fatalf("herald %s: still running after %v; want it to exit\nstdout:\n%s\nstderr:\n%s",
-			strings.Join(args, " "), cmdTimeout, r.stdout, r.stderr)
+			strings.Join(args, " "), limit, r.stdout, r.stderr)
 	}
 	if exitErr, ok := errors.AsType[*exec.ExitError](err); ok {
 		r.code = exitErr.ExitCode()

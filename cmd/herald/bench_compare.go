@@ -1,0 +1,232 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/heraldhq/herald/cmd/herald/internal/bench"
+)
+
+// comparison is one client count run against both systems.
+type comparison struct {
+	Clients int                `json:"clients"`
+	Herald  *bench.PostResult  `json:"herald"`
+	NATS    *bench.PostResult  `json:"nats"`
+	Ratio   map[string]float64 `json:"herald_over_nats"`
+}
+
+func newBenchCompareCmd() *cobra.Command {
+	var (
+		cf         clusterFlags
+		o          bench.PostOptions
+		clients    string
+		natsURL    string
+		natsServer string
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compare",
+		Short: "Run the post benchmark against Herald and NATS JetStream side by side",
+		Long: `Run "herald bench post"'s synchronous workload against a Herald cluster and a
+NATS JetStream cluster, one after the other for each --clients count, and
+print both with their ratios. JetStream gets the durability Herald promises:
+a file stream replicated on 3 nodes with sync_interval: always (every write
+fsynced before it is acknowledged).
+
+Without --nats it starts 3 nats-server processes on loopback from
+--nats-server (default: nats-server on PATH or in $(go env GOPATH)/bin);
+install one with:
+  go install github.com/nats-io/nats-server/v2@v2.15.3
+With --nats URL it uses that cluster and creates the stream HERALDBENCH
+(subjects bench.>, R3) there.`,
+		Example: `  herald bench compare --clients 1,16,64 --duration 10s`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			counts, err := parseCounts(clients)
+			if err != nil {
+				return err
+			}
+			if o.Channels < 1 || o.Size < 1 || o.Duration <= 0 {
+				return errors.New("--channels, --size and --duration must be positive")
+			}
+			targets, pids, dir, stop, err := cf.cluster(cmd)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			natsTargets, natsPIDs, stopNATS, err := startOrTargetNATS(cmd, natsURL, natsServer)
+			if err != nil {
+				return err
+			}
+			defer stopNATS()
+			var out []comparison
+			for _, n := range counts {
+				c := comparison{Clients: n}
+				for _, side := range []struct {
+					name    string
+					targets []string
+					pids    []int
+					run     func(o bench.PostOptions) (*bench.PostResult, error)
+					res     **bench.PostResult
+				}{
+					{"herald", targets, pids, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunPost(cmd.Context(), o) }, &c.Herald},
+					{"nats", natsTargets, natsPIDs, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunNATSPost(cmd.Context(), o) }, &c.NATS},
+				} {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s, %d clients:\n", side.name, n)
+					ro := o
+					ro.Clients, ro.Targets, ro.PIDs, ro.Progress = n, side.targets, side.pids, cmd.ErrOrStderr()
+					ro.Prefix = fmt.Sprintf("cmp%d-%d", time.Now().Unix(), n)
+					if *side.res, err = side.run(ro); err != nil {
+						return fmt.Errorf("%s, %d clients: %w", side.name, n, err)
+					}
+				}
+				c.Ratio = ratios(c.Herald, c.NATS)
+				out = append(out, c)
+			}
+			var disk *bench.DiskSync
+			if dir != "" {
+				if d, err := bench.CalibrateSync(dir, 2*time.Second); err == nil {
+					disk = &d
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"runs": out, "disk_fsync": disk})
+			}
+			printComparison(cmd.OutOrStdout(), out, disk)
+			return nil
+		},
+	}
+	cf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts, each run against both")
+	f.IntVar(&o.Channels, "channels", 64, "channels (Herald) and subjects (NATS) posted to")
+	f.IntVar(&o.Size, "size", 128, "message length in bytes")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to measure each run")
+	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before measuring each run, not counted")
+	f.StringVar(&natsURL, "nats", "", "URL of a NATS JetStream cluster to compare with (default: start one)")
+	f.StringVar(&natsServer, "nats-server", "", "nats-server binary for the cluster the bench starts")
+	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	return cmd
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--clients %q: want positive whole numbers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// startOrTargetNATS returns the NATS URLs to load and the server PIDs (none
+// for --nats), starting a 3-node cluster unless url is given.
+func startOrTargetNATS(cmd *cobra.Command, url, binary string) ([]string, []int, func(), error) {
+	if url != "" {
+		if err := bench.EnsureNATSStream(cmd.Context(), url, 3); err != nil {
+			return nil, nil, nil, err
+		}
+		return strings.Split(url, ","), nil, func() {}, nil
+	}
+	if binary == "" {
+		binary = findNATSServer()
+	}
+	if binary == "" {
+		return nil, nil, nil, errors.New("no nats-server found on PATH or in $(go env GOPATH)/bin: " +
+			"install one with \"go install github.com/nats-io/nats-server/v2@v2.15.3\", or pass --nats-server or --nats")
+	}
+	dir, err := os.MkdirTemp("", "herald-bench-nats-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "starting 3 nats-server processes (%s) in %s ...\n", binary, dir)
+	c, err := bench.StartNATS(cmd.Context(), binary, 3, dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return c.URLs, c.PIDs(), func() { c.Stop(); os.RemoveAll(dir) }, nil
+}
+
+func findNATSServer() string {
+	if p, err := exec.LookPath("nats-server"); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for dir := range strings.SplitSeq(strings.TrimSpace(string(out)), string(os.PathListSeparator)) {
+			p := filepath.Join(dir, "bin", "nats-server")
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// ratios are Herald's figures over NATS's: throughput (higher is better
+// for Herald), latency and CPU (lower is better for Herald).
+func ratios(h, n *bench.PostResult) map[string]float64 {
+	r := map[string]float64{}
+	div := func(k string, a, b float64) {
+		if b > 0 {
+			r[k] = a / b
+		}
+	}
+	div("acknowledged_per_second", h.PerSecond, n.PerSecond)
+	div("p50", h.Latency.P50, n.Latency.P50)
+	div("p99", h.Latency.P99, n.Latency.P99)
+	if h.CPUMillisPerPost != nil && n.CPUMillisPerPost != nil {
+		div("server_cpu_per_post", *h.CPUMillisPerPost, *n.CPUMillisPerPost)
+	}
+	return r
+}
+
+func printComparison(w io.Writer, runs []comparison, disk *bench.DiskSync) {
+	fmt.Fprintln(w, "herald bench compare: synchronous posts, Herald (Connect JSON over HTTP/1.1) and NATS JetStream (R3 file stream, sync_interval always)")
+	fmt.Fprintf(w, "%-8s %-7s %10s %9s %9s %9s %12s %11s\n", "clients", "system", "acked/s", "p50 ms", "p99 ms", "max ms", "cpu ms/post", "fsyncs/post")
+	opt := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f", *v)
+	}
+	for _, c := range runs {
+		for _, s := range []struct {
+			name string
+			r    *bench.PostResult
+		}{{"herald", c.Herald}, {"nats", c.NATS}} {
+			fmt.Fprintf(w, "%-8d %-7s %10.0f %9.2f %9.2f %9.2f %12s %11s\n", c.Clients, s.name, s.r.PerSecond,
+				s.r.Latency.P50, s.r.Latency.P99, s.r.Latency.Max, opt(s.r.CPUMillisPerPost), opt(s.r.SyncsPerPost))
+		}
+		fmt.Fprintf(w, "%-8d %-7s %10.2f %9.2f %9.2f %9s %12s\n", c.Clients, "ratio", c.Ratio["acknowledged_per_second"],
+			c.Ratio["p50"], c.Ratio["p99"], "", ratioOpt(c.Ratio, "server_cpu_per_post"))
+		for _, s := range []*bench.PostResult{c.Herald, c.NATS} {
+			if len(s.Errors) > 0 {
+				fmt.Fprintf(w, "         errors (%s): %v\n", s.Setup, s.Errors)
+			}
+		}
+	}
+	if disk != nil {
+		fmt.Fprintf(w, "data disk: 4 KiB write + fdatasync, one after another: %.0f/s, p50 %.3f ms\n", disk.PerSecond, disk.P50Micros/1000)
+	}
+}
+
+func ratioOpt(r map[string]float64, k string) string {
+	if v, ok := r[k]; ok {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return "-"
+}
