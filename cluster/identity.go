@@ -15,6 +15,10 @@ import (
 // restarts of a node.
 const identityFile = "node.json"
 
+// SharedLogDir, in the data directory, holds the Raft log that all the
+// node's partition replicas share (raftstore.SharedLog).
+const SharedLogDir = "raftlog"
+
 type identity struct {
 	NodeID     string `json:"node_id"`
 	Partitions uint32 `json:"partitions"`

@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/cluster/ring"
 	"github.com/heraldhq/herald/cluster/transport"
+	"github.com/heraldhq/herald/storage/raftstore"
 )
 
 // Defaults for a new cluster.
@@ -168,6 +169,7 @@ type Node struct {
 	ctl       *controller
 	reach     *reachability
 	ledger    *ledger
+	shared    *raftstore.SharedLog // the Raft log of every partition replica
 	metaTrans *transport.Transport
 	// incarnation identifies the data directory (see identity).
 	incarnation string
@@ -211,10 +213,14 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	shared, err := raftstore.OpenSharedLog(filepath.Join(cfg.DataDir, SharedLogDir), cfg.Partition.OnFatal)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger.With("node", cfg.NodeID)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
-		incarnation: id.Incarnation, ledger: led, failed: make(chan struct{}),
+		incarnation: id.Incarnation, ledger: led, shared: shared, failed: make(chan struct{}),
 		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
@@ -234,13 +240,13 @@ func New(cfg Config) (*Node, error) {
 	mux, err := transport.New(tc)
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, errors.Join(err, shared.Close())
 	}
 	n.mux = mux
 	trans, err := mux.NewTransport("meta", raftlog.New(log.With("group", "meta")))
 	if err != nil {
 		cancel()
-		return nil, errors.Join(err, mux.Close())
+		return nil, errors.Join(err, mux.Close(), shared.Close())
 	}
 	// Until discovery has made sure that this node may take part in the
 	// metadata group (it has state, founds the cluster, or joins with an id
@@ -254,7 +260,7 @@ func New(cfg Config) (*Node, error) {
 	mc.Logger = log
 	if n.meta, err = meta.New(mc, trans); err != nil {
 		cancel()
-		return nil, errors.Join(err, trans.Close(), mux.Close())
+		return nil, errors.Join(err, trans.Close(), mux.Close(), shared.Close())
 	}
 	if has, err := n.meta.HasState(); err == nil && has {
 		trans.Refuse(false)
@@ -390,7 +396,7 @@ func (n *Node) close(graceful bool) error {
 		} else {
 			errs = append(errs, n.meta.Kill())
 		}
-		errs = append(errs, n.mux.Close())
+		errs = append(errs, n.mux.Close(), n.shared.Close())
 		n.peers.close()
 		n.closeErr = errors.Join(errs...)
 	})

@@ -73,7 +73,7 @@ func (c *controller) openReplica(pl *clusterv1.Placement) error {
 		if err := n.ledger.setHeld(p, local, false); err != nil {
 			return err
 		}
-		if err := os.RemoveAll(n.replicaDir(p)); err != nil {
+		if err := n.removeReplicaDir(p); err != nil {
 			return err
 		}
 	}
@@ -116,6 +116,7 @@ func (n *Node) replicaConfig(p uint32) partition.Config {
 	pc.NodeID = n.cfg.NodeID
 	pc.Dir = n.replicaDir(p)
 	pc.Logger = n.log
+	pc.SharedLog = n.shared
 	return pc
 }
 
@@ -170,7 +171,7 @@ func (c *controller) retireReplica(p uint32, r *partition.Partition) {
 		n.log.Error("retire replica", "partition", p, "err", err)
 		return
 	}
-	if err := os.RemoveAll(n.replicaDir(p)); err != nil {
+	if err := n.removeReplicaDir(p); err != nil {
 		n.log.Error("delete retired replica", "partition", p, "err", err)
 		return
 	}
@@ -232,4 +233,15 @@ func placementOf(st *clusterv1.MetaState, p uint32) *clusterv1.Placement {
 		}
 	}
 	return nil
+}
+
+// removeReplicaDir deletes the files of this node's replica of p: its
+// entries in the shared log first (the directory names them), then the
+// directory.
+func (n *Node) removeReplicaDir(p uint32) error {
+	dir := n.replicaDir(p)
+	if err := n.shared.Drop(dir); err != nil {
+		return fmt.Errorf("drop %s's entries from the shared raft log: %w", dir, err)
+	}
+	return os.RemoveAll(dir)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/storage"
+	"github.com/heraldhq/herald/storage/raftstore"
 )
 
 // Config configures one replica of a partition.
@@ -53,6 +54,11 @@ type Config struct {
 	MaxStale time.Duration
 	// Storage tunes the state file.
 	Storage storage.Options
+	// SharedLog, if non-nil, is the node's Raft log shared by all its
+	// replicas (raftstore.SharedLog): appends of different partitions
+	// share fsyncs. Nil keeps the log in the replica's own file. A replica
+	// once opened with it must always be.
+	SharedLog *raftstore.SharedLog
 	// OnFatal is called when the replica cannot go on: a write, sync or
 	// delete in its Raft log failed (never retried, see package
 	// raftstore), or the state file could not be written. The default logs

@@ -70,7 +70,7 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 			os.Exit(1)
 		}
 	}
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Shared: cfg.SharedLog, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("partition", cfg.ID)
-	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
+	stores, err := raftstore.Open(raftstore.Config{Dir: cfg.Dir, Shared: cfg.SharedLog, Logger: raftlog.New(log), OnFatal: cfg.OnFatal})
 	if err != nil {
 		return err
 	}

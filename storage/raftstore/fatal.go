@@ -37,7 +37,8 @@ var ErrFailed = errors.New("raftstore: an earlier write to the raft log failed; 
 // It is safe for concurrent use, as raft uses it: the main loop appends
 // while the snapshot goroutine deletes old entries.
 type failStop struct {
-	bolt    *raftboltdb.BoltStore
+	bolt    *raftboltdb.BoltStore // the stable store, and the log unless log is set
+	log     raft.LogStore         // the log: bolt, or a group of a SharedLog
 	path    string
 	onFatal func(error)
 	failed  atomic.Pointer[error] // the first failure
@@ -118,10 +119,10 @@ func (s *failStop) cause(err error) error {
 	return err
 }
 
-func (s *failStop) FirstIndex() (uint64, error) { return s.bolt.FirstIndex() }
-func (s *failStop) LastIndex() (uint64, error)  { return s.bolt.LastIndex() }
+func (s *failStop) FirstIndex() (uint64, error) { return s.log.FirstIndex() }
+func (s *failStop) LastIndex() (uint64, error)  { return s.log.LastIndex() }
 
-func (s *failStop) GetLog(index uint64, log *raft.Log) error { return s.bolt.GetLog(index, log) }
+func (s *failStop) GetLog(index uint64, log *raft.Log) error { return s.log.GetLog(index, log) }
 
 func (s *failStop) StoreLog(log *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{log})
@@ -135,11 +136,11 @@ func (s *failStop) StoreLogs(logs []*raft.Log) error {
 	case len(logs) > 1:
 		what = fmt.Sprintf("store entries %d-%d", logs[0].Index, logs[len(logs)-1].Index)
 	}
-	return s.write(what, func() error { return s.bolt.StoreLogs(logs) })
+	return s.write(what, func() error { return s.log.StoreLogs(logs) })
 }
 
 func (s *failStop) DeleteRange(min, max uint64) error {
-	return s.write(fmt.Sprintf("delete entries %d-%d", min, max), func() error { return s.bolt.DeleteRange(min, max) })
+	return s.write(fmt.Sprintf("delete entries %d-%d", min, max), func() error { return s.log.DeleteRange(min, max) })
 }
 
 func (s *failStop) Set(key, val []byte) error {

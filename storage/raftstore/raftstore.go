@@ -41,6 +41,11 @@ type Config struct {
 	LogCacheSize int
 	// Logger receives the snapshot store's messages; nil discards them.
 	Logger hclog.Logger
+	// Shared, if non-nil, holds the log instead of the replica's own file
+	// (which then keeps only the stable store): the replica's group, named
+	// in Dir/log-id, is made on first use, and entries an earlier version
+	// kept in the replica's file are moved into it.
+	Shared *SharedLog
 	// OnFatal is called once, with an error naming the file, when a write,
 	// sync or delete in the log or stable store fails; that write and every
 	// later one then return an error without touching the file. It is
@@ -79,6 +84,10 @@ func Open(cfg Config) (*Stores, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create replica dir %q: %w", cfg.Dir, err)
 	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, LogIDFile)); cfg.Shared == nil && err == nil {
+		return nil, fmt.Errorf("open raft log of %q: its entries are in the node's shared raft log (%s), "+
+			"which was not given", cfg.Dir, LogIDFile)
+	}
 	path := filepath.Join(cfg.Dir, LogFile)
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path: path,
@@ -94,7 +103,15 @@ func Open(cfg Config) (*Stores, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %q: %w", path, err)
 	}
-	fs := &failStop{bolt: store, path: path, onFatal: cfg.OnFatal}
+	fs := &failStop{bolt: store, log: store, path: path, onFatal: cfg.OnFatal}
+	if cfg.Shared != nil {
+		g, err := sharedGroup(cfg.Shared, cfg.Dir, store)
+		if err != nil {
+			_ = store.Close() // best effort: report the shared log error
+			return nil, err
+		}
+		fs.log, fs.path = g, fmt.Sprintf("%s (group of %s)", cfg.Shared.dir, cfg.Dir)
+	}
 	cache, err := raft.NewLogCache(cfg.LogCacheSize, fs)
 	if err != nil {
 		_ = store.Close() // best effort: report the cache error
