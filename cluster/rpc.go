@@ -36,7 +36,8 @@ func (n *Node) RPCHandler() (string, http.Handler) {
 	s := &rpcServer{n: n}
 	path, h := clusterv1connect.NewClusterServiceHandler(s,
 		connect.WithInterceptors(requireAuth{a: n.auth, self: n.cfg.NodeID, log: n.log}),
-		connect.WithReadMaxBytes(8<<20))
+		connect.WithReadMaxBytes(8<<20),
+		connect.WithCompressMinBytes(1024)) // small answers cost more to gzip than they save
 	s.handler = h
 	return path, s
 }

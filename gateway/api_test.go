@@ -1194,3 +1194,32 @@ func TestAPIPagesOfLargeMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestSmallResponsesNotCompressed asks for gzip and gets it only for a
+// response of 1 KiB or more: gzipping a post's small answer cost more CPU
+// than it saved.
+func TestSmallResponsesNotCompressed(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	gz := http.Header{"Accept-Encoding": {"gzip"}}
+	if status, _, body := rawPost(t, n, "/herald.v1.ChannelService/CreateChannel", "application/json", gz,
+		strings.NewReader(`{"channel_id": "gz"}`)); status != http.StatusOK {
+		t.Fatalf("CreateChannel: status %d, body %q", status, body)
+	}
+	text := strings.Repeat("y", 200)
+	for i := range 20 {
+		status, h, body := rawPost(t, n, "/herald.v1.MessageService/PostMessage", "application/json", gz,
+			strings.NewReader(fmt.Sprintf(`{"channel_id": "gz", "text": %q, "client_msg_id": "m%d"}`, text, i)))
+		if status != http.StatusOK {
+			t.Fatalf("PostMessage: status %d, body %q", status, body)
+		}
+		if enc := h.Get("Content-Encoding"); enc != "" || len(body) >= 1024 {
+			t.Fatalf("PostMessage answer of %d bytes: Content-Encoding %q, want none below 1 KiB", len(body), enc)
+		}
+	}
+	status, h, body := rawPost(t, n, "/herald.v1.MessageService/GetHistory", "application/json", gz,
+		strings.NewReader(`{"channel_id": "gz", "limit": 20}`))
+	if status != http.StatusOK || h.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("GetHistory of 20 messages: status %d, Content-Encoding %q (%d bytes), want 200 and gzip",
+			status, h.Get("Content-Encoding"), len(body))
+	}
+}
