@@ -380,13 +380,22 @@ func (p *Partition) Ready() bool {
 
 // Status is a point-in-time view of the replica.
 type Status struct {
-	State        string
-	Term         uint64
-	LeaderID     string
-	CommitIndex  uint64
+	State       string
+	Term        uint64
+	LeaderID    string
+	CommitIndex uint64
+	// AppliedIndex is the last index the state machine has applied: its
+	// state has everything up to it (raft's own applied index moves
+	// earlier, when entries are handed to the state machine).
 	AppliedIndex uint64
 	LastIndex    uint64 // of the log, or of the latest snapshot if later
 	LastContact  time.Time
+}
+
+// appliedIndex is the state machine's applied index.
+func (p *Partition) appliedIndex() uint64 {
+	i, _ := p.fsm.applied.get()
+	return i
 }
 
 // Status returns the replica's Raft status.
@@ -397,7 +406,7 @@ func (p *Partition) Status() Status {
 		Term:         p.raft.CurrentTerm(),
 		LeaderID:     string(id),
 		CommitIndex:  p.raft.CommitIndex(),
-		AppliedIndex: p.raft.AppliedIndex(),
+		AppliedIndex: p.appliedIndex(),
 		LastIndex:    p.raft.LastIndex(),
 		LastContact:  p.raft.LastContact(),
 	}
