@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,12 +71,15 @@ func TestLogWriteErrorStopsProcess(t *testing.T) {
 	}
 	var lines []string
 	for line := range strings.Lines(stderr) {
-		if strings.Contains(line, "raft.db") && strings.Contains(line, "no space left on device") {
+		// The partitions' shared Raft log (DATA/raftlog), or a replica's
+		// own raft.db (its term and vote, and the metadata group's log).
+		names := strings.Contains(line, "raft.db") || strings.Contains(line, "raft log "+filepath.Join(p.dataDir, "raftlog"))
+		if names && strings.Contains(line, "no space left on device") {
 			lines = append(lines, line)
 		}
 	}
 	if len(lines) == 0 {
-		t.Errorf("stderr: no line names raft.db and \"no space left on device\"; got:\n%s", stderr)
+		t.Errorf("stderr: no line names the Raft log and \"no space left on device\"; got:\n%s", stderr)
 	}
 }
 
