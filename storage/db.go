@@ -39,6 +39,11 @@ type Options struct {
 	// NoSync turns fsync off. Only for tests that do not crash; an
 	// acknowledged write is not durable with it.
 	NoSync bool
+	// DeferSync leaves commits unsynced; Close syncs the file and marks it
+	// clean, and Open refuses a file without the mark (ErrUnclean). For a
+	// state the caller can rebuild from what is durable elsewhere (a
+	// replica's last snapshot and Raft log).
+	DeferSync bool
 }
 
 func (o Options) bolt() *bolt.Options {
@@ -54,7 +59,7 @@ func (o Options) bolt() *bolt.Options {
 		NoFreelistSync:  true,
 		InitialMmapSize: o.InitialMmapSize,
 		MaxSize:         o.MaxSize,
-		NoSync:          o.NoSync,
+		NoSync:          o.NoSync || o.DeferSync,
 	}
 }
 
@@ -85,6 +90,11 @@ func (d *DB) retire(old *bolt.DB) {
 // Open opens (or creates) the state file at path, and removes the
 // temporary snapshot copies (SaveSnapshot) a crashed process left.
 func Open(path string, opts Options) (*DB, error) {
+	if opts.DeferSync {
+		if err := checkClean(path); err != nil {
+			return nil, err
+		}
+	}
 	bdb, err := openBolt(path, opts)
 	if err != nil {
 		return nil, err
@@ -120,8 +130,30 @@ func openBolt(path string, opts Options) (*bolt.DB, error) {
 func (d *DB) Path() string { return d.path }
 
 // Close closes the file. It waits for open read transactions (snapshots in
-// progress) to end.
+// progress) to end. With DeferSync it syncs the file first and then marks
+// it clean.
 func (d *DB) Close() error {
+	d.mu.Lock()
+	var err error
+	closed := d.db != nil
+	if closed {
+		if d.opts.DeferSync {
+			err = d.db.Sync()
+		}
+		err = errors.Join(err, d.db.Close())
+		d.db = nil
+	}
+	d.mu.Unlock()
+	d.retired.Wait()
+	if closed && err == nil && d.opts.DeferSync {
+		err = markClean(d.path)
+	}
+	return err
+}
+
+// Abandon closes the file without syncing it or marking it clean, as a
+// crash would leave it: for tests.
+func (d *DB) Abandon() error {
 	d.mu.Lock()
 	var err error
 	if d.db != nil {

@@ -54,6 +54,10 @@ type Config struct {
 	MaxStale time.Duration
 	// Storage tunes the state file.
 	Storage storage.Options
+	// SyncStateFile fsyncs the state file at every apply batch. Without
+	// it (the default) the state file is synced at Close only and rebuilt
+	// from the last snapshot and the Raft log after an unclean stop.
+	SyncStateFile bool
 	// SharedLog, if non-nil, is the node's Raft log shared by all its
 	// replicas (raftstore.SharedLog): appends of different partitions
 	// share fsyncs. Nil keeps the log in the replica's own file. A replica

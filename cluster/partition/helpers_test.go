@@ -651,3 +651,21 @@ func configuration(t *testing.T, p *partition.Partition) partition.Configuration
 	}
 	return c
 }
+
+// crash stops the replica as a crash would (Partition.Kill: no handover,
+// the state file left unmarked), then the Mux.
+func (r *replica) crash() {
+	t := r.t
+	t.Helper()
+	if !r.running() {
+		t.Fatalf("crash %s: not running", r.id)
+	}
+	p, mux := r.p, r.mux
+	r.mux, r.p = nil, nil
+	if err := p.Kill(); err != nil {
+		t.Errorf("crash %s: Kill: %v", r.id, err)
+	}
+	if err := mux.Close(); err != nil {
+		t.Errorf("crash %s: Mux.Close: %v", r.id, err)
+	}
+}

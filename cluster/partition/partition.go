@@ -74,7 +74,7 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := storage.Open(filepath.Join(cfg.Dir, StateFile), cfg.Storage)
+	db, err := openState(cfg, log)
 	if err != nil {
 		_ = stores.Close() // best effort: report the open error
 		return nil, err
@@ -87,6 +87,27 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// openState opens the replica's state file. Its commits are not fsynced
+// (storage.Options.DeferSync) unless cfg.SyncStateFile: what is durable is
+// the Raft log and the last snapshot, and a state file that was not closed
+// cleanly is discarded, so that raft restores the snapshot into an empty
+// one at start and applies the log after it again. Until then the replica
+// is behind, and serves nothing it has not applied (DESIGN.md).
+func openState(cfg Config, log *slog.Logger) (*storage.DB, error) {
+	path := filepath.Join(cfg.Dir, StateFile)
+	opts := cfg.Storage
+	opts.DeferSync = !cfg.SyncStateFile
+	db, err := storage.Open(path, opts)
+	if !errors.Is(err, storage.ErrUnclean) {
+		return db, err
+	}
+	log.Warn("state file was not closed cleanly; rebuilding it from the last snapshot and the Raft log", "file", path)
+	if err := storage.Remove(path); err != nil {
+		return nil, fmt.Errorf("discard the state file: %w", err)
+	}
+	return storage.Open(path, opts)
 }
 
 func (p *Partition) start(trans raft.Transport) error {
@@ -417,8 +438,10 @@ func (p *Partition) Status() Status {
 func (p *Partition) Close() error { return p.close(true) }
 
 // Kill stops the replica the way a crash would, as far as the others can
-// tell: no leadership transfer. The files are closed cleanly. For tests of
-// failover; idempotent, and Close after Kill is a no-op.
+// tell: no leadership transfer, and the state file is left unmarked, so
+// that the next start rebuilds it as after a crash (the files themselves
+// are closed). For tests of failover; idempotent, and Close after Kill is
+// a no-op.
 func (p *Partition) Kill() error { return p.close(false) }
 
 func (p *Partition) close(handOver bool) error {
@@ -436,7 +459,11 @@ func (p *Partition) close(handOver bool) error {
 		transport.Stopping(p.trans)
 		err := p.raft.Shutdown().Error()
 		p.wg.Wait()
-		err = errors.Join(err, p.stores.Close(), p.db.Close())
+		closeDB := p.db.Close
+		if !handOver {
+			closeDB = p.db.Abandon
+		}
+		err = errors.Join(err, p.stores.Close(), closeDB())
 		if err != nil {
 			p.closeErr = fmt.Errorf("close partition %d: %w", p.cfg.ID, err)
 		}

@@ -3,12 +3,10 @@ package partition
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
-	"github.com/heraldhq/herald/storage"
 	"github.com/heraldhq/herald/storage/raftstore"
 )
 
@@ -28,7 +26,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(filepath.Join(cfg.Dir, StateFile), cfg.Storage)
+	db, err := openState(cfg, log)
 	if err != nil {
 		return errors.Join(err, stores.Close())
 	}
