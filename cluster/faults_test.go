@@ -225,15 +225,28 @@ func TestAdvertisesOwnAddresses(t *testing.T) {
 	c.WaitSettled(30 * time.Second)
 	leader, others := leaderAndOthers(t, c, 0)
 	ask := others[0]
-	resp, err := rawClient(ask.HTTP, staticHeader("")).Apply(t.Context(), &clusterv1.ApplyRequest{
-		Partition: 0, Command: clustertest.Create("advertise-1")})
-	if err != nil {
-		t.Fatalf("Apply on %s, which does not lead: %v", ask.ID, err)
+	// Until ask's replica has heard from the leader (an election or a
+	// handover can follow the settling), its answer names no leader.
+	var nl *clusterv1.NotLeader
+	clustertest.CheckFor(t, 10*time.Second, 20*time.Millisecond, ask.ID+" names a leader", func() bool {
+		resp, err := rawClient(ask.HTTP, staticHeader("")).Apply(t.Context(), &clusterv1.ApplyRequest{
+			Partition: 0, Command: clustertest.Create("advertise-1")})
+		if err != nil {
+			t.Fatalf("Apply on %s, which does not lead: %v", ask.ID, err)
+		}
+		nl = resp.GetNotLeader()
+		return nl.GetLeaderId() != ""
+	})
+	// The leader found at first, or the one it handed over to since.
+	named := leader
+	for _, m := range c.Members() {
+		if m.ID == nl.GetLeaderId() {
+			named = m
+		}
 	}
-	nl := resp.GetNotLeader()
-	if nl.GetLeaderId() != leader.ID || nl.GetLeaderHttp() != leader.HTTP {
+	if nl.GetLeaderId() != named.ID || nl.GetLeaderHttp() != named.HTTP {
 		t.Errorf("NotLeader from %s: got leader %q at %q, want %s at its own address %s",
-			ask.ID, nl.GetLeaderId(), nl.GetLeaderHttp(), leader.ID, leader.HTTP)
+			ask.ID, nl.GetLeaderId(), nl.GetLeaderHttp(), named.ID, named.HTTP)
 	}
 	metaLeader, _ := ask.Cluster().Meta().Leader()
 	var metaHTTP string
