@@ -157,15 +157,9 @@ func EnsureNATSStream(ctx context.Context, url string, replicas int) error {
 // to one subject a channel, with a Nats-Msg-Id (JetStream's deduplication)
 // as Herald's posts carry a client_msg_id.
 func RunNATSPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
-	if len(opts.Targets) == 0 || opts.Clients < 1 || opts.Channels < 1 || opts.Size < 1 {
-		return nil, errors.New("bench: need targets, and at least one client, channel and byte")
-	}
-	if opts.Prefix == "" {
-		opts.Prefix = "bench"
-	}
-	channels := make([]string, opts.Channels)
-	for i := range channels {
-		channels[i] = fmt.Sprintf("bench.%s-%03d", opts.Prefix, i)
+	channels, err := opts.channels("bench.")
+	if err != nil {
+		return nil, err
 	}
 	clients := make([]poster, opts.Clients)
 	for i := range clients {

@@ -80,15 +80,9 @@ type Second struct {
 
 // RunPost runs a post benchmark against opts.Targets.
 func RunPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
-	if len(opts.Targets) == 0 || opts.Clients < 1 || opts.Channels < 1 || opts.Size < 1 {
-		return nil, errors.New("bench: need targets, and at least one client, channel and byte")
-	}
-	if opts.Prefix == "" {
-		opts.Prefix = "bench"
-	}
-	channels := make([]string, opts.Channels)
-	for i := range channels {
-		channels[i] = fmt.Sprintf("%s-%03d", opts.Prefix, i)
+	channels, err := opts.channels("")
+	if err != nil {
+		return nil, err
 	}
 	if err := createChannels(ctx, opts.Targets, channels); err != nil {
 		return nil, err
@@ -103,6 +97,22 @@ func RunPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
 	}
 	setup := "Connect JSON unary, HTTP/1.1 keep-alive, one connection a client, synchronous"
 	return newRun(opts, setup, channels, clients, func(err error) string { return connect.CodeOf(err).String() }).run(ctx)
+}
+
+// channels checks opts, defaults its prefix, and names its channels:
+// before, then the prefix and a number.
+func (opts *PostOptions) channels(before string) ([]string, error) {
+	if len(opts.Targets) == 0 || opts.Clients < 1 || opts.Channels < 1 || opts.Size < 1 {
+		return nil, errors.New("bench: need targets, and at least one client, channel and byte")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "bench"
+	}
+	channels := make([]string, opts.Channels)
+	for i := range channels {
+		channels[i] = fmt.Sprintf("%s%s-%03d", before, opts.Prefix, i)
+	}
+	return channels, nil
 }
 
 // poster posts one message and returns once it is acknowledged.
