@@ -85,9 +85,10 @@ func (f *clusterFlags) cluster(cmd *cobra.Command) (targets []string, pids []int
 
 func newBenchPostCmd() *cobra.Command {
 	var (
-		cf     clusterFlags
-		o      bench.PostOptions
-		asJSON bool
+		cf       clusterFlags
+		o        bench.PostOptions
+		asJSON   bool
+		htmlFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "post",
@@ -129,6 +130,11 @@ root or a permissive perf_event_paranoid).`,
 				}
 				res.Disk = &d
 			}
+			if htmlFile != "" {
+				if err := writeHTML(htmlFile, "herald bench post", []bench.Run{{Name: "herald", Result: res}}); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -147,5 +153,19 @@ root or a permissive perf_event_paranoid).`,
 	f.Int64Var(&o.Count, "count", 0, "measure until this many posts are acknowledged instead of --duration")
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before measuring, not counted")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report (plots) to this file")
 	return cmd
+}
+
+// writeHTML writes a report page to path.
+func writeHTML(path, title string, runs []bench.Run) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := bench.WriteHTML(f, title, runs); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }

@@ -33,6 +33,7 @@ func newBenchCompareCmd() *cobra.Command {
 		natsURL    string
 		natsServer string
 		asJSON     bool
+		htmlFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "compare",
@@ -99,6 +100,16 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 					disk = &d
 				}
 			}
+			if htmlFile != "" {
+				var runs []bench.Run
+				for _, c := range out {
+					runs = append(runs, bench.Run{Name: fmt.Sprintf("herald, %d clients", c.Clients), Result: c.Herald},
+						bench.Run{Name: fmt.Sprintf("NATS JetStream, %d clients", c.Clients), Result: c.NATS})
+				}
+				if err := writeHTML(htmlFile, "herald bench compare", runs); err != nil {
+					return err
+				}
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -118,6 +129,7 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 	f.StringVar(&natsURL, "nats", "", "URL of a NATS JetStream cluster to compare with (default: start one)")
 	f.StringVar(&natsServer, "nats-server", "", "nats-server binary for the cluster the bench starts")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	f.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report (plots) to this file")
 	return cmd
 }
 

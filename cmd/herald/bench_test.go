@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +37,9 @@ func benchJSON(t *testing.T, args ...string) *bench.PostResult {
 // fsync count needs perf; without it the report must say why.
 func TestBenchPostOwnCluster(t *testing.T) {
 	t.Parallel()
+	page := filepath.Join(t.TempDir(), "report.html")
 	res := benchJSON(t, "--count", "120", "--clients", "4", "--channels", "6", "--size", "64",
-		"--partitions", "4", "--warmup", "0s")
+		"--partitions", "4", "--warmup", "0s", "--html", page)
 	if res.Nodes != 3 || res.Clients != 4 || res.Channels != 6 || res.Size != 64 {
 		t.Errorf("setup: got %d nodes, %d clients, %d channels, %d bytes; want 3, 4, 6, 64", res.Nodes, res.Clients, res.Channels, res.Size)
 	}
@@ -61,6 +64,24 @@ func TestBenchPostOwnCluster(t *testing.T) {
 	}
 	if res.Disk == nil || res.Disk.PerSecond <= 0 || res.Disk.P50Micros <= 0 {
 		t.Errorf("disk calibration: got %+v, want a rate and a latency", res.Disk)
+	}
+	// The report page: three plots, self-contained (nothing fetched, no
+	// script), with the figures of the run.
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	if n := strings.Count(html, "<svg"); n != 3 {
+		t.Errorf("report: %d plots, want 3 (rate, latency over time, latency by percentile)", n)
+	}
+	for _, bad := range []string{"<script", "src=", "href=", "@import"} {
+		if strings.Contains(html, bad) {
+			t.Errorf("report contains %q; want a page that needs nothing else", bad)
+		}
+	}
+	if want := fmt.Sprintf("%d in %.1f s", res.Acked, res.Seconds); !strings.Contains(html, want) {
+		t.Errorf("report does not say %q", want)
 	}
 }
 

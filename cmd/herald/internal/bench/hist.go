@@ -64,3 +64,21 @@ func (h *histogram) reset() *hdrhistogram.Histogram {
 	h.h = hdrhistogram.New(1, maxMicros, 3)
 	return old
 }
+
+// Point is one latency percentile.
+type Point struct {
+	Percentile float64 `json:"percentile"`
+	Ms         float64 `json:"ms"`
+}
+
+// curve returns the latency at percentiles from 0 to 99.999, denser
+// toward the tail, for a plot on a log(1/(1-q)) axis as HdrHistogram's.
+func (h *histogram) curve() []Point {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Point
+	for _, q := range []float64{0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 99.999} {
+		out = append(out, Point{Percentile: q, Ms: float64(h.h.ValueAtQuantile(q)) / 1000})
+	}
+	return out
+}

@@ -68,6 +68,7 @@ type PostResult struct {
 	SyncsNote    string    `json:"fsyncs_note,omitempty"`
 	Disk         *DiskSync `json:"disk_fsync,omitempty"`
 	Timeline     []Second  `json:"timeline"`
+	Curve        []Point   `json:"latency_by_percentile"`
 }
 
 // Second is one second of a run: acknowledgements and latency.
@@ -185,6 +186,7 @@ func (r *run) run(parent context.Context) (*PostResult, error) {
 	stop()
 	res.PerSecond = float64(res.Acked) / res.Seconds
 	res.Latency = r.hist.summary()
+	res.Curve = r.hist.curve()
 	r.mu.Lock()
 	res.Errors = map[string]int64{}
 	for code, n := range r.errs {
