@@ -37,7 +37,9 @@ import (
 //   - UpsertNode inserts a node as ACTIVE (meta_voter as given) or updates
 //     its addresses, roles, region and incarnation (if given), keeping its
 //     state and meta_voter; a REMOVED node upserted with a new incarnation
-//     (it rejoins with a new data directory) becomes ACTIVE again.
+//     (it rejoins with a new data directory) becomes ACTIVE again; a
+//     member (not REMOVED) upserted with another incarnation than its own
+//     is refused (failed precondition).
 //     It is the one command, with InitCluster, allowed before InitCluster;
 //     any other then fails with failed precondition.
 //   - SetNodeState sets a known node (else not found) to ACTIVE, DRAINING
@@ -171,6 +173,12 @@ func upsertNode(s *clusterv1.MetaState, n *heraldv1.Node) (*clusterv1.MetaState,
 		case old.GetState() == heraldv1.Node_STATE_REMOVED && node.Incarnation != old.GetIncarnation():
 			// A removed node back with a new data directory: a new member.
 			node.State = heraldv1.Node_STATE_ACTIVE
+		case old.GetIncarnation() != "" && node.Incarnation != old.GetIncarnation():
+			// A member's id from another data directory: the member's
+			// lost one, late (its registration was in flight when it was
+			// removed and came back), or another node with its id.
+			return nil, domainErr(storage.ErrFailedPrecondition,
+				"upsert node: node %q is a member with another data directory; remove it first", n.GetId())
 		}
 	} else {
 		node.State = heraldv1.Node_STATE_ACTIVE

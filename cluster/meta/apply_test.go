@@ -210,3 +210,38 @@ func TestApplyDeterministic(t *testing.T) {
 		t.Errorf("two replays: got different states (%d and %d bytes), want identical", len(a), len(b))
 	}
 }
+
+// TestUpsertKeepsAMembersDataDirectory upserts a member with another
+// incarnation than its own: refused while it is a member, accepted once it
+// is removed (it rejoins with a new data directory), and then a late
+// registration of its old directory, which was in flight when it was
+// removed, is refused too instead of taking the member's id back.
+func TestUpsertKeepsAMembersDataDirectory(t *testing.T) {
+	s := mustApply(t, &clusterv1.MetaState{}, baseInit())
+	node := func(inc string) *heraldv1.Node {
+		return &heraldv1.Node{Id: "n1", RaftAddr: "n1:raft", HttpAddr: "n1:http", Incarnation: inc}
+	}
+	state := func(s *clusterv1.MetaState) (heraldv1.Node_State, string) {
+		for _, n := range s.GetNodes() {
+			if n.GetId() == "n1" {
+				return n.GetState(), n.GetIncarnation()
+			}
+		}
+		t.Fatal("n1 not in the state")
+		return 0, ""
+	}
+	s = mustApply(t, s, upsertNodeCmd(node("old")))
+	_, err := meta.Apply(s, upsertNodeCmd(node("new")))
+	checkRejected(t, rejection{"member with another directory", nil, storage.ErrFailedPrecondition, "another data directory"}, err)
+
+	s = mustApply(t, s, setStateCmd("n1", heraldv1.Node_STATE_REMOVED))
+	s = mustApply(t, s, upsertNodeCmd(node("new")))
+	if st, inc := state(s); st != heraldv1.Node_STATE_ACTIVE || inc != "new" {
+		t.Fatalf("removed n1 upserted with a new directory: got %v %q, want ACTIVE \"new\"", st, inc)
+	}
+	got, err := meta.Apply(s, upsertNodeCmd(node("old")))
+	checkRejected(t, rejection{"late registration of the old directory", nil, storage.ErrFailedPrecondition, "another data directory"}, err)
+	if st, inc := state(got); st != heraldv1.Node_STATE_ACTIVE || inc != "new" {
+		t.Errorf("after the late registration: got %v %q, want ACTIVE \"new\"", st, inc)
+	}
+}
