@@ -45,17 +45,7 @@ func dialRawWS(t *testing.T, n *node, header http.Header) (*rawWS, *http.Respons
 	if err := conn.SetDeadline(time.Now().Add(wsWait)); err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr+"/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req := upgradeRequest(t, n, header)
 	if err := req.Write(conn); err != nil {
 		t.Fatalf("write the upgrade request: %v", err)
 	}

@@ -61,9 +61,8 @@ func dialWSWith(t *testing.T, n *node, header http.Header) (*wsClient, *http.Res
 	return c, resp, nil
 }
 
-// wsUpgrade sends a WebSocket upgrade request with header with a plain
-// HTTP client, for a refusal: it returns the status, headers and body.
-func wsUpgrade(t *testing.T, n *node, header http.Header) (int, http.Header, []byte) {
+// upgradeRequest is a WebSocket upgrade request for n's /ws with header.
+func upgradeRequest(t *testing.T, n *node, header http.Header) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr+"/ws", nil)
 	if err != nil {
@@ -76,6 +75,14 @@ func wsUpgrade(t *testing.T, n *node, header http.Header) (int, http.Header, []b
 	req.Header.Set("Upgrade", "websocket")
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	return req
+}
+
+// wsUpgrade sends a WebSocket upgrade request with header with a plain
+// HTTP client, for a refusal: it returns the status, headers and body.
+func wsUpgrade(t *testing.T, n *node, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	req := upgradeRequest(t, n, header)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("upgrade %s/ws: %v", n.Addr, err)

@@ -113,16 +113,33 @@ func (r *replica) start() {
 // stop closes the Partition (a leader first hands leadership over), then
 // the Mux, which frees the port.
 func (r *replica) stop() {
+	r.t.Helper()
+	r.halt("stop", func(p *partition.Partition) { closeWithin(r.t, r.id, p, closeWait) })
+}
+
+// crash stops the replica as a crash would (Partition.Kill: no handover,
+// the state file left unmarked), then the Mux.
+func (r *replica) crash() {
+	r.t.Helper()
+	r.halt("crash", func(p *partition.Partition) {
+		if err := p.Kill(); err != nil {
+			r.t.Errorf("crash %s: Kill: %v", r.id, err)
+		}
+	})
+}
+
+// halt ends the running replica with end, then closes its Mux.
+func (r *replica) halt(what string, end func(*partition.Partition)) {
 	t := r.t
 	t.Helper()
 	if !r.running() {
-		t.Fatalf("stop %s: not running", r.id)
+		t.Fatalf("%s %s: not running", what, r.id)
 	}
 	p, mux := r.p, r.mux
 	r.mux, r.p = nil, nil
-	closeWithin(t, r.id, p, closeWait)
+	end(p)
 	if err := mux.Close(); err != nil {
-		t.Errorf("stop %s: Mux.Close: got %v, want nil", r.id, err)
+		t.Errorf("%s %s: Mux.Close: got %v, want nil", what, r.id, err)
 	}
 }
 
@@ -650,22 +667,4 @@ func configuration(t *testing.T, p *partition.Partition) partition.Configuration
 		t.Fatalf("Configuration: %v", err)
 	}
 	return c
-}
-
-// crash stops the replica as a crash would (Partition.Kill: no handover,
-// the state file left unmarked), then the Mux.
-func (r *replica) crash() {
-	t := r.t
-	t.Helper()
-	if !r.running() {
-		t.Fatalf("crash %s: not running", r.id)
-	}
-	p, mux := r.p, r.mux
-	r.mux, r.p = nil, nil
-	if err := p.Kill(); err != nil {
-		t.Errorf("crash %s: Kill: %v", r.id, err)
-	}
-	if err := mux.Close(); err != nil {
-		t.Errorf("crash %s: Mux.Close: %v", r.id, err)
-	}
 }
