@@ -168,6 +168,7 @@ type Node struct {
 	reps      *replicaSet
 	ctl       *controller
 	reach     *reachability
+	fwd       *forwarders // Submit's ordered streams to peers
 	ledger    *ledger
 	shared    *raftstore.SharedLog // the Raft log of every partition replica
 	metaTrans *transport.Transport
@@ -224,6 +225,7 @@ func New(cfg Config) (*Node, error) {
 		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
+	n.fwd = &forwarders{n: n}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
 	tc := transport.Config{

@@ -98,15 +98,21 @@ func (n *Node) applyRemote(ctx context.Context, target string, req *clusterv1.Ap
 	if err != nil {
 		return nil, rpcOutcome(err)
 	}
+	return applyResult(target, req.GetPartition(), resp)
+}
+
+// applyResult reads the answer of target to a command forwarded on
+// partition p.
+func applyResult(target string, p uint32, resp *clusterv1.ApplyResponse) (*storage.Result, error) {
 	switch r := resp.GetResult().(type) {
 	case *clusterv1.ApplyResponse_Ok:
 		return resultFromWire(r.Ok), nil
 	case *clusterv1.ApplyResponse_Error:
 		return nil, domainError(r.Error)
 	case *clusterv1.ApplyResponse_NotLeader:
-		return nil, &partition.NotLeaderError{Partition: req.GetPartition(), LeaderID: r.NotLeader.GetLeaderId()}
+		return nil, &partition.NotLeaderError{Partition: p, LeaderID: r.NotLeader.GetLeaderId()}
 	case *clusterv1.ApplyResponse_Failed:
-		if err := noSpaceFromWire(req.GetPartition(), r.Failed); err != nil {
+		if err := noSpaceFromWire(p, r.Failed); err != nil {
 			return nil, err
 		}
 		if r.Failed.GetMaybeApplied() {

@@ -161,26 +161,31 @@ func (s *rpcServer) MetaPropose(ctx context.Context, req *clusterv1.MetaProposeR
 
 func (s *rpcServer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*clusterv1.ApplyResponse, error) {
 	res, err := s.n.applyHere(ctx, req)
+	return s.applyResponse(res, err), nil
+}
+
+// applyResponse puts the outcome of a forwarded command on the wire.
+func (s *rpcServer) applyResponse(res *storage.Result, err error) *clusterv1.ApplyResponse {
 	if err == nil {
-		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Ok{Ok: resultToWire(res)}}, nil
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Ok{Ok: resultToWire(res)}}
 	}
 	if w, ok := toWire(err); ok {
-		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Error{Error: w}}, nil
+		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Error{Error: w}}
 	}
 	var nle *partition.NotLeaderError
 	var nse *NoSpaceError
 	switch {
 	case errors.As(err, &nse):
-		return noSpaceToWire(nse), nil
+		return noSpaceToWire(nse)
 	case errors.As(err, &nle):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_NotLeader{NotLeader: &clusterv1.NotLeader{
-			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.advertisedHTTP(nle.LeaderID)}}}, nil
+			LeaderId: nle.LeaderID, LeaderHttp: s.n.peers.advertisedHTTP(nle.LeaderID)}}}
 	case errors.Is(err, partition.ErrIndeterminate):
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Failed{Failed: &clusterv1.Outcome{
-			MaybeApplied: true, Reason: err.Error()}}}, nil
+			MaybeApplied: true, Reason: err.Error()}}}
 	default: // ErrNotApplied, ErrClosed: nothing was proposed
 		return &clusterv1.ApplyResponse{Result: &clusterv1.ApplyResponse_Failed{Failed: &clusterv1.Outcome{
-			Reason: err.Error()}}}, nil
+			Reason: err.Error()}}}
 	}
 }
 

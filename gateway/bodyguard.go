@@ -27,6 +27,10 @@ type bodyGuard struct {
 	timeout    time.Duration
 	enveloped  bool // gRPC, gRPC-Web and Connect streaming bodies
 	compressed bool // the request names a message encoding
+	// renew, for a long-lived request stream, moves the read deadline on
+	// after each whole message: timeout bounds the time between messages,
+	// not the body.
+	renew func()
 
 	prefix [5]byte
 	have   int    // bytes of the current envelope prefix read
@@ -60,6 +64,9 @@ func (g *bodyGuard) Read(p []byte) (int, error) {
 	case err == io.EOF && g.left > 0:
 		return n, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf(
 			"the request body ends %d bytes short of the message its envelope announced", g.left))
+	case errors.Is(err, os.ErrDeadlineExceeded) && g.renew != nil:
+		return n, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
+			"the stream sent no whole message for %v; open a new one when there is more to send", g.timeout))
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return n, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
 			"the request body did not arrive within %v", g.timeout))
@@ -78,6 +85,9 @@ func (g *bodyGuard) track(b []byte) int {
 			k := min(uint64(len(b)-i), g.left)
 			g.left -= k
 			i += int(k)
+			if g.left == 0 && g.renew != nil {
+				g.renew()
+			}
 			continue
 		}
 		k := copy(g.prefix[g.have:], b[i:])
@@ -96,6 +106,9 @@ func (g *bodyGuard) track(b []byte) int {
 			g.err = connect.NewError(connect.CodeInvalidArgument, errors.New(
 				"a compressed message (envelope flag 0x01), but the request names no encoding (Grpc-Encoding or Connect-Content-Encoding)"))
 			return i - 1
+		}
+		if g.left == 0 && g.renew != nil {
+			g.renew()
 		}
 	}
 	return len(b)

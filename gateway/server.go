@@ -24,6 +24,8 @@ import (
 // reads, and event streams. *cluster.Node implements it.
 type Cluster interface {
 	Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Result, error)
+	// Submit is Apply without waiting: see cluster.Node.Submit.
+	Submit(ctx context.Context, cmd *clusterv1.Command) *cluster.Pending
 	GetChannel(ctx context.Context, c storage.Caller, id string) (*heraldv1.Channel, bool, error)
 	ListChannels(ctx context.Context, c storage.Caller, req *heraldv1.ListChannelsRequest) (*heraldv1.ListChannelsResponse, error)
 	History(ctx context.Context, c storage.Caller, req *heraldv1.GetHistoryRequest) (*heraldv1.GetHistoryResponse, error)
@@ -247,7 +249,8 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 const BodyTimeout = 30 * time.Second
 
 // limitBody caps the request bodies of a Connect handler at the message
-// limit plus room for framing, and the time to send them at timeout.
+// limit plus room for framing, and the time to send them at timeout
+// (for longRequestStreams: each message, and the time between them).
 // Connect reads an oversize body to its end to report its size; past the
 // cap it stops with resource_exhausted instead, so a body that never ends
 // cannot hold a handler. A body cut short or too slow is the client's
@@ -266,12 +269,27 @@ func limitBody(maxMessage int, timeout time.Duration) func(string, http.Handler)
 	limit := int64(maxMessage) + framing
 	return func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)) // unsupported only for exotic writers
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(timeout)) // unsupported only for exotic writers
 			r = r.WithContext(r.Context())
-			r.Body = newBodyGuard(http.MaxBytesReader(w, r.Body, limit), r, timeout)
+			if longRequestStreams[r.URL.Path] {
+				// Any number of messages, each capped by connect's
+				// ReadMaxBytes, each within timeout of the last.
+				g := newBodyGuard(r.Body, r, timeout)
+				g.renew = func() { _ = rc.SetReadDeadline(time.Now().Add(timeout)) }
+				r.Body = g
+			} else {
+				r.Body = newBodyGuard(http.MaxBytesReader(w, r.Body, limit), r, timeout)
+			}
 			h.ServeHTTP(w, r)
 		})
 	}
+}
+
+// longRequestStreams are the procedures whose request is a stream of any
+// length: limitBody bounds each message and the time between them.
+var longRequestStreams = map[string]bool{
+	heraldv1connect.MessageServicePostMessagesProcedure: true,
 }
 
 // limitedGzip is a gzip connect.Decompressor that fails once it has

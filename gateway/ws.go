@@ -105,7 +105,7 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	conn := &wsConn{w: w, c: c, binary: binary,
 		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription), drained: make(chan struct{}, 1),
-		typing: make(map[string]time.Time)}
+		typing: make(map[string]time.Time), posts: make(chan struct{}, max(w.s.cfg.QueueFrames/2, 1))}
 	if id != nil {
 		conn.id, conn.counted = *id, true
 		conn.authed.Store(true)
@@ -188,6 +188,7 @@ type wsConn struct {
 	pending    atomic.Int64 // frames queued to gws and not yet written
 	overflowed atomic.Bool
 	drained    chan struct{} // size 1: a coalesced signal that pending fell
+	posts      chan struct{} // a slot per pipelined post in flight
 
 	mu     sync.Mutex // guards following
 	subs   map[string]*subscription
@@ -328,9 +329,32 @@ func (k *wsConn) overflow() {
 }
 
 func (k *wsConn) sendError(replyTo string, ce *connect.Error) {
-	f := &heraldv1.Error{Code: ce.Code().String(), Message: ce.Message(),
-		Outcome: ce.Meta().Get(OutcomeHeader)}
-	k.send(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Error{Error: f}})
+	k.send(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Error{Error: wireError(ce)}})
+}
+
+// pipelinePost sends a post with a client_msg_id on its way without
+// waiting for it: the read loop goes on to the next frame, and the reply
+// follows once the post is durable. Posts are proposed in the order their
+// frames arrive; with QueueFrames/2 in flight, the read loop waits for one
+// to finish.
+func (k *wsConn) pipelinePost(id string, req *heraldv1.PostMessageRequest) {
+	select {
+	case k.posts <- struct{}{}:
+	case <-k.ctx.Done():
+		return
+	}
+	ctx, cancel := context.WithTimeout(withIdentity(k.ctx, k.id), 10*time.Second)
+	wait := k.w.s.submitPost(ctx, req)
+	go func() {
+		defer func() { <-k.posts }()
+		defer cancel()
+		resp, ce := wait()
+		if ce != nil {
+			k.sendError(id, ce)
+			return
+		}
+		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_Reply{Reply: resp}})
+	}()
 }
 
 // wsHandler receives gws's events. gws calls them on the connection's read
@@ -431,6 +455,10 @@ func (k *wsConn) handle(f *heraldv1.ClientFrame) {
 	case *heraldv1.ClientFrame_Ping:
 		k.send(&heraldv1.ServerFrame{ReplyTo: id, Kind: &heraldv1.ServerFrame_Pong{Pong: &heraldv1.Pong{}}})
 	case *heraldv1.ClientFrame_Post:
+		if kind.Post.GetClientMsgId() != "" {
+			k.pipelinePost(id, kind.Post)
+			return
+		}
 		resp, err := k.w.s.post(ctx, kind.Post)
 		if err != nil {
 			k.sendError(id, connectError(k.w.s.log, err))

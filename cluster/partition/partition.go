@@ -190,6 +190,18 @@ func (p *Partition) notLeader() error {
 // client_msg_id), or the command's domain error (*storage.Error; it was
 // applied and changed nothing).
 func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*storage.Result, error) {
+	pd, err := p.Submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return pd.Wait(ctx)
+}
+
+// Submit proposes cmd and returns without waiting for it to commit:
+// commands submitted one after another enter the log in that order while
+// this replica leads. The error is ErrNotLeader, ErrNotApplied or
+// ErrClosed (nothing was proposed); Wait gives the outcome.
+func (p *Partition) Submit(ctx context.Context, cmd *clusterv1.Command) (*Pending, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotApplied, err)
 	}
@@ -210,16 +222,28 @@ func (p *Partition) Propose(ctx context.Context, cmd *clusterv1.Command) (*stora
 	if err != nil {
 		return nil, err
 	}
-	if err := future.Wait(ctx, f); err != nil {
-		return nil, p.classify(err)
+	return &Pending{p: p, f: f}, nil
+}
+
+// Pending is a submitted command on its way through the log.
+type Pending struct {
+	p *Partition
+	f raft.ApplyFuture
+}
+
+// Wait returns the command's result once a majority has it in its fsynced
+// log and this replica has applied it, with Propose's errors.
+func (pd *Pending) Wait(ctx context.Context) (*storage.Result, error) {
+	if err := future.Wait(ctx, pd.f); err != nil {
+		return nil, pd.p.classify(err)
 	}
-	switch resp := f.Response().(type) {
+	switch resp := pd.f.Response().(type) {
 	case *storage.Result:
 		return resp, nil
 	case error:
 		return nil, resp
 	default:
-		return nil, fmt.Errorf("partition %d: unexpected apply response %T", p.cfg.ID, resp)
+		return nil, fmt.Errorf("partition %d: unexpected apply response %T", pd.p.cfg.ID, resp)
 	}
 }
 

@@ -720,75 +720,11 @@ func (*Pong) Descriptor() ([]byte, []int) {
 	return file_herald_v1_frame_proto_rawDescGZIP(), []int{8}
 }
 
-// Error reports a failed request; code is a Connect code name such as
-// "invalid_argument".
-type Error struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Code    string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	// outcome is "not-applied" or "indeterminate" for writes that failed in
-	// the cluster; retry an indeterminate post with the same client_msg_id.
-	Outcome       string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Error) Reset() {
-	*x = Error{}
-	mi := &file_herald_v1_frame_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Error) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Error) ProtoMessage() {}
-
-func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_frame_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Error.ProtoReflect.Descriptor instead.
-func (*Error) Descriptor() ([]byte, []int) {
-	return file_herald_v1_frame_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *Error) GetCode() string {
-	if x != nil {
-		return x.Code
-	}
-	return ""
-}
-
-func (x *Error) GetMessage() string {
-	if x != nil {
-		return x.Message
-	}
-	return ""
-}
-
-func (x *Error) GetOutcome() string {
-	if x != nil {
-		return x.Outcome
-	}
-	return ""
-}
-
 var File_herald_v1_frame_proto protoreflect.FileDescriptor
 
 const file_herald_v1_frame_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/frame.proto\x12\therald.v1\x1a\x15herald/v1/event.proto\x1a\x1fherald/v1/message_service.proto\"\xce\x02\n" +
+	"\x15herald/v1/frame.proto\x12\therald.v1\x1a\x15herald/v1/error.proto\x1a\x15herald/v1/event.proto\x1a\x1fherald/v1/message_service.proto\"\xce\x02\n" +
 	"\vClientFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x04auth\x18\n" +
@@ -831,11 +767,7 @@ const file_herald_v1_frame_proto_rawDesc = "" +
 	"\bPresence\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\"\x06\n" +
-	"\x04Pong\"O\n" +
-	"\x05Error\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
-	"\aoutcome\x18\x03 \x01(\tR\aoutcomeB7Z5github.com/heraldhq/herald/api/gen/herald/v1;heraldv1b\x06proto3"
+	"\x04PongB7Z5github.com/heraldhq/herald/api/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_frame_proto_rawDescOnce sync.Once
@@ -849,7 +781,7 @@ func file_herald_v1_frame_proto_rawDescGZIP() []byte {
 	return file_herald_v1_frame_proto_rawDescData
 }
 
-var file_herald_v1_frame_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_herald_v1_frame_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_herald_v1_frame_proto_goTypes = []any{
 	(*ClientFrame)(nil),         // 0: herald.v1.ClientFrame
 	(*Auth)(nil),                // 1: herald.v1.Auth
@@ -860,30 +792,30 @@ var file_herald_v1_frame_proto_goTypes = []any{
 	(*Hello)(nil),               // 6: herald.v1.Hello
 	(*Presence)(nil),            // 7: herald.v1.Presence
 	(*Pong)(nil),                // 8: herald.v1.Pong
-	(*Error)(nil),               // 9: herald.v1.Error
-	(*SubscribeRequest)(nil),    // 10: herald.v1.SubscribeRequest
-	(*PostMessageRequest)(nil),  // 11: herald.v1.PostMessageRequest
-	(*Subscribed)(nil),          // 12: herald.v1.Subscribed
-	(*Event)(nil),               // 13: herald.v1.Event
-	(*PostMessageResponse)(nil), // 14: herald.v1.PostMessageResponse
-	(*ResyncRequired)(nil),      // 15: herald.v1.ResyncRequired
+	(*SubscribeRequest)(nil),    // 9: herald.v1.SubscribeRequest
+	(*PostMessageRequest)(nil),  // 10: herald.v1.PostMessageRequest
+	(*Subscribed)(nil),          // 11: herald.v1.Subscribed
+	(*Event)(nil),               // 12: herald.v1.Event
+	(*PostMessageResponse)(nil), // 13: herald.v1.PostMessageResponse
+	(*ResyncRequired)(nil),      // 14: herald.v1.ResyncRequired
+	(*Error)(nil),               // 15: herald.v1.Error
 }
 var file_herald_v1_frame_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.ClientFrame.auth:type_name -> herald.v1.Auth
-	10, // 1: herald.v1.ClientFrame.subscribe:type_name -> herald.v1.SubscribeRequest
+	9,  // 1: herald.v1.ClientFrame.subscribe:type_name -> herald.v1.SubscribeRequest
 	2,  // 2: herald.v1.ClientFrame.unsubscribe:type_name -> herald.v1.Unsubscribe
-	11, // 3: herald.v1.ClientFrame.post:type_name -> herald.v1.PostMessageRequest
+	10, // 3: herald.v1.ClientFrame.post:type_name -> herald.v1.PostMessageRequest
 	3,  // 4: herald.v1.ClientFrame.typing:type_name -> herald.v1.Typing
 	4,  // 5: herald.v1.ClientFrame.ping:type_name -> herald.v1.Ping
 	6,  // 6: herald.v1.ServerFrame.hello:type_name -> herald.v1.Hello
-	12, // 7: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.Subscribed
-	13, // 8: herald.v1.ServerFrame.event:type_name -> herald.v1.Event
-	14, // 9: herald.v1.ServerFrame.reply:type_name -> herald.v1.PostMessageResponse
-	15, // 10: herald.v1.ServerFrame.resync_required:type_name -> herald.v1.ResyncRequired
+	11, // 7: herald.v1.ServerFrame.subscribed:type_name -> herald.v1.Subscribed
+	12, // 8: herald.v1.ServerFrame.event:type_name -> herald.v1.Event
+	13, // 9: herald.v1.ServerFrame.reply:type_name -> herald.v1.PostMessageResponse
+	14, // 10: herald.v1.ServerFrame.resync_required:type_name -> herald.v1.ResyncRequired
 	3,  // 11: herald.v1.ServerFrame.typing:type_name -> herald.v1.Typing
 	7,  // 12: herald.v1.ServerFrame.presence:type_name -> herald.v1.Presence
 	8,  // 13: herald.v1.ServerFrame.pong:type_name -> herald.v1.Pong
-	9,  // 14: herald.v1.ServerFrame.error:type_name -> herald.v1.Error
+	15, // 14: herald.v1.ServerFrame.error:type_name -> herald.v1.Error
 	15, // [15:15] is the sub-list for method output_type
 	15, // [15:15] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
@@ -896,6 +828,7 @@ func file_herald_v1_frame_proto_init() {
 	if File_herald_v1_frame_proto != nil {
 		return
 	}
+	file_herald_v1_error_proto_init()
 	file_herald_v1_event_proto_init()
 	file_herald_v1_message_service_proto_init()
 	file_herald_v1_frame_proto_msgTypes[0].OneofWrappers = []any{
@@ -923,7 +856,7 @@ func file_herald_v1_frame_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_frame_proto_rawDesc), len(file_herald_v1_frame_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

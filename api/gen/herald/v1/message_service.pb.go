@@ -147,6 +147,102 @@ func (x *PostMessageResponse) GetDuplicate() bool {
 	return false
 }
 
+// PostMessagesResponse answers one request of a PostMessages stream.
+type PostMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_msg_id is the request's.
+	ClientMsgId string `protobuf:"bytes,1,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*PostMessagesResponse_Ok
+	//	*PostMessagesResponse_Error
+	Result        isPostMessagesResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostMessagesResponse) Reset() {
+	*x = PostMessagesResponse{}
+	mi := &file_herald_v1_message_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostMessagesResponse) ProtoMessage() {}
+
+func (x *PostMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_message_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostMessagesResponse.ProtoReflect.Descriptor instead.
+func (*PostMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PostMessagesResponse) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *PostMessagesResponse) GetResult() isPostMessagesResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *PostMessagesResponse) GetOk() *PostMessageResponse {
+	if x != nil {
+		if x, ok := x.Result.(*PostMessagesResponse_Ok); ok {
+			return x.Ok
+		}
+	}
+	return nil
+}
+
+func (x *PostMessagesResponse) GetError() *Error {
+	if x != nil {
+		if x, ok := x.Result.(*PostMessagesResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isPostMessagesResponse_Result interface {
+	isPostMessagesResponse_Result()
+}
+
+type PostMessagesResponse_Ok struct {
+	Ok *PostMessageResponse `protobuf:"bytes,2,opt,name=ok,proto3,oneof"`
+}
+
+type PostMessagesResponse_Error struct {
+	// error is what PostMessage would have failed with: a Connect code
+	// name, a message, and for a write the cluster did not finish the
+	// outcome ("not-applied" or "indeterminate"; retry an indeterminate
+	// post with the same client_msg_id).
+	Error *Error `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*PostMessagesResponse_Ok) isPostMessagesResponse_Result() {}
+
+func (*PostMessagesResponse_Error) isPostMessagesResponse_Result() {}
+
 type EditMessageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChannelId     string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
@@ -158,7 +254,7 @@ type EditMessageRequest struct {
 
 func (x *EditMessageRequest) Reset() {
 	*x = EditMessageRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[2]
+	mi := &file_herald_v1_message_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +266,7 @@ func (x *EditMessageRequest) String() string {
 func (*EditMessageRequest) ProtoMessage() {}
 
 func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[2]
+	mi := &file_herald_v1_message_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +279,7 @@ func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
 func (*EditMessageRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EditMessageRequest) GetChannelId() string {
@@ -216,7 +312,7 @@ type EditMessageResponse struct {
 
 func (x *EditMessageResponse) Reset() {
 	*x = EditMessageResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[3]
+	mi := &file_herald_v1_message_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +324,7 @@ func (x *EditMessageResponse) String() string {
 func (*EditMessageResponse) ProtoMessage() {}
 
 func (x *EditMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[3]
+	mi := &file_herald_v1_message_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +337,7 @@ func (x *EditMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EditMessageResponse.ProtoReflect.Descriptor instead.
 func (*EditMessageResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EditMessageResponse) GetMessage() *Message {
@@ -261,7 +357,7 @@ type DeleteMessageRequest struct {
 
 func (x *DeleteMessageRequest) Reset() {
 	*x = DeleteMessageRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[4]
+	mi := &file_herald_v1_message_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +369,7 @@ func (x *DeleteMessageRequest) String() string {
 func (*DeleteMessageRequest) ProtoMessage() {}
 
 func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[4]
+	mi := &file_herald_v1_message_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +382,7 @@ func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMessageRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteMessageRequest) GetChannelId() string {
@@ -312,7 +408,7 @@ type DeleteMessageResponse struct {
 
 func (x *DeleteMessageResponse) Reset() {
 	*x = DeleteMessageResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[5]
+	mi := &file_herald_v1_message_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +420,7 @@ func (x *DeleteMessageResponse) String() string {
 func (*DeleteMessageResponse) ProtoMessage() {}
 
 func (x *DeleteMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[5]
+	mi := &file_herald_v1_message_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +433,7 @@ func (x *DeleteMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMessageResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteMessageResponse) GetMessage() *Message {
@@ -359,7 +455,7 @@ type AddReactionRequest struct {
 
 func (x *AddReactionRequest) Reset() {
 	*x = AddReactionRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[6]
+	mi := &file_herald_v1_message_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +467,7 @@ func (x *AddReactionRequest) String() string {
 func (*AddReactionRequest) ProtoMessage() {}
 
 func (x *AddReactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[6]
+	mi := &file_herald_v1_message_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +480,7 @@ func (x *AddReactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReactionRequest.ProtoReflect.Descriptor instead.
 func (*AddReactionRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddReactionRequest) GetChannelId() string {
@@ -417,7 +513,7 @@ type AddReactionResponse struct {
 
 func (x *AddReactionResponse) Reset() {
 	*x = AddReactionResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[7]
+	mi := &file_herald_v1_message_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +525,7 @@ func (x *AddReactionResponse) String() string {
 func (*AddReactionResponse) ProtoMessage() {}
 
 func (x *AddReactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[7]
+	mi := &file_herald_v1_message_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +538,7 @@ func (x *AddReactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReactionResponse.ProtoReflect.Descriptor instead.
 func (*AddReactionResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddReactionResponse) GetMessage() *Message {
@@ -463,7 +559,7 @@ type RemoveReactionRequest struct {
 
 func (x *RemoveReactionRequest) Reset() {
 	*x = RemoveReactionRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[8]
+	mi := &file_herald_v1_message_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +571,7 @@ func (x *RemoveReactionRequest) String() string {
 func (*RemoveReactionRequest) ProtoMessage() {}
 
 func (x *RemoveReactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[8]
+	mi := &file_herald_v1_message_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +584,7 @@ func (x *RemoveReactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReactionRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReactionRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveReactionRequest) GetChannelId() string {
@@ -521,7 +617,7 @@ type RemoveReactionResponse struct {
 
 func (x *RemoveReactionResponse) Reset() {
 	*x = RemoveReactionResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[9]
+	mi := &file_herald_v1_message_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +629,7 @@ func (x *RemoveReactionResponse) String() string {
 func (*RemoveReactionResponse) ProtoMessage() {}
 
 func (x *RemoveReactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[9]
+	mi := &file_herald_v1_message_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +642,7 @@ func (x *RemoveReactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReactionResponse.ProtoReflect.Descriptor instead.
 func (*RemoveReactionResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveReactionResponse) GetMessage() *Message {
@@ -577,7 +673,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[10]
+	mi := &file_herald_v1_message_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +685,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[10]
+	mi := &file_herald_v1_message_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +698,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetHistoryRequest) GetChannelId() string {
@@ -660,7 +756,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[11]
+	mi := &file_herald_v1_message_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +768,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[11]
+	mi := &file_herald_v1_message_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +781,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetHistoryResponse) GetMessages() []*Message {
@@ -725,7 +821,7 @@ type GetThreadRequest struct {
 
 func (x *GetThreadRequest) Reset() {
 	*x = GetThreadRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[12]
+	mi := &file_herald_v1_message_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +833,7 @@ func (x *GetThreadRequest) String() string {
 func (*GetThreadRequest) ProtoMessage() {}
 
 func (x *GetThreadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[12]
+	mi := &file_herald_v1_message_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +846,7 @@ func (x *GetThreadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetThreadRequest.ProtoReflect.Descriptor instead.
 func (*GetThreadRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetThreadRequest) GetChannelId() string {
@@ -801,7 +897,7 @@ type GetThreadResponse struct {
 
 func (x *GetThreadResponse) Reset() {
 	*x = GetThreadResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[13]
+	mi := &file_herald_v1_message_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +909,7 @@ func (x *GetThreadResponse) String() string {
 func (*GetThreadResponse) ProtoMessage() {}
 
 func (x *GetThreadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[13]
+	mi := &file_herald_v1_message_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +922,7 @@ func (x *GetThreadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetThreadResponse.ProtoReflect.Descriptor instead.
 func (*GetThreadResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetThreadResponse) GetParent() *Message {
@@ -869,7 +965,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[14]
+	mi := &file_herald_v1_message_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +977,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[14]
+	mi := &file_herald_v1_message_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +990,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{14}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubscribeRequest) GetChannelId() string {
@@ -925,7 +1021,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_herald_v1_message_service_proto_msgTypes[15]
+	mi := &file_herald_v1_message_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1033,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_message_service_proto_msgTypes[15]
+	mi := &file_herald_v1_message_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1046,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{15}
+	return file_herald_v1_message_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubscribeResponse) GetKind() isSubscribeResponse_Kind {
@@ -1013,7 +1109,7 @@ var File_herald_v1_message_service_proto protoreflect.FileDescriptor
 
 const file_herald_v1_message_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fherald/v1/message_service.proto\x12\therald.v1\x1a\x15herald/v1/event.proto\x1a\x17herald/v1/message.proto\"\x8a\x01\n" +
+	"\x1fherald/v1/message_service.proto\x12\therald.v1\x1a\x15herald/v1/event.proto\x1a\x15herald/v1/error.proto\x1a\x17herald/v1/message.proto\"\x8a\x01\n" +
 	"\x12PostMessageRequest\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x12\n" +
@@ -1023,7 +1119,12 @@ const file_herald_v1_message_service_proto_rawDesc = "" +
 	"thread_seq\x18\x04 \x01(\x04R\tthreadSeq\"a\n" +
 	"\x13PostMessageResponse\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.herald.v1.MessageR\amessage\x12\x1c\n" +
-	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"Y\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xa0\x01\n" +
+	"\x14PostMessagesResponse\x12\"\n" +
+	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x120\n" +
+	"\x02ok\x18\x02 \x01(\v2\x1e.herald.v1.PostMessageResponseH\x00R\x02ok\x12(\n" +
+	"\x05error\x18\x03 \x01(\v2\x10.herald.v1.ErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"Y\n" +
 	"\x12EditMessageRequest\x12\x1d\n" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x10\n" +
@@ -1089,9 +1190,10 @@ const file_herald_v1_message_service_proto_rawDesc = "" +
 	"subscribed\x12(\n" +
 	"\x05event\x18\x02 \x01(\v2\x10.herald.v1.EventH\x00R\x05event\x12D\n" +
 	"\x0fresync_required\x18\x03 \x01(\v2\x19.herald.v1.ResyncRequiredH\x00R\x0eresyncRequiredB\x06\n" +
-	"\x04kind2\x98\x05\n" +
+	"\x04kind2\xee\x05\n" +
 	"\x0eMessageService\x12N\n" +
-	"\vPostMessage\x12\x1d.herald.v1.PostMessageRequest\x1a\x1e.herald.v1.PostMessageResponse\"\x00\x12N\n" +
+	"\vPostMessage\x12\x1d.herald.v1.PostMessageRequest\x1a\x1e.herald.v1.PostMessageResponse\"\x00\x12T\n" +
+	"\fPostMessages\x12\x1d.herald.v1.PostMessageRequest\x1a\x1f.herald.v1.PostMessagesResponse\"\x00(\x010\x01\x12N\n" +
 	"\vEditMessage\x12\x1d.herald.v1.EditMessageRequest\x1a\x1e.herald.v1.EditMessageResponse\"\x00\x12T\n" +
 	"\rDeleteMessage\x12\x1f.herald.v1.DeleteMessageRequest\x1a .herald.v1.DeleteMessageResponse\"\x00\x12N\n" +
 	"\vAddReaction\x12\x1d.herald.v1.AddReactionRequest\x1a\x1e.herald.v1.AddReactionResponse\"\x00\x12W\n" +
@@ -1113,62 +1215,68 @@ func file_herald_v1_message_service_proto_rawDescGZIP() []byte {
 	return file_herald_v1_message_service_proto_rawDescData
 }
 
-var file_herald_v1_message_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_herald_v1_message_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_herald_v1_message_service_proto_goTypes = []any{
 	(*PostMessageRequest)(nil),     // 0: herald.v1.PostMessageRequest
 	(*PostMessageResponse)(nil),    // 1: herald.v1.PostMessageResponse
-	(*EditMessageRequest)(nil),     // 2: herald.v1.EditMessageRequest
-	(*EditMessageResponse)(nil),    // 3: herald.v1.EditMessageResponse
-	(*DeleteMessageRequest)(nil),   // 4: herald.v1.DeleteMessageRequest
-	(*DeleteMessageResponse)(nil),  // 5: herald.v1.DeleteMessageResponse
-	(*AddReactionRequest)(nil),     // 6: herald.v1.AddReactionRequest
-	(*AddReactionResponse)(nil),    // 7: herald.v1.AddReactionResponse
-	(*RemoveReactionRequest)(nil),  // 8: herald.v1.RemoveReactionRequest
-	(*RemoveReactionResponse)(nil), // 9: herald.v1.RemoveReactionResponse
-	(*GetHistoryRequest)(nil),      // 10: herald.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),     // 11: herald.v1.GetHistoryResponse
-	(*GetThreadRequest)(nil),       // 12: herald.v1.GetThreadRequest
-	(*GetThreadResponse)(nil),      // 13: herald.v1.GetThreadResponse
-	(*SubscribeRequest)(nil),       // 14: herald.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 15: herald.v1.SubscribeResponse
-	(*Message)(nil),                // 16: herald.v1.Message
-	(*Subscribed)(nil),             // 17: herald.v1.Subscribed
-	(*Event)(nil),                  // 18: herald.v1.Event
-	(*ResyncRequired)(nil),         // 19: herald.v1.ResyncRequired
+	(*PostMessagesResponse)(nil),   // 2: herald.v1.PostMessagesResponse
+	(*EditMessageRequest)(nil),     // 3: herald.v1.EditMessageRequest
+	(*EditMessageResponse)(nil),    // 4: herald.v1.EditMessageResponse
+	(*DeleteMessageRequest)(nil),   // 5: herald.v1.DeleteMessageRequest
+	(*DeleteMessageResponse)(nil),  // 6: herald.v1.DeleteMessageResponse
+	(*AddReactionRequest)(nil),     // 7: herald.v1.AddReactionRequest
+	(*AddReactionResponse)(nil),    // 8: herald.v1.AddReactionResponse
+	(*RemoveReactionRequest)(nil),  // 9: herald.v1.RemoveReactionRequest
+	(*RemoveReactionResponse)(nil), // 10: herald.v1.RemoveReactionResponse
+	(*GetHistoryRequest)(nil),      // 11: herald.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),     // 12: herald.v1.GetHistoryResponse
+	(*GetThreadRequest)(nil),       // 13: herald.v1.GetThreadRequest
+	(*GetThreadResponse)(nil),      // 14: herald.v1.GetThreadResponse
+	(*SubscribeRequest)(nil),       // 15: herald.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 16: herald.v1.SubscribeResponse
+	(*Message)(nil),                // 17: herald.v1.Message
+	(*Error)(nil),                  // 18: herald.v1.Error
+	(*Subscribed)(nil),             // 19: herald.v1.Subscribed
+	(*Event)(nil),                  // 20: herald.v1.Event
+	(*ResyncRequired)(nil),         // 21: herald.v1.ResyncRequired
 }
 var file_herald_v1_message_service_proto_depIdxs = []int32{
-	16, // 0: herald.v1.PostMessageResponse.message:type_name -> herald.v1.Message
-	16, // 1: herald.v1.EditMessageResponse.message:type_name -> herald.v1.Message
-	16, // 2: herald.v1.DeleteMessageResponse.message:type_name -> herald.v1.Message
-	16, // 3: herald.v1.AddReactionResponse.message:type_name -> herald.v1.Message
-	16, // 4: herald.v1.RemoveReactionResponse.message:type_name -> herald.v1.Message
-	16, // 5: herald.v1.GetHistoryResponse.messages:type_name -> herald.v1.Message
-	16, // 6: herald.v1.GetThreadResponse.parent:type_name -> herald.v1.Message
-	16, // 7: herald.v1.GetThreadResponse.replies:type_name -> herald.v1.Message
-	17, // 8: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
-	18, // 9: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
-	19, // 10: herald.v1.SubscribeResponse.resync_required:type_name -> herald.v1.ResyncRequired
-	0,  // 11: herald.v1.MessageService.PostMessage:input_type -> herald.v1.PostMessageRequest
-	2,  // 12: herald.v1.MessageService.EditMessage:input_type -> herald.v1.EditMessageRequest
-	4,  // 13: herald.v1.MessageService.DeleteMessage:input_type -> herald.v1.DeleteMessageRequest
-	6,  // 14: herald.v1.MessageService.AddReaction:input_type -> herald.v1.AddReactionRequest
-	8,  // 15: herald.v1.MessageService.RemoveReaction:input_type -> herald.v1.RemoveReactionRequest
-	10, // 16: herald.v1.MessageService.GetHistory:input_type -> herald.v1.GetHistoryRequest
-	12, // 17: herald.v1.MessageService.GetThread:input_type -> herald.v1.GetThreadRequest
-	14, // 18: herald.v1.MessageService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	1,  // 19: herald.v1.MessageService.PostMessage:output_type -> herald.v1.PostMessageResponse
-	3,  // 20: herald.v1.MessageService.EditMessage:output_type -> herald.v1.EditMessageResponse
-	5,  // 21: herald.v1.MessageService.DeleteMessage:output_type -> herald.v1.DeleteMessageResponse
-	7,  // 22: herald.v1.MessageService.AddReaction:output_type -> herald.v1.AddReactionResponse
-	9,  // 23: herald.v1.MessageService.RemoveReaction:output_type -> herald.v1.RemoveReactionResponse
-	11, // 24: herald.v1.MessageService.GetHistory:output_type -> herald.v1.GetHistoryResponse
-	13, // 25: herald.v1.MessageService.GetThread:output_type -> herald.v1.GetThreadResponse
-	15, // 26: herald.v1.MessageService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 0: herald.v1.PostMessageResponse.message:type_name -> herald.v1.Message
+	1,  // 1: herald.v1.PostMessagesResponse.ok:type_name -> herald.v1.PostMessageResponse
+	18, // 2: herald.v1.PostMessagesResponse.error:type_name -> herald.v1.Error
+	17, // 3: herald.v1.EditMessageResponse.message:type_name -> herald.v1.Message
+	17, // 4: herald.v1.DeleteMessageResponse.message:type_name -> herald.v1.Message
+	17, // 5: herald.v1.AddReactionResponse.message:type_name -> herald.v1.Message
+	17, // 6: herald.v1.RemoveReactionResponse.message:type_name -> herald.v1.Message
+	17, // 7: herald.v1.GetHistoryResponse.messages:type_name -> herald.v1.Message
+	17, // 8: herald.v1.GetThreadResponse.parent:type_name -> herald.v1.Message
+	17, // 9: herald.v1.GetThreadResponse.replies:type_name -> herald.v1.Message
+	19, // 10: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
+	20, // 11: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
+	21, // 12: herald.v1.SubscribeResponse.resync_required:type_name -> herald.v1.ResyncRequired
+	0,  // 13: herald.v1.MessageService.PostMessage:input_type -> herald.v1.PostMessageRequest
+	0,  // 14: herald.v1.MessageService.PostMessages:input_type -> herald.v1.PostMessageRequest
+	3,  // 15: herald.v1.MessageService.EditMessage:input_type -> herald.v1.EditMessageRequest
+	5,  // 16: herald.v1.MessageService.DeleteMessage:input_type -> herald.v1.DeleteMessageRequest
+	7,  // 17: herald.v1.MessageService.AddReaction:input_type -> herald.v1.AddReactionRequest
+	9,  // 18: herald.v1.MessageService.RemoveReaction:input_type -> herald.v1.RemoveReactionRequest
+	11, // 19: herald.v1.MessageService.GetHistory:input_type -> herald.v1.GetHistoryRequest
+	13, // 20: herald.v1.MessageService.GetThread:input_type -> herald.v1.GetThreadRequest
+	15, // 21: herald.v1.MessageService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	1,  // 22: herald.v1.MessageService.PostMessage:output_type -> herald.v1.PostMessageResponse
+	2,  // 23: herald.v1.MessageService.PostMessages:output_type -> herald.v1.PostMessagesResponse
+	4,  // 24: herald.v1.MessageService.EditMessage:output_type -> herald.v1.EditMessageResponse
+	6,  // 25: herald.v1.MessageService.DeleteMessage:output_type -> herald.v1.DeleteMessageResponse
+	8,  // 26: herald.v1.MessageService.AddReaction:output_type -> herald.v1.AddReactionResponse
+	10, // 27: herald.v1.MessageService.RemoveReaction:output_type -> herald.v1.RemoveReactionResponse
+	12, // 28: herald.v1.MessageService.GetHistory:output_type -> herald.v1.GetHistoryResponse
+	14, // 29: herald.v1.MessageService.GetThread:output_type -> herald.v1.GetThreadResponse
+	16, // 30: herald.v1.MessageService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_message_service_proto_init() }
@@ -1177,9 +1285,14 @@ func file_herald_v1_message_service_proto_init() {
 		return
 	}
 	file_herald_v1_event_proto_init()
+	file_herald_v1_error_proto_init()
 	file_herald_v1_message_proto_init()
-	file_herald_v1_message_service_proto_msgTypes[14].OneofWrappers = []any{}
-	file_herald_v1_message_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_herald_v1_message_service_proto_msgTypes[2].OneofWrappers = []any{
+		(*PostMessagesResponse_Ok)(nil),
+		(*PostMessagesResponse_Error)(nil),
+	}
+	file_herald_v1_message_service_proto_msgTypes[15].OneofWrappers = []any{}
+	file_herald_v1_message_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_ResyncRequired)(nil),
@@ -1190,7 +1303,7 @@ func file_herald_v1_message_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_message_service_proto_rawDesc), len(file_herald_v1_message_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

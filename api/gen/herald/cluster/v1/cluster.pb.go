@@ -766,6 +766,111 @@ func (*ApplyResponse_NotLeader) isApplyResponse_Result() {}
 
 func (*ApplyResponse_Failed) isApplyResponse_Result() {}
 
+type ApplyStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the caller's, unique within the stream; the answer carries it.
+	Id            uint64        `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request       *ApplyRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyStreamRequest) Reset() {
+	*x = ApplyStreamRequest{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyStreamRequest) ProtoMessage() {}
+
+func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyStreamRequest.ProtoReflect.Descriptor instead.
+func (*ApplyStreamRequest) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApplyStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ApplyStreamRequest) GetRequest() *ApplyRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type ApplyStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Response      *ApplyResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyStreamResponse) Reset() {
+	*x = ApplyStreamResponse{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyStreamResponse) ProtoMessage() {}
+
+func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyStreamResponse.ProtoReflect.Descriptor instead.
+func (*ApplyStreamResponse) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ApplyStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ApplyStreamResponse) GetResponse() *ApplyResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
 // CommandResult is a storage.Result on the wire.
 type CommandResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -778,7 +883,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +895,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +908,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CommandResult) GetChannel() *v1.Channel {
@@ -838,7 +943,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +955,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +968,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Caller) GetUser() string {
@@ -901,7 +1006,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1018,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1031,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadRequest) GetPartition() uint32 {
@@ -1054,7 +1159,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1171,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1184,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EventsRequest) GetChannelId() string {
@@ -1114,7 +1219,7 @@ type EventsResponse struct {
 
 func (x *EventsResponse) Reset() {
 	*x = EventsResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1231,7 @@ func (x *EventsResponse) String() string {
 func (*EventsResponse) ProtoMessage() {}
 
 func (x *EventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1244,7 @@ func (x *EventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsResponse.ProtoReflect.Descriptor instead.
 func (*EventsResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EventsResponse) GetEvents() []*v1.Event {
@@ -1182,7 +1287,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1299,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1312,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadResponse) GetResult() isReadResponse_Result {
@@ -1352,7 +1457,7 @@ type ListChannelsPage struct {
 
 func (x *ListChannelsPage) Reset() {
 	*x = ListChannelsPage{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1469,7 @@ func (x *ListChannelsPage) String() string {
 func (*ListChannelsPage) ProtoMessage() {}
 
 func (x *ListChannelsPage) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1482,7 @@ func (x *ListChannelsPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsPage.ProtoReflect.Descriptor instead.
 func (*ListChannelsPage) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListChannelsPage) GetChannels() []*v1.Channel {
@@ -1405,7 +1510,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1522,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1535,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchRequest) GetPartition() uint32 {
@@ -1463,7 +1568,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1580,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1593,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchResponse) GetEvents() []*v1.Event {
@@ -1506,7 +1611,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1623,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1636,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 type NodeStatusResponse struct {
@@ -1555,7 +1660,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1672,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1685,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeStatusResponse) GetNode() *v1.Node {
@@ -1642,7 +1747,7 @@ type SpaceStatus struct {
 
 func (x *SpaceStatus) Reset() {
 	*x = SpaceStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1759,7 @@ func (x *SpaceStatus) String() string {
 func (*SpaceStatus) ProtoMessage() {}
 
 func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1772,7 @@ func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpaceStatus.ProtoReflect.Descriptor instead.
 func (*SpaceStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SpaceStatus) GetFreeBytes() uint64 {
@@ -1711,7 +1816,7 @@ type ReplicaSpace struct {
 
 func (x *ReplicaSpace) Reset() {
 	*x = ReplicaSpace{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1828,7 @@ func (x *ReplicaSpace) String() string {
 func (*ReplicaSpace) ProtoMessage() {}
 
 func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1841,7 @@ func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpace.ProtoReflect.Descriptor instead.
 func (*ReplicaSpace) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReplicaSpace) GetPartition() uint32 {
@@ -1772,7 +1877,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +1889,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +1902,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplicaStatus) GetPartition() uint32 {
@@ -1871,7 +1976,7 @@ type ReplicaOpRequest struct {
 
 func (x *ReplicaOpRequest) Reset() {
 	*x = ReplicaOpRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1988,7 @@ func (x *ReplicaOpRequest) String() string {
 func (*ReplicaOpRequest) ProtoMessage() {}
 
 func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2001,7 @@ func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaOpRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicaOpRequest) GetPartition() uint32 {
@@ -1971,7 +2076,7 @@ type TransferLeadershipOp struct {
 
 func (x *TransferLeadershipOp) Reset() {
 	*x = TransferLeadershipOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2088,7 @@ func (x *TransferLeadershipOp) String() string {
 func (*TransferLeadershipOp) ProtoMessage() {}
 
 func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2101,7 @@ func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipOp.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipOp) GetToNodeId() string {
@@ -2014,7 +2119,7 @@ type DigestOp struct {
 
 func (x *DigestOp) Reset() {
 	*x = DigestOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2131,7 @@ func (x *DigestOp) String() string {
 func (*DigestOp) ProtoMessage() {}
 
 func (x *DigestOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2144,7 @@ func (x *DigestOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestOp.ProtoReflect.Descriptor instead.
 func (*DigestOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 type RecoverOp struct {
@@ -2052,7 +2157,7 @@ type RecoverOp struct {
 
 func (x *RecoverOp) Reset() {
 	*x = RecoverOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2169,7 @@ func (x *RecoverOp) String() string {
 func (*RecoverOp) ProtoMessage() {}
 
 func (x *RecoverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2182,7 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecoverOp) GetGeneration() uint64 {
@@ -2099,7 +2204,7 @@ type ReplicaOpResponse struct {
 
 func (x *ReplicaOpResponse) Reset() {
 	*x = ReplicaOpResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2216,7 @@ func (x *ReplicaOpResponse) String() string {
 func (*ReplicaOpResponse) ProtoMessage() {}
 
 func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2229,7 @@ func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaOpResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReplicaOpResponse) GetAppliedIndex() uint64 {
@@ -2164,7 +2269,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2281,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2294,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SnapshotRequest) GetPartition() uint32 {
@@ -2209,7 +2314,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2326,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2339,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotResponse) GetAppliedIndex() uint64 {
@@ -2261,7 +2366,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2378,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2391,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RestoreRequest) GetPartition() uint32 {
@@ -2314,7 +2419,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2431,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2444,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -2421,7 +2526,13 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"not_leader\x18\x03 \x01(\v2\x1c.herald.cluster.v1.NotLeaderH\x00R\tnotLeader\x124\n" +
 	"\x06failed\x18\x04 \x01(\v2\x1a.herald.cluster.v1.OutcomeH\x00R\x06failedB\b\n" +
-	"\x06result\"\x89\x01\n" +
+	"\x06result\"_\n" +
+	"\x12ApplyStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x129\n" +
+	"\arequest\x18\x02 \x01(\v2\x1f.herald.cluster.v1.ApplyRequestR\arequest\"c\n" +
+	"\x13ApplyStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
+	"\bresponse\x18\x02 \x01(\v2 .herald.cluster.v1.ApplyResponseR\bresponse\"\x89\x01\n" +
 	"\rCommandResult\x12,\n" +
 	"\achannel\x18\x01 \x01(\v2\x12.herald.v1.ChannelR\achannel\x12,\n" +
 	"\amessage\x18\x02 \x01(\v2\x12.herald.v1.MessageR\amessage\x12\x1c\n" +
@@ -2536,12 +2647,13 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12;\n" +
 	"\n" +
 	"not_leader\x18\x02 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
-	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xd8\x06\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xbc\a\n" +
 	"\x0eClusterService\x12L\n" +
 	"\x05Hello\x12\x1f.herald.cluster.v1.HelloRequest\x1a .herald.cluster.v1.HelloResponse\"\x00\x12I\n" +
 	"\x04Join\x12\x1e.herald.cluster.v1.JoinRequest\x1a\x1f.herald.cluster.v1.JoinResponse\"\x00\x12^\n" +
 	"\vMetaPropose\x12%.herald.cluster.v1.MetaProposeRequest\x1a&.herald.cluster.v1.MetaProposeResponse\"\x00\x12L\n" +
-	"\x05Apply\x12\x1f.herald.cluster.v1.ApplyRequest\x1a .herald.cluster.v1.ApplyResponse\"\x00\x12I\n" +
+	"\x05Apply\x12\x1f.herald.cluster.v1.ApplyRequest\x1a .herald.cluster.v1.ApplyResponse\"\x00\x12b\n" +
+	"\vApplyStream\x12%.herald.cluster.v1.ApplyStreamRequest\x1a&.herald.cluster.v1.ApplyStreamResponse\"\x00(\x010\x01\x12I\n" +
 	"\x04Read\x12\x1e.herald.cluster.v1.ReadRequest\x1a\x1f.herald.cluster.v1.ReadResponse\"\x00\x12N\n" +
 	"\x05Watch\x12\x1f.herald.cluster.v1.WatchRequest\x1a .herald.cluster.v1.WatchResponse\"\x000\x01\x12[\n" +
 	"\n" +
@@ -2563,7 +2675,7 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
 	(*HelloRequest)(nil),           // 1: herald.cluster.v1.HelloRequest
@@ -2577,118 +2689,124 @@ var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(*Outcome)(nil),                // 9: herald.cluster.v1.Outcome
 	(*ApplyRequest)(nil),           // 10: herald.cluster.v1.ApplyRequest
 	(*ApplyResponse)(nil),          // 11: herald.cluster.v1.ApplyResponse
-	(*CommandResult)(nil),          // 12: herald.cluster.v1.CommandResult
-	(*Caller)(nil),                 // 13: herald.cluster.v1.Caller
-	(*ReadRequest)(nil),            // 14: herald.cluster.v1.ReadRequest
-	(*EventsRequest)(nil),          // 15: herald.cluster.v1.EventsRequest
-	(*EventsResponse)(nil),         // 16: herald.cluster.v1.EventsResponse
-	(*ReadResponse)(nil),           // 17: herald.cluster.v1.ReadResponse
-	(*ListChannelsPage)(nil),       // 18: herald.cluster.v1.ListChannelsPage
-	(*WatchRequest)(nil),           // 19: herald.cluster.v1.WatchRequest
-	(*WatchResponse)(nil),          // 20: herald.cluster.v1.WatchResponse
-	(*NodeStatusRequest)(nil),      // 21: herald.cluster.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 22: herald.cluster.v1.NodeStatusResponse
-	(*SpaceStatus)(nil),            // 23: herald.cluster.v1.SpaceStatus
-	(*ReplicaSpace)(nil),           // 24: herald.cluster.v1.ReplicaSpace
-	(*ReplicaStatus)(nil),          // 25: herald.cluster.v1.ReplicaStatus
-	(*ReplicaOpRequest)(nil),       // 26: herald.cluster.v1.ReplicaOpRequest
-	(*TransferLeadershipOp)(nil),   // 27: herald.cluster.v1.TransferLeadershipOp
-	(*DigestOp)(nil),               // 28: herald.cluster.v1.DigestOp
-	(*RecoverOp)(nil),              // 29: herald.cluster.v1.RecoverOp
-	(*ReplicaOpResponse)(nil),      // 30: herald.cluster.v1.ReplicaOpResponse
-	(*SnapshotRequest)(nil),        // 31: herald.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 32: herald.cluster.v1.SnapshotResponse
-	(*RestoreRequest)(nil),         // 33: herald.cluster.v1.RestoreRequest
-	(*RestoreResponse)(nil),        // 34: herald.cluster.v1.RestoreResponse
-	(*v1.Node)(nil),                // 35: herald.v1.Node
-	(*MetaState)(nil),              // 36: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 37: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 38: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 39: herald.v1.Channel
-	(*v1.Message)(nil),             // 40: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 41: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 42: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 43: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 44: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 45: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 46: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 47: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 48: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 49: herald.v1.Replica
+	(*ApplyStreamRequest)(nil),     // 12: herald.cluster.v1.ApplyStreamRequest
+	(*ApplyStreamResponse)(nil),    // 13: herald.cluster.v1.ApplyStreamResponse
+	(*CommandResult)(nil),          // 14: herald.cluster.v1.CommandResult
+	(*Caller)(nil),                 // 15: herald.cluster.v1.Caller
+	(*ReadRequest)(nil),            // 16: herald.cluster.v1.ReadRequest
+	(*EventsRequest)(nil),          // 17: herald.cluster.v1.EventsRequest
+	(*EventsResponse)(nil),         // 18: herald.cluster.v1.EventsResponse
+	(*ReadResponse)(nil),           // 19: herald.cluster.v1.ReadResponse
+	(*ListChannelsPage)(nil),       // 20: herald.cluster.v1.ListChannelsPage
+	(*WatchRequest)(nil),           // 21: herald.cluster.v1.WatchRequest
+	(*WatchResponse)(nil),          // 22: herald.cluster.v1.WatchResponse
+	(*NodeStatusRequest)(nil),      // 23: herald.cluster.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 24: herald.cluster.v1.NodeStatusResponse
+	(*SpaceStatus)(nil),            // 25: herald.cluster.v1.SpaceStatus
+	(*ReplicaSpace)(nil),           // 26: herald.cluster.v1.ReplicaSpace
+	(*ReplicaStatus)(nil),          // 27: herald.cluster.v1.ReplicaStatus
+	(*ReplicaOpRequest)(nil),       // 28: herald.cluster.v1.ReplicaOpRequest
+	(*TransferLeadershipOp)(nil),   // 29: herald.cluster.v1.TransferLeadershipOp
+	(*DigestOp)(nil),               // 30: herald.cluster.v1.DigestOp
+	(*RecoverOp)(nil),              // 31: herald.cluster.v1.RecoverOp
+	(*ReplicaOpResponse)(nil),      // 32: herald.cluster.v1.ReplicaOpResponse
+	(*SnapshotRequest)(nil),        // 33: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 34: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 35: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 36: herald.cluster.v1.RestoreResponse
+	(*v1.Node)(nil),                // 37: herald.v1.Node
+	(*MetaState)(nil),              // 38: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 39: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 40: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 41: herald.v1.Channel
+	(*v1.Message)(nil),             // 42: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 43: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 44: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 45: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 46: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 47: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 48: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 49: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 50: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 51: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	35, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	35, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	35, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	35, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
-	35, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	36, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	37, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	37, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	37, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	37, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
+	37, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	38, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 6: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	37, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	36, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	39, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	38, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 9: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	8,  // 10: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
 	0,  // 11: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	38, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
-	12, // 13: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
+	40, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	14, // 13: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
 	8,  // 14: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 15: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	9,  // 16: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
-	39, // 17: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	40, // 18: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
-	13, // 19: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	41, // 20: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	42, // 21: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	43, // 22: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	44, // 23: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
-	15, // 24: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	45, // 25: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	46, // 26: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	47, // 27: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	48, // 28: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
-	18, // 29: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
-	16, // 30: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
-	8,  // 31: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 32: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	39, // 33: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	45, // 34: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	35, // 35: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
-	25, // 36: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	23, // 37: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
-	24, // 38: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
-	49, // 39: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	27, // 40: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	28, // 41: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	29, // 42: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	7,  // 43: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 44: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 45: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 46: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 47: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 48: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 49: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 50: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	14, // 51: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	19, // 52: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	21, // 53: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	26, // 54: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	31, // 55: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	33, // 56: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	2,  // 57: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 58: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 59: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 60: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	17, // 61: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	20, // 62: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	22, // 63: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	30, // 64: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	32, // 65: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	34, // 66: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	57, // [57:67] is the sub-list for method output_type
-	47, // [47:57] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	10, // 17: herald.cluster.v1.ApplyStreamRequest.request:type_name -> herald.cluster.v1.ApplyRequest
+	11, // 18: herald.cluster.v1.ApplyStreamResponse.response:type_name -> herald.cluster.v1.ApplyResponse
+	41, // 19: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	42, // 20: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	15, // 21: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
+	43, // 22: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	44, // 23: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	45, // 24: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	46, // 25: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	17, // 26: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
+	47, // 27: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	48, // 28: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	49, // 29: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	50, // 30: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	20, // 31: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
+	18, // 32: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
+	8,  // 33: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 34: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	41, // 35: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	47, // 36: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	37, // 37: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	27, // 38: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
+	25, // 39: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
+	26, // 40: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
+	51, // 41: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	29, // 42: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	30, // 43: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	31, // 44: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	7,  // 45: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 46: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 47: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 48: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	1,  // 49: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	3,  // 50: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	5,  // 51: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	10, // 52: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	12, // 53: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
+	16, // 54: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	21, // 55: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	23, // 56: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	28, // 57: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	33, // 58: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	35, // 59: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	2,  // 60: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	4,  // 61: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	6,  // 62: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	11, // 63: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	13, // 64: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
+	19, // 65: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	22, // 66: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	24, // 67: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	32, // 68: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	34, // 69: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	36, // 70: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	60, // [60:71] is the sub-list for method output_type
+	49, // [49:60] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -2704,14 +2822,14 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ApplyResponse_NotLeader)(nil),
 		(*ApplyResponse_Failed)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[13].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[15].OneofWrappers = []any{
 		(*ReadRequest_GetChannel)(nil),
 		(*ReadRequest_History)(nil),
 		(*ReadRequest_Thread)(nil),
 		(*ReadRequest_ListChannels)(nil),
 		(*ReadRequest_Events)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[16].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[18].OneofWrappers = []any{
 		(*ReadResponse_GetChannel)(nil),
 		(*ReadResponse_History)(nil),
 		(*ReadResponse_Thread)(nil),
@@ -2721,7 +2839,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ReadResponse_NotLeader)(nil),
 		(*ReadResponse_TooStale)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[25].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[27].OneofWrappers = []any{
 		(*ReplicaOpRequest_TransferLeadership)(nil),
 		(*ReplicaOpRequest_Digest)(nil),
 		(*ReplicaOpRequest_Recover)(nil),
@@ -2732,7 +2850,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

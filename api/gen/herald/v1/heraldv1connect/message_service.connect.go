@@ -36,6 +36,9 @@ const (
 	// MessageServicePostMessageProcedure is the fully-qualified name of the MessageService's
 	// PostMessage RPC.
 	MessageServicePostMessageProcedure = "/herald.v1.MessageService/PostMessage"
+	// MessageServicePostMessagesProcedure is the fully-qualified name of the MessageService's
+	// PostMessages RPC.
+	MessageServicePostMessagesProcedure = "/herald.v1.MessageService/PostMessages"
 	// MessageServiceEditMessageProcedure is the fully-qualified name of the MessageService's
 	// EditMessage RPC.
 	MessageServiceEditMessageProcedure = "/herald.v1.MessageService/EditMessage"
@@ -65,6 +68,13 @@ type MessageServiceClient interface {
 	// retry with the same client_msg_id returns the first result and stores
 	// nothing new.
 	PostMessage(context.Context, *v1.PostMessageRequest) (*v1.PostMessageResponse, error)
+	// PostMessages posts a stream of messages without waiting for each:
+	// every request needs a client_msg_id, and each gets one answer carrying
+	// it once its post is durable (or failed), in any order. Posts to one
+	// channel are proposed in the order they arrive; a post whose first
+	// attempt fails and is retried may land after later ones, so only seq
+	// orders them. Needs HTTP/2 (h2c or TLS): a bidirectional stream.
+	PostMessages(context.Context) (*connect.BidiStreamForClientSimple[v1.PostMessageRequest, v1.PostMessagesResponse], error)
 	// EditMessage replaces the text of the caller's own message.
 	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
 	// DeleteMessage leaves a tombstone and redacts the text from earlier events.
@@ -99,6 +109,12 @@ func NewMessageServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			httpClient,
 			baseURL+MessageServicePostMessageProcedure,
 			connect.WithSchema(messageServiceMethods.ByName("PostMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		postMessages: connect.NewClient[v1.PostMessageRequest, v1.PostMessagesResponse](
+			httpClient,
+			baseURL+MessageServicePostMessagesProcedure,
+			connect.WithSchema(messageServiceMethods.ByName("PostMessages")),
 			connect.WithClientOptions(opts...),
 		),
 		editMessage: connect.NewClient[v1.EditMessageRequest, v1.EditMessageResponse](
@@ -151,6 +167,7 @@ func NewMessageServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 // messageServiceClient implements MessageServiceClient.
 type messageServiceClient struct {
 	postMessage    *connect.Client[v1.PostMessageRequest, v1.PostMessageResponse]
+	postMessages   *connect.Client[v1.PostMessageRequest, v1.PostMessagesResponse]
 	editMessage    *connect.Client[v1.EditMessageRequest, v1.EditMessageResponse]
 	deleteMessage  *connect.Client[v1.DeleteMessageRequest, v1.DeleteMessageResponse]
 	addReaction    *connect.Client[v1.AddReactionRequest, v1.AddReactionResponse]
@@ -167,6 +184,11 @@ func (c *messageServiceClient) PostMessage(ctx context.Context, req *v1.PostMess
 		return response.Msg, err
 	}
 	return nil, err
+}
+
+// PostMessages calls herald.v1.MessageService.PostMessages.
+func (c *messageServiceClient) PostMessages(ctx context.Context) (*connect.BidiStreamForClientSimple[v1.PostMessageRequest, v1.PostMessagesResponse], error) {
+	return c.postMessages.CallBidiStreamSimple(ctx)
 }
 
 // EditMessage calls herald.v1.MessageService.EditMessage.
@@ -234,6 +256,13 @@ type MessageServiceHandler interface {
 	// retry with the same client_msg_id returns the first result and stores
 	// nothing new.
 	PostMessage(context.Context, *v1.PostMessageRequest) (*v1.PostMessageResponse, error)
+	// PostMessages posts a stream of messages without waiting for each:
+	// every request needs a client_msg_id, and each gets one answer carrying
+	// it once its post is durable (or failed), in any order. Posts to one
+	// channel are proposed in the order they arrive; a post whose first
+	// attempt fails and is retried may land after later ones, so only seq
+	// orders them. Needs HTTP/2 (h2c or TLS): a bidirectional stream.
+	PostMessages(context.Context, *connect.BidiStream[v1.PostMessageRequest, v1.PostMessagesResponse]) error
 	// EditMessage replaces the text of the caller's own message.
 	EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error)
 	// DeleteMessage leaves a tombstone and redacts the text from earlier events.
@@ -264,6 +293,12 @@ func NewMessageServiceHandler(svc MessageServiceHandler, opts ...connect.Handler
 		MessageServicePostMessageProcedure,
 		svc.PostMessage,
 		connect.WithSchema(messageServiceMethods.ByName("PostMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	messageServicePostMessagesHandler := connect.NewBidiStreamHandler(
+		MessageServicePostMessagesProcedure,
+		svc.PostMessages,
+		connect.WithSchema(messageServiceMethods.ByName("PostMessages")),
 		connect.WithHandlerOptions(opts...),
 	)
 	messageServiceEditMessageHandler := connect.NewUnaryHandlerSimple(
@@ -314,6 +349,8 @@ func NewMessageServiceHandler(svc MessageServiceHandler, opts ...connect.Handler
 		switch r.URL.Path {
 		case MessageServicePostMessageProcedure:
 			messageServicePostMessageHandler.ServeHTTP(w, r)
+		case MessageServicePostMessagesProcedure:
+			messageServicePostMessagesHandler.ServeHTTP(w, r)
 		case MessageServiceEditMessageProcedure:
 			messageServiceEditMessageHandler.ServeHTTP(w, r)
 		case MessageServiceDeleteMessageProcedure:
@@ -339,6 +376,10 @@ type UnimplementedMessageServiceHandler struct{}
 
 func (UnimplementedMessageServiceHandler) PostMessage(context.Context, *v1.PostMessageRequest) (*v1.PostMessageResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.MessageService.PostMessage is not implemented"))
+}
+
+func (UnimplementedMessageServiceHandler) PostMessages(context.Context, *connect.BidiStream[v1.PostMessageRequest, v1.PostMessagesResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.MessageService.PostMessages is not implemented"))
 }
 
 func (UnimplementedMessageServiceHandler) EditMessage(context.Context, *v1.EditMessageRequest) (*v1.EditMessageResponse, error) {

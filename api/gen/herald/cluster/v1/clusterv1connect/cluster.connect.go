@@ -42,6 +42,9 @@ const (
 	ClusterServiceMetaProposeProcedure = "/herald.cluster.v1.ClusterService/MetaPropose"
 	// ClusterServiceApplyProcedure is the fully-qualified name of the ClusterService's Apply RPC.
 	ClusterServiceApplyProcedure = "/herald.cluster.v1.ClusterService/Apply"
+	// ClusterServiceApplyStreamProcedure is the fully-qualified name of the ClusterService's
+	// ApplyStream RPC.
+	ClusterServiceApplyStreamProcedure = "/herald.cluster.v1.ClusterService/ApplyStream"
 	// ClusterServiceReadProcedure is the fully-qualified name of the ClusterService's Read RPC.
 	ClusterServiceReadProcedure = "/herald.cluster.v1.ClusterService/Read"
 	// ClusterServiceWatchProcedure is the fully-qualified name of the ClusterService's Watch RPC.
@@ -71,6 +74,10 @@ type ClusterServiceClient interface {
 	// Apply proposes a command on this node's replica of a partition, which
 	// must lead it.
 	Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error)
+	// ApplyStream is Apply pipelined: the leader proposes the commands in
+	// the order it receives them and answers each once it has applied, in
+	// any order, matched by id. Relay is not honoured on the stream.
+	ApplyStream(context.Context) (*connect.BidiStreamForClientSimple[v1.ApplyStreamRequest, v1.ApplyStreamResponse], error)
 	// Read runs a query on this node's replica of a partition.
 	Read(context.Context, *v1.ReadRequest) (*v1.ReadResponse, error)
 	// Watch streams a channel's events from this node's replica.
@@ -121,6 +128,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Apply")),
 			connect.WithClientOptions(opts...),
 		),
+		applyStream: connect.NewClient[v1.ApplyStreamRequest, v1.ApplyStreamResponse](
+			httpClient,
+			baseURL+ClusterServiceApplyStreamProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ApplyStream")),
+			connect.WithClientOptions(opts...),
+		),
 		read: connect.NewClient[v1.ReadRequest, v1.ReadResponse](
 			httpClient,
 			baseURL+ClusterServiceReadProcedure,
@@ -166,6 +179,7 @@ type clusterServiceClient struct {
 	join        *connect.Client[v1.JoinRequest, v1.JoinResponse]
 	metaPropose *connect.Client[v1.MetaProposeRequest, v1.MetaProposeResponse]
 	apply       *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	applyStream *connect.Client[v1.ApplyStreamRequest, v1.ApplyStreamResponse]
 	read        *connect.Client[v1.ReadRequest, v1.ReadResponse]
 	watch       *connect.Client[v1.WatchRequest, v1.WatchResponse]
 	nodeStatus  *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
@@ -208,6 +222,11 @@ func (c *clusterServiceClient) Apply(ctx context.Context, req *v1.ApplyRequest) 
 		return response.Msg, err
 	}
 	return nil, err
+}
+
+// ApplyStream calls herald.cluster.v1.ClusterService.ApplyStream.
+func (c *clusterServiceClient) ApplyStream(ctx context.Context) (*connect.BidiStreamForClientSimple[v1.ApplyStreamRequest, v1.ApplyStreamResponse], error) {
+	return c.applyStream.CallBidiStreamSimple(ctx)
 }
 
 // Read calls herald.cluster.v1.ClusterService.Read.
@@ -265,6 +284,10 @@ type ClusterServiceHandler interface {
 	// Apply proposes a command on this node's replica of a partition, which
 	// must lead it.
 	Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error)
+	// ApplyStream is Apply pipelined: the leader proposes the commands in
+	// the order it receives them and answers each once it has applied, in
+	// any order, matched by id. Relay is not honoured on the stream.
+	ApplyStream(context.Context, *connect.BidiStream[v1.ApplyStreamRequest, v1.ApplyStreamResponse]) error
 	// Read runs a query on this node's replica of a partition.
 	Read(context.Context, *v1.ReadRequest) (*v1.ReadResponse, error)
 	// Watch streams a channel's events from this node's replica.
@@ -309,6 +332,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		ClusterServiceApplyProcedure,
 		svc.Apply,
 		connect.WithSchema(clusterServiceMethods.ByName("Apply")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceApplyStreamHandler := connect.NewBidiStreamHandler(
+		ClusterServiceApplyStreamProcedure,
+		svc.ApplyStream,
+		connect.WithSchema(clusterServiceMethods.ByName("ApplyStream")),
 		connect.WithHandlerOptions(opts...),
 	)
 	clusterServiceReadHandler := connect.NewUnaryHandlerSimple(
@@ -357,6 +386,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceMetaProposeHandler.ServeHTTP(w, r)
 		case ClusterServiceApplyProcedure:
 			clusterServiceApplyHandler.ServeHTTP(w, r)
+		case ClusterServiceApplyStreamProcedure:
+			clusterServiceApplyStreamHandler.ServeHTTP(w, r)
 		case ClusterServiceReadProcedure:
 			clusterServiceReadHandler.ServeHTTP(w, r)
 		case ClusterServiceWatchProcedure:
@@ -392,6 +423,10 @@ func (UnimplementedClusterServiceHandler) MetaPropose(context.Context, *v1.MetaP
 
 func (UnimplementedClusterServiceHandler) Apply(context.Context, *v1.ApplyRequest) (*v1.ApplyResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Apply is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ApplyStream(context.Context, *connect.BidiStream[v1.ApplyStreamRequest, v1.ApplyStreamResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.ApplyStream is not implemented"))
 }
 
 func (UnimplementedClusterServiceHandler) Read(context.Context, *v1.ReadRequest) (*v1.ReadResponse, error) {
