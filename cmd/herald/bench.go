@@ -98,7 +98,9 @@ flight over its own keep-alive HTTP/1.1 connection (Connect, JSON), round-robin
 over the cluster's nodes, to --channels channels, and report acknowledged
 posts per second, latency percentiles (HdrHistogram), errors by Connect code,
 the server processes' CPU time and fsyncs per acknowledged post, and the data
-disk's own fsync rate measured in the same run.
+disk's own fsync rate measured in the same run. With --pipeline N each client
+instead keeps N posts in flight on one PostMessages stream (Connect protobuf
+over an HTTP/2 cleartext connection), the throughput path.
 
 Without --target it starts --nodes "herald server" processes on loopback in
 a temporary directory, with fsync on, and stops them after. fsyncs are
@@ -106,11 +108,12 @@ counted with "perf stat" on the syscall tracepoints (Debian: linux-perf;
 root or a permissive perf_event_paranoid).`,
 		Example: `  herald bench post                      # 3 nodes, 16 clients, 64 channels, 10 s
   herald bench post --clients 64 --duration 30s
+  herald bench post --clients 4 --pipeline 256   # 1,024 posts in flight on 4 streams
   herald bench post --target 127.0.0.1:7700 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Clients < 1 || o.Channels < 1 || o.Size < 1 || (o.Duration <= 0 && o.Count <= 0) {
-				return errors.New("--clients, --channels and --size must be positive, and --duration or --count")
+			if o.Clients < 1 || o.Channels < 1 || o.Size < 1 || o.Pipeline < 0 || (o.Duration <= 0 && o.Count <= 0) {
+				return errors.New("--clients, --channels and --size must be positive, --pipeline not negative, and --duration or --count")
 			}
 			targets, pids, dir, stop, err := cf.cluster(cmd)
 			if err != nil {
@@ -147,6 +150,7 @@ root or a permissive perf_event_paranoid).`,
 	cf.add(cmd)
 	f := cmd.Flags()
 	f.IntVar(&o.Clients, "clients", 16, "concurrent clients, one request in flight each")
+	f.IntVar(&o.Pipeline, "pipeline", 0, "posts in flight per client on a PostMessages stream (HTTP/2, protobuf); 0: synchronous unary calls")
 	f.IntVar(&o.Channels, "channels", 64, "channels posted to")
 	f.IntVar(&o.Size, "size", 128, "message text length in bytes")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to measure")

@@ -23,8 +23,12 @@ type PostOptions struct {
 	// Targets[i % len].
 	Targets []string
 	// Clients post concurrently, each with one request in flight over
-	// its own keep-alive HTTP/1.1 connection.
+	// its own keep-alive HTTP/1.1 connection, or with Pipeline.
 	Clients int
+	// Pipeline, if positive, gives each client one PostMessages stream
+	// (binary protobuf over an HTTP/2 cleartext connection of its own)
+	// with that many posts in flight on it.
+	Pipeline int
 	// Channels are posted to; client i's j-th post goes to channel
 	// (i + j*Clients) % Channels.
 	Channels int
@@ -52,6 +56,7 @@ type PostResult struct {
 	Prefix    string           `json:"channel_prefix"` // channels are Prefix-000, Prefix-001, ...
 	Nodes     int              `json:"nodes"`
 	Clients   int              `json:"clients"`
+	Pipeline  int              `json:"pipeline,omitempty"` // posts in flight per client, if pipelined
 	Channels  int              `json:"channels"`
 	Size      int              `json:"size_bytes"`
 	Seconds   float64          `json:"seconds"`
@@ -88,6 +93,21 @@ func RunPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
 	if err := createChannels(ctx, opts.Targets, channels); err != nil {
 		return nil, err
 	}
+	code := func(err error) string { return connect.CodeOf(err).String() }
+	if opts.Pipeline > 0 {
+		// Pipeline goroutines a client, each with one post in flight on
+		// the client's stream.
+		clients := make([]poster, 0, opts.Clients*opts.Pipeline)
+		for i := range opts.Clients {
+			s := newStreamPoster(opts.Targets[i%len(opts.Targets)])
+			defer s.close()
+			for range opts.Pipeline {
+				clients = append(clients, s.post)
+			}
+		}
+		setup := fmt.Sprintf("Connect protobuf PostMessages stream, HTTP/2 cleartext, one stream a client, %d posts in flight on each", opts.Pipeline)
+		return newRun(opts, setup, channels, clients, code).run(ctx)
+	}
 	clients := make([]poster, opts.Clients)
 	for i := range clients {
 		c := newPostClient(opts.Targets[i%len(opts.Targets)])
@@ -97,7 +117,7 @@ func RunPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
 		}
 	}
 	setup := "Connect JSON unary, HTTP/1.1 keep-alive, one connection a client, synchronous"
-	return newRun(opts, setup, channels, clients, func(err error) string { return connect.CodeOf(err).String() }).run(ctx)
+	return newRun(opts, setup, channels, clients, code).run(ctx)
 }
 
 // channels checks opts, defaults its prefix, and names its channels:
@@ -153,7 +173,8 @@ func (r *run) run(parent context.Context) (*PostResult, error) {
 		return nil, ctx.Err()
 	}
 
-	res := &PostResult{Setup: r.setup, Prefix: r.opts.Prefix, Nodes: len(r.opts.Targets), Clients: r.opts.Clients, Channels: r.opts.Channels, Size: r.opts.Size}
+	res := &PostResult{Setup: r.setup, Prefix: r.opts.Prefix, Nodes: len(r.opts.Targets), Clients: r.opts.Clients,
+		Pipeline: r.opts.Pipeline, Channels: r.opts.Channels, Size: r.opts.Size}
 	cpu0, cpuErr := cpuSeconds(r.opts.PIDs)
 	var syncs *syncCounter
 	if len(r.opts.PIDs) == 0 {
