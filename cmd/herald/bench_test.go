@@ -116,3 +116,30 @@ func TestBenchPostTarget(t *testing.T) {
 	}
 	t.Logf("%d acknowledged, %d stored", res.Acked, total)
 }
+
+// TestBenchPostPipelined runs the pipelined mode against a node: posts
+// travel on PostMessages streams with many in flight, every acknowledged
+// post is stored once, and the result says how it was measured.
+func TestBenchPostPipelined(t *testing.T) {
+	t.Parallel()
+	p := startDev(t, devOptions{args: []string{"--partitions", "4"}})
+	res := benchJSON(t, "--target", p.HTTPAddr, "--count", "400", "--clients", "2", "--pipeline", "32", "--channels", "3", "--warmup", "0s")
+	if res.Pipeline != 32 || !strings.Contains(res.Setup, "PostMessages stream") {
+		t.Errorf("got pipeline %d, setup %q; want 32 on PostMessages streams", res.Pipeline, res.Setup)
+	}
+	if res.Acked < 400 || len(res.Errors) != 0 {
+		t.Errorf("got %d acknowledged, errors %v; want at least 400 and none", res.Acked, res.Errors)
+	}
+	ids := map[string]bool{}
+	for i := range res.Channels {
+		for _, m := range history(t, p.Messages, fmt.Sprintf("%s-%03d", res.Prefix, i)) {
+			if ids[m.GetClientMsgId()] {
+				t.Fatalf("client_msg_id %q stored twice", m.GetClientMsgId())
+			}
+			ids[m.GetClientMsgId()] = true
+		}
+	}
+	if int64(len(ids)) < res.Acked {
+		t.Errorf("history holds %d posts, the bench counted %d acknowledged", len(ids), res.Acked)
+	}
+}
