@@ -17,16 +17,20 @@ type Violations struct {
 	// Lost counts acknowledged posts not delivered to a subscriber of
 	// their channel by the end of the drain.
 	Lost int64 `json:"lost"`
+	// Misrouted counts events of a channel the subscriber had not
+	// subscribed to.
+	Misrouted int64 `json:"misrouted"`
 }
 
 // Total is the number of violations of every kind.
-func (v Violations) Total() int64 { return v.Gaps + v.Duplicates + v.Reorders + v.Lost }
+func (v Violations) Total() int64 { return v.Gaps + v.Duplicates + v.Reorders + v.Lost + v.Misrouted }
 
 func (v *Violations) add(o Violations) {
 	v.Gaps += o.Gaps
 	v.Duplicates += o.Duplicates
 	v.Reorders += o.Reorders
 	v.Lost += o.Lost
+	v.Misrouted += o.Misrouted
 }
 
 // orderCheck checks one subscription's events as they arrive: from the
@@ -50,11 +54,23 @@ type orderCheck struct {
 // bit each).
 const maxTracked = 1 << 32
 
-// subscribed starts the check after head.
+// subscribed starts the check after head. A later subscribed frame, of a
+// subscription renewed from last(), changes nothing: its events must go on
+// where the first one's stopped.
 func (c *orderCheck) subscribed(head uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.started, c.start, c.next = true, head, head+1
+	if !c.started {
+		c.started, c.start, c.next = true, head, head+1
+	}
+}
+
+// last returns the seq before the next one expected: where a renewed
+// subscription must resume.
+func (c *orderCheck) last() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next - 1
 }
 
 // event checks one event's seq and returns whether it violated the order.
