@@ -305,7 +305,7 @@ func (f *fanout) watch(ctx context.Context, begin time.Time, res *FanoutResult) 
 		if f.opts.Progress != nil {
 			d := max(s.At-lastAt, 1e-3)
 			fmt.Fprintf(f.opts.Progress, "  %5.1fs  %8d posts %7.0f/s  %10d deliveries %9.0f/s  p99 %7.2f ms  violations %d  resyncs %d\n",
-				s.At, p, float64(s.Posts)/d, r, float64(s.Deliveries)/d, s.P99, f.violations.Load(), f.resyncs.Load())
+				s.At, p, float64(s.Posts)/d, f.deliveries.Load(), float64(s.Deliveries)/d, s.P99, f.violations.Load(), f.resyncs.Load())
 		}
 		if (f.opts.Count > 0 && p >= f.opts.Count) || (f.opts.Count <= 0 && time.Since(begin) >= f.opts.Duration) {
 			return
