@@ -16,11 +16,11 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure a Herald cluster: durable posts per second, latency, CPU and fsyncs",
+		Short: "Measure a Herald cluster: durable posts and fan-out per second, latency, CPU and fsyncs",
 		Args:  cobra.NoArgs,
 		RunE:  groupRunE,
 	}
-	cmd.AddCommand(newBenchPostCmd(), newBenchCompareCmd())
+	cmd.AddCommand(newBenchPostCmd(), newBenchFanoutCmd(), newBenchCompareCmd())
 	return cmd
 }
 

@@ -25,8 +25,8 @@ func WriteHTML(w io.Writer, title string, runs []Run) error {
 	var rate, lat, curve []series
 	for i, r := range runs {
 		c := colors[i%len(colors)]
-		legend = append(legend, template.HTML(fmt.Sprintf(`<span style="color:%s">&#9632;</span> %s`, c, template.HTMLEscapeString(r.Name))))
-		var pr, p50, p99, pc []pt
+		legend = append(legend, legendOf(c, r.Name))
+		var pr, p50, p99 []pt
 		prev := 0.0
 		for _, s := range r.Result.Timeline {
 			pr = append(pr, pt{s.At, float64(s.Acked) / math.Max(s.At-prev, 1e-3)})
@@ -34,30 +34,53 @@ func WriteHTML(w io.Writer, title string, runs []Run) error {
 			p99 = append(p99, pt{s.At, s.P99})
 			prev = s.At
 		}
-		for _, p := range r.Result.Curve {
-			pc = append(pc, pt{math.Log10(1 / math.Max(1-p.Percentile/100, 1e-6)), p.Ms})
-		}
 		rate = append(rate, series{c, "", pr})
 		lat = append(lat, series{c, "", p99}, series{c, "4 3", p50})
-		curve = append(curve, series{c, "", pc})
+		curve = append(curve, series{c, "", curveOf(r.Result.Curve)})
 	}
 	var tables []table
 	for _, r := range runs {
 		tables = append(tables, tableOf(r))
 	}
+	return writePage(w, title, legend, []plot{
+		{"Acknowledged posts per second", chart(rate, "seconds", "acknowledged/s", nil)},
+		{"Latency over time", chart(lat, "seconds", "ms (solid p99, dashed p50)", nil)},
+		{"Latency by percentile", chart(curve, "percentile", "ms", percentileTicks)},
+	}, tables)
+}
+
+// percentileTicks label a log(1/(1-q)) axis.
+var percentileTicks = map[float64]string{0: "0", 1: "90", 2: "99", 3: "99.9", 4: "99.99", 5: "99.999"}
+
+// plot is one headed chart of a report page.
+type plot struct {
+	Heading string
+	SVG     template.HTML
+}
+
+// writePage writes a report page: a legend, the plots, then a table of
+// figures for each run.
+func writePage(w io.Writer, title string, legend []template.HTML, plots []plot, tables []table) error {
 	return page.Execute(w, struct {
-		Title     string
-		Legend    []template.HTML
-		Rate, Lat template.HTML
-		Curve     template.HTML
-		Tables    []table
-	}{
-		Title: title, Legend: legend,
-		Rate:   chart(rate, "seconds", "acknowledged/s", nil),
-		Lat:    chart(lat, "seconds", "ms (solid p99, dashed p50)", nil),
-		Curve:  chart(curve, "percentile", "ms", map[float64]string{0: "0", 1: "90", 2: "99", 3: "99.9", 4: "99.99", 5: "99.999"}),
-		Tables: tables,
-	})
+		Title  string
+		Legend []template.HTML
+		Plots  []plot
+		Tables []table
+	}{Title: title, Legend: legend, Plots: plots, Tables: tables})
+}
+
+// curveOf is a latency-by-percentile series on a log(1/(1-q)) axis.
+func curveOf(ps []Point) []pt {
+	var out []pt
+	for _, p := range ps {
+		out = append(out, pt{math.Log10(1 / math.Max(1-p.Percentile/100, 1e-6)), p.Ms})
+	}
+	return out
+}
+
+// legendOf is a run's name in its color.
+func legendOf(color, name string) template.HTML {
+	return template.HTML(fmt.Sprintf(`<span style="color:%s">&#9632;</span> %s`, color, template.HTMLEscapeString(name)))
 }
 
 type pt struct{ x, y float64 }
@@ -168,9 +191,7 @@ table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ddd;padding:.2
 </head><body>
 <h1>{{.Title}}</h1>
 <p>{{range .Legend}}{{.}} &nbsp; {{end}}</p>
-<h2>Acknowledged posts per second</h2>{{.Rate}}
-<h2>Latency over time</h2>{{.Lat}}
-<h2>Latency by percentile</h2>{{.Curve}}
-{{range .Tables}}<h2>{{.Name}}</h2><table>{{range .Rows}}<tr><td>{{index . 0}}</td><td>{{index . 1}}</td></tr>{{end}}</table>{{end}}
+{{range .Plots}}<h2>{{.Heading}}</h2>{{.SVG}}
+{{end}}{{range .Tables}}<h2>{{.Name}}</h2><table>{{range .Rows}}<tr><td>{{index . 0}}</td><td>{{index . 1}}</td></tr>{{end}}</table>{{end}}
 </body></html>
 `))
