@@ -151,6 +151,8 @@ func (l *Log) submit(r *request) error {
 // flusher commits the queued requests, all that queued while the previous
 // commit ran together, until Close.
 func (l *Log) flusher() {
+	// The flusher swaps two queues: callers append to one while it
+	// commits the other.
 	var spare []*request
 	for {
 		select {
@@ -169,14 +171,13 @@ func (l *Log) flusher() {
 		reqs := l.queue
 		l.queue = spare[:0]
 		l.qmu.Unlock()
-		if len(reqs) == 0 {
-			continue
+		if len(reqs) > 0 {
+			err := l.commit(reqs)
+			for i, r := range reqs {
+				r.done <- err
+				reqs[i] = nil
+			}
 		}
-		err := l.commit(reqs)
-		for i, r := range reqs {
-			r.done <- err
-			reqs[i] = nil
-		}
-		spare = reqs
+		spare = reqs // even when empty: l.queue now has the old spare's array
 	}
 }

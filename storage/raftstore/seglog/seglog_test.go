@@ -341,7 +341,7 @@ func TestCorruptOlderSegment(t *testing.T) {
 // checks every group after a reopen.
 func TestConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	const groups, per = 16, 60
+	const groups, per = 16, 200
 	l, err := seglog.Open(seglog.Config{Dir: dir, SegmentSize: 8 << 10})
 	must(t, err)
 	var wg sync.WaitGroup
@@ -358,7 +358,7 @@ func TestConcurrent(t *testing.T) {
 					t.Errorf("group %d: read back entry %d: got %d, %v", g, i, got.Index, err)
 					return
 				}
-				if i%20 == 0 && g%2 == 0 {
+				if i%50 == 0 && g%2 == 0 {
 					if err := s.DeleteRange(1, i-10); err != nil {
 						t.Errorf("group %d: delete 1-%d: %v", g, i-10, err)
 						return
