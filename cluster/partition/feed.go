@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/storage"
@@ -20,15 +21,23 @@ const streamBuffer = 1024
 // each batch commits and never blocks on a reader.
 type Feed struct {
 	db *storage.DB
+	// missingGrace is how long a stream waits for its channel to appear
+	// before it reports it missing: a replica that is behind may not have
+	// applied the channel's creation yet.
+	missingGrace time.Duration
 
 	mu       sync.Mutex // guards following
 	watchers map[string]map[*Stream]struct{}
 	closed   bool
 }
 
-func newFeed(db *storage.DB) *Feed {
-	return &Feed{db: db, watchers: make(map[string]map[*Stream]struct{})}
+func newFeed(db *storage.DB, missingGrace time.Duration) *Feed {
+	return &Feed{db: db, missingGrace: missingGrace, watchers: make(map[string]map[*Stream]struct{})}
 }
+
+// missingPoll is how often a stream whose channel its replica does not
+// hold yet looks again: a channel's creation publishes no event.
+const missingPoll = 20 * time.Millisecond
 
 // Watch starts a stream of a channel's events with seq > after. The stream
 // is registered before it reads anything, so no event is missed between its
@@ -221,20 +230,38 @@ func (s *Stream) wake() {
 // least one or ctx ends. It returns a storage error if the events after its
 // cursor were trimmed (storage.ErrCursorExpired), a restored snapshot took
 // the channel's head back below its cursor (storage.ErrCursorAhead, for
-// good) or the channel does not exist, and ErrClosed after Close.
+// good) or the channel does not exist (storage.ErrNotFound, once it has
+// been missing for the feed's grace: a replica that is behind gets that
+// long to apply its creation), and ErrClosed after Close.
 func (s *Stream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
+	var missing time.Time // when the replica was first found without the channel
 	for {
 		evs, read, err := s.take(max)
 		if err != nil || len(evs) > 0 {
 			return evs, err
 		}
+		var poll <-chan time.Time
 		if read {
-			if evs, err = s.readState(max); err != nil || len(evs) > 0 {
+			evs, err = s.readState(max)
+			if errors.Is(err, storage.ErrNotFound) {
+				if missing.IsZero() {
+					missing = time.Now()
+				}
+				if time.Since(missing) < s.feed.missingGrace {
+					// Not applied here yet, maybe: read again soon.
+					s.mu.Lock()
+					s.dirty = true
+					s.mu.Unlock()
+					poll, err = time.After(missingPoll), nil
+				}
+			}
+			if err != nil || len(evs) > 0 {
 				return evs, err
 			}
 		}
 		select {
 		case <-s.notify:
+		case <-poll:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -315,3 +315,30 @@ func TestStreamErrors(t *testing.T) {
 	evs := collect(t, s, 5, opTimeout)
 	checkGapFree(t, evs, 6)
 }
+
+// TestStreamWaitsForItsChannel: a stream of a channel its replica does not
+// hold yet (a replica behind the leader that answered the subscribe has
+// not applied the creation) waits for it, within the feed's grace of two
+// election timeouts, instead of failing with not found.
+func TestStreamWaitsForItsChannel(t *testing.T) {
+	g := newGroup(t, 1, func(c *partition.Config) { c.ElectionTimeout = 5 * time.Second })
+	p := g.waitLeader().p
+	s := p.Feed().Watch("later", 0)
+	defer s.Close()
+	type next struct {
+		evs []*heraldv1.Event
+		err error
+	}
+	got := make(chan next, 1)
+	go func() {
+		evs, err := s.Next(t.Context(), 10)
+		got <- next{evs, err}
+	}()
+	propose(t, p, createCmd("later"))
+	postN(t, p, "later", "m", 1)
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("Next: %v, want the channel's events once it exists", r.err)
+	}
+	checkGapFree(t, r.evs, 1)
+}

@@ -100,7 +100,7 @@ func (z *fsmFuzzer) reset() {
 		z.tb.Fatal(err)
 	}
 	z.fatal = nil
-	z.fsm, err = newFSM(db, newFeed(db), slog.New(slog.DiscardHandler), func(err error) { z.fatal = err }, nil)
+	z.fsm, err = newFSM(db, newFeed(db, 0), slog.New(slog.DiscardHandler), func(err error) { z.fatal = err }, nil)
 	if err != nil {
 		z.tb.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 		_ = stores.Close() // best effort: report the open error
 		return nil, err
 	}
-	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db),
+	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db, 2*cfg.ElectionTimeout),
 		barrier: make(chan struct{}, 1)}
 	if err := p.start(trans); err != nil {
 		_ = db.Close()     // best effort: report the start error

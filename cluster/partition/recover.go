@@ -39,7 +39,7 @@ func Recover(cfg Config, trans raft.Transport, servers []raft.Server) error {
 	// recovery fails, and can run again once there is room.
 	giveUp := make(chan struct{})
 	close(giveUp)
-	f, err := newFSM(db, newFeed(db), log, func(err error) { fatal = err; onFatal(err) }, giveUp)
+	f, err := newFSM(db, newFeed(db, 0), log, func(err error) { fatal = err; onFatal(err) }, giveUp)
 	if err != nil {
 		return errors.Join(err, db.Close(), stores.Close())
 	}
