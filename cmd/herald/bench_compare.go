@@ -38,11 +38,13 @@ func newBenchCompareCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "Run the post benchmark against Herald and NATS JetStream side by side",
-		Long: `Run "herald bench post"'s synchronous workload against a Herald cluster and a
+		Long: `Run "herald bench post"'s workload against a Herald cluster and a
 NATS JetStream cluster, one after the other for each --clients count, and
 print both with their ratios. JetStream gets the durability Herald promises:
 a file stream replicated on 3 nodes with sync_interval: always (every write
-fsynced before it is acknowledged).
+fsynced before it is acknowledged). Synchronous by default; with --pipeline N
+each client keeps N posts in flight (Herald: one PostMessages stream; NATS:
+N publishes sharing the client's connection).
 
 Without --nats it starts 3 nats-server processes on loopback from
 --nats-server (default: nats-server on PATH or in $(go env GOPATH)/bin);
@@ -50,15 +52,16 @@ install one with:
   go install github.com/nats-io/nats-server/v2@v2.15.3
 With --nats URL it uses that cluster and creates the stream HERALDBENCH
 (subjects bench.>, R3) there.`,
-		Example: `  herald bench compare --clients 1,16,64 --duration 10s`,
-		Args:    cobra.NoArgs,
+		Example: `  herald bench compare --clients 1,16,64 --duration 10s
+  herald bench compare --clients 4 --pipeline 256     # the throughput path of both`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			counts, err := parseCounts(clients)
 			if err != nil {
 				return err
 			}
-			if o.Channels < 1 || o.Size < 1 || o.Duration <= 0 {
-				return errors.New("--channels, --size and --duration must be positive")
+			if o.Channels < 1 || o.Size < 1 || o.Duration <= 0 || o.Pipeline < 0 {
+				return errors.New("--channels, --size and --duration must be positive, --pipeline not negative")
 			}
 			targets, pids, dir, stop, err := cf.cluster(cmd)
 			if err != nil {
@@ -122,6 +125,7 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 	cf.add(cmd)
 	f := cmd.Flags()
 	f.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts, each run against both")
+	f.IntVar(&o.Pipeline, "pipeline", 0, "posts in flight per client (Herald: a PostMessages stream; NATS: publishes sharing the client's connection); 0: synchronous")
 	f.IntVar(&o.Channels, "channels", 64, "channels (Herald) and subjects (NATS) posted to")
 	f.IntVar(&o.Size, "size", 128, "message length in bytes")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to measure each run")
@@ -207,7 +211,12 @@ func ratios(h, n *bench.PostResult) map[string]float64 {
 }
 
 func printComparison(w io.Writer, runs []comparison, disk *bench.DiskSync) {
-	fmt.Fprintln(w, "herald bench compare: synchronous posts, Herald (Connect JSON over HTTP/1.1) and NATS JetStream (R3 file stream, sync_interval always)")
+	if len(runs) > 0 && runs[0].Herald.Pipeline > 0 {
+		fmt.Fprintf(w, "herald bench compare: %d posts in flight per client, Herald (PostMessages stream, protobuf over h2c) and NATS JetStream (R3 file stream, sync_interval always)\n",
+			runs[0].Herald.Pipeline)
+	} else {
+		fmt.Fprintln(w, "herald bench compare: synchronous posts, Herald (Connect JSON over HTTP/1.1) and NATS JetStream (R3 file stream, sync_interval always)")
+	}
 	fmt.Fprintf(w, "%-8s %-7s %10s %9s %9s %9s %12s %11s\n", "clients", "system", "acked/s", "p50 ms", "p99 ms", "max ms", "cpu ms/post", "fsyncs/post")
 	opt := func(v *float64) string {
 		if v == nil {

@@ -161,8 +161,11 @@ func RunNATSPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	clients := make([]poster, opts.Clients)
-	for i := range clients {
+	// With Pipeline, that many goroutines share each client's connection,
+	// each with one publish in flight: Pipeline publishes in flight on it.
+	per := max(opts.Pipeline, 1)
+	clients := make([]poster, 0, opts.Clients*per)
+	for i := range opts.Clients {
 		nc, err := nats.Connect(opts.Targets[i%len(opts.Targets)], nats.Timeout(5*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("bench: connect to NATS at %s: %w", opts.Targets[i%len(opts.Targets)], err)
@@ -172,12 +175,17 @@ func RunNATSPost(ctx context.Context, opts PostOptions) (*PostResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		clients[i] = func(ctx context.Context, subject, text, id string) error {
-			_, err := js.Publish(ctx, subject, []byte(text), jetstream.WithMsgID(id))
-			return err
+		for range per {
+			clients = append(clients, func(ctx context.Context, subject, text, id string) error {
+				_, err := js.Publish(ctx, subject, []byte(text), jetstream.WithMsgID(id))
+				return err
+			})
 		}
 	}
 	setup := "NATS JetStream R3 file stream, sync_interval always; one connection a client, synchronous publish"
+	if opts.Pipeline > 0 {
+		setup = fmt.Sprintf("NATS JetStream R3 file stream, sync_interval always; one connection a client, %d publishes in flight on each", opts.Pipeline)
+	}
 	return newRun(opts, setup, channels, clients, natsCode).run(ctx)
 }
 
