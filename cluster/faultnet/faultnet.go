@@ -87,9 +87,22 @@ func (n *Net) Partition(a, b string) {
 // between them, whoever opened it; bytes to → from still flow.
 func (n *Net) Stall(from, to string) { n.set(func() { n.stalled[pair{from, to}] = true }) }
 
-// Delay adds d to every chunk of bytes node from sends to node to.
+// Uncut undoes Cut(from, to); the link's other faults stay.
+func (n *Net) Uncut(from, to string) { n.set(func() { delete(n.cut, pair{from, to}) }) }
+
+// Unstall undoes Stall(from, to); the link's other faults stay.
+func (n *Net) Unstall(from, to string) { n.set(func() { delete(n.stalled, pair{from, to}) }) }
+
+// Delay adds d to every chunk of bytes node from sends to node to; 0
+// removes the delay.
 func (n *Net) Delay(from, to string, d time.Duration) {
-	n.set(func() { n.delay[pair{from, to}] = d })
+	n.set(func() {
+		if d > 0 {
+			n.delay[pair{from, to}] = d
+		} else {
+			delete(n.delay, pair{from, to})
+		}
+	})
 }
 
 // Heal removes every fault; stalled connections carry on.

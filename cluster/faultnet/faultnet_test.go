@@ -140,3 +140,36 @@ func TestFaults(t *testing.T) {
 		t.Errorf("delayed round trip took %v, want at least the 300ms delay", took)
 	}
 }
+
+// TestUndoOneFault heals one fault of a link at a time: the others stay.
+func TestUndoOneFault(t *testing.T) {
+	n := faultnet.New()
+	defer n.Close()
+	addr, err := n.Proxy("a", "b", echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, addr)
+	const quiet = 200 * time.Millisecond
+	if got := c.ask(t, "hello", 5*time.Second); got != "HELLO" {
+		t.Fatalf("through the proxy: got %q, want HELLO", got)
+	}
+	n.Cut("a", "b")
+	n.Stall("b", "a")
+	if got := c.ask(t, "held", quiet); got != "" {
+		t.Fatalf("cut and stalled (%s): got %q, want nothing", n, got)
+	}
+	n.Uncut("a", "b")
+	if got := c.answer(t, quiet); got != "" {
+		t.Errorf("uncut, still stalled b→a (%s): got %q, want nothing", n, got)
+	}
+	n.Unstall("b", "a")
+	if got := c.answer(t, 5*time.Second); got != "HELD" {
+		t.Errorf("unstalled (%s): got %q, want the held HELD", n, got)
+	}
+	n.Delay("a", "b", time.Second)
+	n.Delay("a", "b", 0)
+	if s := n.String(); s != "no faults" {
+		t.Errorf("after Delay 0: got faults %q, want none", s)
+	}
+}
