@@ -33,8 +33,18 @@ const (
 	Slow Kind = "slow"
 )
 
-// Kinds are every kind of fault, in a fixed order.
+// PowerLoss crashes a node, throws away every write its disk had not
+// fsynced (torn at a random point), and restarts it after Fault.For. Only
+// a runner whose nodes keep their data on a power-loss filesystem
+// (herald torture --faults powerloss) can run it, so Kinds leaves it out.
+const PowerLoss Kind = "powerloss"
+
+// Kinds are the kinds of fault every runner can run, in a fixed order:
+// the default.
 var Kinds = []Kind{Partition, OneWay, IsolateLeader, Kill, Pause, Slow}
+
+// AllKinds are Kinds and PowerLoss.
+var AllKinds = append(slices.Clone(Kinds), PowerLoss)
 
 // Config is what a schedule is a function of.
 type Config struct {
@@ -68,8 +78,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("schedule: Duration: got %v, want at least %v", c.Duration, minFault)
 	}
 	for _, k := range c.Kinds {
-		if !slices.Contains(Kinds, k) {
-			return fmt.Errorf("schedule: Kinds: unknown kind %q; known: %v", k, Kinds)
+		if !slices.Contains(AllKinds, k) {
+			return fmt.Errorf("schedule: Kinds: unknown kind %q; known: %v", k, AllKinds)
 		}
 	}
 	return nil
@@ -201,7 +211,7 @@ func Generate(c Config) (Schedule, error) {
 				others := slices.DeleteFunc(slices.Clone(c.Nodes), func(n string) bool { return n == from })
 				f.Nodes = []string{from, others[rng.IntN(len(others))]}
 			}
-		case Kill, Pause:
+		case Kill, Pause, PowerLoss:
 			if room > 0 {
 				f.Nodes = []string{free[rng.IntN(len(free))]}
 			}
@@ -261,11 +271,11 @@ func (s Schedule) Check() error {
 		if f.For <= 0 || f.End() > s.Config.Duration {
 			return fmt.Errorf("schedule: fault %d (%s) does not end within the duration %v", i, f, s.Config.Duration)
 		}
-		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, Slow: 1, IsolateLeader: 0}
+		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, PowerLoss: 1, Slow: 1, IsolateLeader: 0}
 		if n, ok := want[f.Kind]; ok && len(f.Nodes) != n || f.Kind == Partition && len(f.Nodes) == 0 {
 			return fmt.Errorf("schedule: fault %d (%s) has %d target nodes", i, f, len(f.Nodes))
 		}
-		if !slices.Contains(Kinds, f.Kind) {
+		if !slices.Contains(AllKinds, f.Kind) {
 			return fmt.Errorf("schedule: fault %d: unknown kind %q", i, f.Kind)
 		}
 		for _, n := range f.Nodes {

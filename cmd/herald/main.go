@@ -34,6 +34,6 @@ Start a node on this machine with all roles:  herald dev`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDevCmd(), newServerCmd(), newSecretCmd(), newTokenCmd(), newVersionCmd(), newAdminCmd(), newBenchCmd())
+	root.AddCommand(newDevCmd(), newServerCmd(), newSecretCmd(), newTokenCmd(), newVersionCmd(), newAdminCmd(), newBenchCmd(), newTortureCmd())
 	return root
 }

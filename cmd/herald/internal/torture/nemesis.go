@@ -1,0 +1,205 @@
+package torture
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
+	"github.com/heraldhq/herald/cluster/check"
+	"github.com/heraldhq/herald/cluster/schedule"
+)
+
+// Executed is one fault as it ran: when it started and healed, from the
+// start of the run, and on which nodes (IsolateLeader's resolved).
+type Executed struct {
+	Kind      schedule.Kind `json:"kind"`
+	Nodes     []string      `json:"nodes,omitempty"`
+	Partition *uint32       `json:"partition,omitempty"`
+	DelayMS   int64         `json:"delay_ms,omitempty"`
+	StartMS   int64         `json:"start_ms"`
+	HealMS    int64         `json:"heal_ms"`
+	// RecoveryMS is how long after the heal the first post was
+	// acknowledged; -1 if none was before the run ended.
+	RecoveryMS int64  `json:"recovery_ms"`
+	Note       string `json:"note,omitempty"`
+}
+
+// nemesis runs a schedule's faults against the cluster at their offsets.
+type nemesis struct {
+	c     *procs
+	rec   *check.Recorder
+	begin time.Time
+	rng   *rand.Rand // power loss's choices, from the seed
+
+	mu   sync.Mutex // guards done
+	done []Executed
+}
+
+// run starts each fault at its offset and heals it at its end, returning
+// when the last has healed or ctx ends.
+func (m *nemesis) run(ctx context.Context, s schedule.Schedule) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, f := range s.Faults {
+		if !m.sleepUntil(ctx, f.At) {
+			return
+		}
+		ex, heal := m.inject(ctx, f)
+		wg.Go(func() {
+			m.sleepUntil(ctx, f.End()) // or ctx ended: heal at once
+			heal()
+			ex.HealMS = time.Since(m.begin).Milliseconds()
+			m.rec.Note(fmt.Sprintf("heal %s %s", ex.Kind, strings.Join(ex.Nodes, ",")))
+			m.mu.Lock()
+			m.done = append(m.done, *ex)
+			m.mu.Unlock()
+		})
+	}
+}
+
+func (m *nemesis) sleepUntil(ctx context.Context, at time.Duration) bool {
+	t := time.NewTimer(time.Until(m.begin.Add(at)))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// inject starts fault f and returns its record and how to heal it.
+func (m *nemesis) inject(ctx context.Context, f schedule.Fault) (*Executed, func()) {
+	ex := &Executed{Kind: f.Kind, Nodes: f.Nodes, StartMS: time.Since(m.begin).Milliseconds(), RecoveryMS: -1}
+	node := func(id string) *proc { return m.c.byID(id) }
+	heal := func() {}
+	switch f.Kind {
+	case schedule.Partition:
+		var links [][2]string
+		for _, a := range f.Nodes {
+			for _, b := range m.c.nodes {
+				if !slices.Contains(f.Nodes, b.id) {
+					links = append(links, [2]string{a, b.id})
+				}
+			}
+		}
+		for _, l := range links {
+			m.c.net.Partition(l[0], l[1])
+		}
+		heal = func() {
+			for _, l := range links {
+				m.c.net.Uncut(l[0], l[1])
+				m.c.net.Uncut(l[1], l[0])
+			}
+		}
+	case schedule.OneWay:
+		m.c.net.Cut(f.Nodes[0], f.Nodes[1])
+		heal = func() { m.c.net.Uncut(f.Nodes[0], f.Nodes[1]) }
+	case schedule.IsolateLeader:
+		p := f.Partition
+		ex.Partition = &p
+		leader := m.leaderOf(ctx, p)
+		if leader == "" {
+			ex.Note = "no leader known; nothing isolated"
+			break
+		}
+		ex.Nodes = []string{leader}
+		for _, b := range m.c.nodes {
+			if b.id != leader {
+				m.c.net.Partition(leader, b.id)
+			}
+		}
+		heal = func() {
+			for _, b := range m.c.nodes {
+				m.c.net.Uncut(leader, b.id)
+				m.c.net.Uncut(b.id, leader)
+			}
+		}
+	case schedule.Kill:
+		p := node(f.Nodes[0])
+		p.kill()
+		heal = func() { m.restart(p, ex) }
+	case schedule.PowerLoss:
+		p := node(f.Nodes[0])
+		report, err := p.powerLoss(m.rng)
+		if err != nil {
+			ex.Note = "power loss failed: " + err.Error()
+		} else {
+			ex.Note = report.String()
+		}
+		heal = func() { m.restart(p, ex) }
+	case schedule.Pause:
+		p := node(f.Nodes[0])
+		p.signal(true)
+		heal = func() { p.signal(false) }
+	case schedule.Slow:
+		ex.DelayMS = f.Delay.Milliseconds()
+		id := f.Nodes[0]
+		for _, b := range m.c.nodes {
+			if b.id != id {
+				m.c.net.Delay(id, b.id, f.Delay)
+				m.c.net.Delay(b.id, id, f.Delay)
+			}
+		}
+		heal = func() {
+			for _, b := range m.c.nodes {
+				m.c.net.Delay(id, b.id, 0)
+				m.c.net.Delay(b.id, id, 0)
+			}
+		}
+	}
+	m.rec.Note(fmt.Sprintf("start %s %s", ex.Kind, strings.Join(ex.Nodes, ",")))
+	return ex, heal
+}
+
+func (m *nemesis) restart(p *proc, ex *Executed) {
+	if err := m.c.start(p); err != nil {
+		ex.Note = strings.TrimSpace(ex.Note + "; restart failed: " + err.Error())
+	}
+}
+
+// leaderOf asks the nodes in turn which node leads partition p.
+func (m *nemesis) leaderOf(ctx context.Context, p uint32) string {
+	for _, n := range m.c.nodes {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		c := heraldv1connect.NewAdminServiceClient(http.DefaultClient, "http://"+n.http, connect.WithProtoJSON())
+		resp, err := c.GetRing(cctx, &heraldv1.GetRingRequest{})
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, part := range resp.GetPartitions() {
+			if part.GetId() == p && part.GetLeader() != "" {
+				return part.GetLeader()
+			}
+		}
+	}
+	return ""
+}
+
+// executed returns the faults run so far, in order of start.
+func (m *nemesis) executed() []Executed {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := slices.Clone(m.done)
+	slices.SortFunc(out, func(a, b Executed) int { return int(a.StartMS - b.StartMS) })
+	return out
+}
+
+func (c *procs) byID(id string) *proc {
+	for _, p := range c.nodes {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}

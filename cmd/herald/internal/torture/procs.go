@@ -1,0 +1,300 @@
+package torture
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/faultnet"
+	"github.com/heraldhq/herald/storage/lossyfs"
+)
+
+// procs is the cluster under test: `herald server` processes on loopback
+// whose node-to-node links all pass through the fault proxies of net.
+type procs struct {
+	bin   string
+	dir   string
+	net   *faultnet.Net
+	nodes []*proc
+	args  []string // for every node, after its own
+}
+
+// proc is one node: its addresses, its data directory (on a power-loss
+// filesystem of its own, with lossy) and its current process.
+type proc struct {
+	id, http, raft string
+	data           string
+	fs             *lossyfs.FS // nil without power loss
+	log            *os.File
+
+	mu     sync.Mutex // guards following
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	paused bool
+}
+
+// startProcs starts n nodes in dir, every link through a proxy, each data
+// directory on a lossyfs mount if lossy.
+func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, lossy bool) (*procs, error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
+	c := &procs{bin: bin, dir: dir, net: faultnet.New()}
+	var join []string
+	for i := range n {
+		p := &proc{id: fmt.Sprintf("n%d", i+1), http: ports[i], raft: ports[n+i]}
+		p.data = filepath.Join(dir, p.id)
+		c.nodes = append(c.nodes, p)
+		join = append(join, p.http)
+	}
+	c.args = []string{"--join", strings.Join(join, ","), "--bootstrap-expect", strconv.Itoa(n), "--insecure", "--log-level", "warn"}
+	if partitions > 0 {
+		c.args = append(c.args, "--partitions", strconv.FormatUint(uint64(partitions), 10))
+	}
+	for _, p := range c.nodes {
+		if err := c.prepare(p, lossy); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	for _, p := range c.nodes {
+		if err := c.start(p); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	if err := c.waitReady(ctx, time.Minute); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// prepare writes p's peer map (every peer through a proxy of its own) and
+// mounts its data directory.
+func (c *procs) prepare(p *proc, lossy bool) error {
+	peers := map[string]cluster.PeerAddrs{}
+	for _, q := range c.nodes {
+		if q == p {
+			continue
+		}
+		raft, err := c.net.Proxy(p.id, q.id, q.raft)
+		if err != nil {
+			return err
+		}
+		http, err := c.net.Proxy(p.id, q.id, q.http)
+		if err != nil {
+			return err
+		}
+		peers[q.id] = cluster.PeerAddrs{Raft: raft, HTTP: http}
+	}
+	b, err := json.MarshalIndent(peers, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, p.id+".peers.json"), b, 0o644); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.data, 0o755); err != nil {
+		return err
+	}
+	if lossy {
+		backing := filepath.Join(c.dir, p.id+".disk")
+		if err := os.MkdirAll(backing, 0o755); err != nil {
+			return err
+		}
+		if p.fs, err = lossyfs.Mount(backing, p.data, lossyfs.Options{}); err != nil {
+			return fmt.Errorf("torture: mount the power-loss filesystem for %s on %s: %w", p.id, p.data, err)
+		}
+	}
+	if p.log, err = os.OpenFile(filepath.Join(c.dir, p.id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return err
+	}
+	return nil
+}
+
+// start runs p's process (again, after a kill) from its data directory.
+func (c *procs) start(p *proc) error {
+	args := append([]string{"server", "--node-id", p.id, "--data-dir", filepath.Join(p.data, "data"),
+		"--http", p.http, "--raft", p.raft, "--peer-map", filepath.Join(c.dir, p.id+".peers.json")}, c.args...)
+	cmd := exec.Command(c.bin, args...)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the torture
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("torture: start %s: %w", c.bin, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	p.mu.Lock()
+	p.cmd, p.exited, p.paused = cmd, exited, false
+	p.mu.Unlock()
+	return nil
+}
+
+// running reports whether p's process is up (paused or not).
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *proc) kill() {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
+}
+
+// signal sends SIGSTOP (pause) or SIGCONT.
+func (p *proc) signal(pause bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	sig := syscall.SIGCONT
+	if pause {
+		sig = syscall.SIGSTOP
+	}
+	if p.cmd.Process.Signal(sig) == nil {
+		p.paused = pause
+	}
+}
+
+// powerLoss kills p and throws away what its filesystem had not synced,
+// torn at a random point.
+func (p *proc) powerLoss(rng *rand.Rand) (lossyfs.Report, error) {
+	p.kill()
+	if p.fs == nil {
+		return lossyfs.Report{}, errors.New("torture: power loss needs --faults powerloss from the start (the data directory is not on a power-loss filesystem)")
+	}
+	return p.fs.PowerLoss(rng)
+}
+
+// exitedEarly reports a node whose process ended by itself, with the end
+// of its log.
+func (c *procs) exitedEarly(p *proc) error {
+	tail, _ := os.ReadFile(p.log.Name())
+	if len(tail) > 2000 {
+		tail = tail[len(tail)-2000:]
+	}
+	return fmt.Errorf("torture: node %s exited by itself; its log %s ends:\n%s", p.id, p.log.Name(), tail)
+}
+
+// waitReady waits until every node answers /readyz.
+func (c *procs) waitReady(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for _, p := range c.nodes {
+		for !ready(ctx, p.http) {
+			if !p.running() {
+				return c.exitedEarly(p)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("torture: node %s (%s) not ready within %v; see %s", p.id, p.http, within, p.log.Name())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// heal ends every fault: links healed, paused nodes continued, stopped
+// ones started again.
+func (c *procs) heal() error {
+	c.net.Heal()
+	for _, p := range c.nodes {
+		if !p.running() {
+			if err := c.start(p); err != nil {
+				return err
+			}
+			continue
+		}
+		p.signal(false)
+	}
+	return nil
+}
+
+// stop kills every node, unmounts their filesystems and closes the
+// proxies.
+func (c *procs) stop() {
+	for _, p := range c.nodes {
+		p.signal(false)
+		p.kill()
+		if p.fs != nil {
+			_ = p.fs.Unmount()
+		}
+		if p.log != nil {
+			p.log.Close()
+		}
+	}
+	_ = c.net.Close()
+}
+
+func ready(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// freePorts returns n distinct loopback addresses free at the moment.
+func freePorts(n int) ([]string, error) {
+	var out []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("torture: find a free port: %w", err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
