@@ -162,7 +162,7 @@ type line struct {
 // svgPlot draws lines over [0, end] seconds with each fault's window
 // shaded and labelled; log puts y on a log scale.
 func svgPlot(end float64, faults []Executed, unit string, log bool, lines ...line) template.HTML {
-	const w, h, l, r, t, b = 960.0, 300.0, 60.0, 10.0, 10.0, 30.0
+	const w, h, l, r, t, b = 960.0, 300.0, 90.0, 10.0, 10.0, 30.0
 	ymax := 1.0
 	for _, ln := range lines {
 		for _, p := range ln.pts {
