@@ -92,6 +92,8 @@ type Config struct {
 	Meta meta.Config
 	// Space says when replicas are out of space and writes are refused.
 	Space SpaceConfig
+	// Defects plants known bugs, for herald torture's canaries only.
+	Defects Defects
 	// Logger receives state transitions; nil discards them.
 	Logger *slog.Logger
 }
@@ -219,6 +221,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
+	cfg.Defects.plant(&cfg, shared, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
 		incarnation: id.Incarnation, ledger: led, shared: shared, failed: make(chan struct{}),

@@ -263,6 +263,9 @@ func (n *Node) read(ctx context.Context, p uint32, stale bool, req *clusterv1.Re
 	defer cancel()
 	req.Partition = p
 	req.Stale = stale
+	if r := n.Replica(p); r != nil && n.cfg.Defects.LocalReads {
+		return execRead(ctx, r, req) // the planted defect: whatever r's role
+	}
 	if r := n.Replica(p); stale && r != nil && n.servesStale(r) {
 		resp, err := execRead(ctx, r, req)
 		if err == nil {

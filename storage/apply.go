@@ -85,7 +85,7 @@ func (d *DB) Apply(entries []Entry) ([]Result, []*heraldv1.Event, error) {
 				results[i] = Result{Err: e.Err}
 				continue
 			}
-			a := applier{tx: tx, cmd: e.Cmd}
+			a := applier{tx: tx, cmd: e.Cmd, skipDedup: d.opts.UnsafeSkipDedup}
 			res, err := a.apply()
 			var de *Error
 			if errors.As(err, &de) {
@@ -115,9 +115,10 @@ func (d *DB) Apply(entries []Entry) ([]Result, []*heraldv1.Event, error) {
 // everything that can fail with a domain error before their first write:
 // bbolt has no savepoints, so a command must fail whole or not at all.
 type applier struct {
-	tx     *bolt.Tx
-	cmd    *clusterv1.Command
-	events []*heraldv1.Event
+	tx        *bolt.Tx
+	cmd       *clusterv1.Command
+	events    []*heraldv1.Event
+	skipDedup bool // Options.UnsafeSkipDedup
 }
 
 func (a *applier) apply() (Result, error) {

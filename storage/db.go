@@ -44,6 +44,10 @@ type Options struct {
 	// state the caller can rebuild from what is durable elsewhere (a
 	// replica's last snapshot and Raft log).
 	DeferSync bool
+	// UnsafeSkipDedup is a planted defect, for herald torture's canary
+	// only: a post's client_msg_id is not looked up, so a retry is
+	// stored again.
+	UnsafeSkipDedup bool
 }
 
 func (o Options) bolt() *bolt.Options {

@@ -23,7 +23,7 @@ func (a *applier) postMessage(req *heraldv1.PostMessageRequest) (Result, error) 
 	var dkey []byte
 	if req.GetClientMsgId() != "" {
 		dkey = dedupKey(c.id(), a.cmd.GetUser(), req.GetClientMsgId())
-		if v := a.tx.Bucket(bucketDedup).Get(dkey); v != nil {
+		if v := a.tx.Bucket(bucketDedup).Get(dkey); v != nil && !a.skipDedup {
 			rec, err := getMessage(a.tx, c.id(), seqFromSuffix(v))
 			if err != nil || rec == nil {
 				return Result{}, errOr(err, messageNotFound(c.id(), seqFromSuffix(v)))

@@ -58,6 +58,10 @@ type Config struct {
 	// it (the default) the state file is synced at Close only and rebuilt
 	// from the last snapshot and the Raft log after an unclean stop.
 	SyncStateFile bool
+	// UnsafeReadLocal is a planted defect, for herald torture's canary
+	// only: every read, linearizable or not, runs on this replica's state
+	// whatever its role or how long since it heard from a leader.
+	UnsafeReadLocal bool
 	// SharedLog, if non-nil, is the node's Raft log shared by all its
 	// replicas (raftstore.SharedLog): appends of different partitions
 	// share fsyncs. Nil keeps the log in the replica's own file. A replica

@@ -279,6 +279,9 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 	if p.closed.Load() {
 		return ErrClosed
 	}
+	if p.cfg.UnsafeReadLocal {
+		return p.db.View(fn)
+	}
 	if stale {
 		if !p.IsLeader() && time.Since(p.raft.LastContact()) > p.cfg.MaxStale {
 			return fmt.Errorf("%w: partition %d last heard from a leader %v ago",

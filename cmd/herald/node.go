@@ -32,6 +32,7 @@ type nodeOptions struct {
 	space           spaceFlags
 	peerMap         map[string]cluster.PeerAddrs
 	tls             *cluster.TLSConfigs // nil = plaintext
+	defects         cluster.Defects     // planted bugs, for herald torture --canary only
 	log             *slog.Logger
 	// started is called once the node serves HTTP, with the bound
 	// addresses; ready once the node has the metadata and its replicas.
@@ -72,6 +73,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		TLS:             o.tls,
 		RequestTimeout:  o.limits.requestTimeout,
 		Space:           o.space.config(),
+		Defects:         o.defects,
 		Logger:          o.log,
 	})
 	if err != nil {

@@ -23,6 +23,7 @@ func newServerCmd() *cobra.Command {
 		secretFile string
 		insecure   bool
 		peerMap    string
+		defects    []string
 		tlsF       tlsFlags
 		logs       logFlags
 	)
@@ -93,6 +94,9 @@ failed Raft log write or fsync stops the process.`,
 					return err
 				}
 			}
+			if o.defects, err = parseDefects(defects); err != nil {
+				return err
+			}
 			if !cmd.Flags().Changed("partitions") {
 				o.partitions = 0
 			}
@@ -128,11 +132,31 @@ failed Raft log write or fsync stops the process.`,
 	f.BoolVar(&insecure, "insecure", false, "run without a cluster secret: no authentication at all")
 	tlsF.addServer(cmd)
 	f.StringVar(&peerMap, "peer-map", "", "testing: JSON file mapping node ids to the raft and http addresses to dial")
+	f.StringSliceVar(&defects, "test-defect", nil, "testing the checkers only: plant a known bug (unsynced-log, skip-dedup, local-reads)")
+	_ = f.MarkHidden("test-defect") // herald torture --canary passes it
 	o.limits.add(cmd)
 	o.space.add(cmd)
 	f.StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logs.format, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// parseDefects reads --test-defect.
+func parseDefects(names []string) (cluster.Defects, error) {
+	var d cluster.Defects
+	for _, name := range names {
+		switch name {
+		case "unsynced-log":
+			d.UnsyncedLog = true
+		case "skip-dedup":
+			d.SkipDedup = true
+		case "local-reads":
+			d.LocalReads = true
+		default:
+			return d, fmt.Errorf("--test-defect: unknown defect %q; known: unsynced-log, skip-dedup, local-reads", name)
+		}
+	}
+	return d, nil
 }
 
 // orDefault returns s, or def when s is empty.

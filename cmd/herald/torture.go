@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,7 +45,15 @@ linearizable reads, indeterminate posts resolved, replica digests equal.
 --out gets params.json, plan.jsonl (the seeded schedule), schedule.jsonl
 (the faults as executed), history.jsonl (every operation), verdicts.json
 and report.html (latency and throughput over time with the faults shaded,
-and the verdicts). The exit status is 0 only if every checker passed.`,
+and the verdicts). The exit status is 0 only if every checker passed.
+
+--canary NAME proves a checker can fail: the nodes run with a planted
+defect (herald server --test-defect, for this only) in a fixed scenario,
+and the run succeeds only if the checker meant to catch it reports a
+violation: lost-writes (a Raft log acknowledging before fsync, then power
+lost on every node at once: lost), duplicates (client_msg_id not looked up,
+every acknowledged post sent again: duplicates), stale-reads (linearizable
+reads served by the local replica, through a node cut off: stale-reads).`,
 		Example: `  herald torture --time 60s --seed 1
   herald torture --nodes 5 --time 10m --faults kill,pause,partition,oneway,powerloss --seed 7 --out /tmp/t7`,
 		Args: cobra.NoArgs,
@@ -79,6 +88,14 @@ and the verdicts). The exit status is 0 only if every checker passed.`,
 			} else {
 				printTorture(cmd.OutOrStdout(), res, o.Out)
 			}
+			if o.Canary != "" && !o.Control {
+				c := torture.Canaries[o.Canary]
+				if !res.Caught {
+					return fmt.Errorf("canary %s was NOT caught: %s reported no violation of a cluster with %s", o.Canary, c.CaughtBy, c.What)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "canary %s caught by %s\n", o.Canary, c.CaughtBy)
+				return nil
+			}
 			if !res.Valid {
 				return errors.New("a checker failed; see " + filepath.Join(o.Out, "report.html"))
 			}
@@ -97,7 +114,18 @@ and the verdicts). The exit status is 0 only if every checker passed.`,
 	f.StringVar(&o.Out, "out", "", "directory for the report and the cluster's files (default: a new one under $TMPDIR)")
 	f.StringVar(&o.Binary, "herald", "", "herald binary the nodes run (default: this one)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&o.Control, "control", false, "with --canary: run its scenario without the defect; every checker must pass")
+	f.StringVar(&o.Canary, "canary", "", "prove a checker can fail: run nodes with a planted defect in its fixed scenario ("+canaryList()+"); succeeds only if the checker catches it")
 	return cmd
+}
+
+func canaryList() string {
+	var names []string
+	for n := range torture.Canaries {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 func kindNames() string {

@@ -141,3 +141,54 @@ func TestTortureBadFaults(t *testing.T) {
 		t.Fatalf("got exit %d, stderr %q; want a refusal naming the known faults", r.code, r.stderr)
 	}
 }
+
+// TestTortureCanaries proves that the checkers can fail: each canary runs
+// nodes with a planted defect in its fixed scenario and must be caught by
+// its checker; the lost-writes scenario without its defect (a power loss
+// of every node at once) must pass every checker.
+func TestTortureCanaries(t *testing.T) {
+	t.Parallel()
+	fuse := os.Geteuid() == 0
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		fuse = false
+	}
+	for _, tc := range []struct {
+		canary, checker string
+		control, lossy  bool
+	}{
+		{"duplicates", "duplicates", false, false},
+		{"stale-reads", "stale-reads", false, false},
+		{"lost-writes", "lost", false, true},
+		{"lost-writes", "", true, true},
+	} {
+		name := tc.canary
+		if tc.control {
+			name += "-control"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if tc.lossy && !fuse {
+				t.Skip("power loss needs root and /dev/fuse (CI has both)")
+			}
+			args := []string{"--nodes", "3", "--time", "6s", "--canary", tc.canary}
+			if tc.control {
+				args = append(args, "--control")
+			}
+			r, run := runTorture(t, args...)
+			if tc.control {
+				checkTorture(t, r, run)
+				return
+			}
+			if r.code != 0 || !strings.Contains(r.stdout, "canary "+tc.canary+" caught by "+tc.checker) {
+				t.Fatalf("canary %s: exit %d; want 0 and caught by %s\nstdout:\n%s\nstderr:\n%s", tc.canary, r.code, tc.checker, r.stdout, r.stderr)
+			}
+			caught := false
+			for _, v := range run.verdicts.Verdicts {
+				caught = caught || v.Checker == tc.checker && !v.Valid && len(v.Violations) > 0
+			}
+			if !caught {
+				t.Errorf("verdicts.json: %s reports no violation", tc.checker)
+			}
+		})
+	}
+}

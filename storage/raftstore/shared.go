@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -34,6 +35,7 @@ type SharedLog struct {
 	db      *pebble.DB
 	dir     string
 	onFatal func(error)
+	noSync  atomic.Bool // UnsafeNoSync
 }
 
 // OpenSharedLog opens or creates the shared log in dir. onFatal is called
@@ -49,6 +51,17 @@ func OpenSharedLog(dir string, onFatal func(error)) (*SharedLog, error) {
 	}
 	s.db = db
 	return s, nil
+}
+
+// UnsafeNoSync plants a defect, for herald torture's canary only: appends
+// are acknowledged before they are fsynced, so a power loss loses them.
+func (s *SharedLog) UnsafeNoSync() { s.noSync.Store(true) }
+
+func (s *SharedLog) writeOpts() *pebble.WriteOptions {
+	if s.noSync.Load() {
+		return pebble.NoSync
+	}
+	return pebble.Sync
 }
 
 // Close closes the database; every group must be done with it.
@@ -243,7 +256,7 @@ func (g *groupLog) StoreLogs(logs []*raft.Log) error {
 			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(g.s.writeOpts()); err != nil {
 		return err
 	}
 	g.mu.Lock()

@@ -49,7 +49,7 @@ type proc struct {
 
 // startProcs starts n nodes in dir, every link through a proxy, each data
 // directory on a lossyfs mount if lossy.
-func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, lossy bool) (*procs, error) {
+func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, lossy bool, extra ...string) (*procs, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
@@ -66,6 +66,7 @@ func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, 
 	if partitions > 0 {
 		c.args = append(c.args, "--partitions", strconv.FormatUint(uint64(partitions), 10))
 	}
+	c.args = append(c.args, extra...)
 	for _, p := range c.nodes {
 		if err := c.prepare(p, lossy); err != nil {
 			c.stop()

@@ -47,6 +47,13 @@ type Options struct {
 	Out string
 	// Progress, if non-nil, gets a line a second.
 	Progress io.Writer
+	// Canary, if set, runs the nodes with a planted defect and that
+	// canary's fixed scenario instead of a seeded schedule (see Canaries);
+	// the run is a success when the checker that must catch it does.
+	Canary string
+	// Control runs the canary's scenario without its defect: every
+	// checker must pass.
+	Control bool
 }
 
 // Result is what a run found.
@@ -57,6 +64,10 @@ type Result struct {
 	Counts   Counts          `json:"counts"`
 	// Valid is every verdict valid.
 	Valid bool `json:"valid"`
+	// Canary is the canary run, if any, and Caught whether the checker
+	// meant to catch it did.
+	Canary string `json:"canary,omitempty"`
+	Caught bool   `json:"caught,omitempty"`
 }
 
 // Params are a run's parameters, as params.json records them.
@@ -92,6 +103,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if len(o.Kinds) == 0 {
 		o.Kinds = slices.Clone(schedule.Kinds)
 	}
+	var canary *Canary
+	if o.Canary != "" {
+		c, ok := Canaries[o.Canary]
+		if !ok {
+			return nil, fmt.Errorf("torture: unknown canary %q; known: %s", o.Canary, canaryNames())
+		}
+		canary, o.Kinds = &c, nil
+	}
 	ids := make([]string, o.Nodes)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("n%d", i+1)
@@ -100,8 +119,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if parts == 0 {
 		parts = 16 // the server's default; isolate-leader picks among them
 	}
-	sched, err := schedule.Generate(schedule.Config{Seed: o.Seed, Nodes: ids, Partitions: parts, Duration: o.Time, Kinds: o.Kinds})
-	if err != nil {
+	var sched schedule.Schedule
+	var err error
+	if canary != nil {
+		sched = canary.schedule(ids, parts, o.Time)
+	} else if sched, err = schedule.Generate(schedule.Config{Seed: o.Seed, Nodes: ids, Partitions: parts, Duration: o.Time, Kinds: o.Kinds}); err != nil {
 		return nil, err
 	}
 	res := &Result{Params: Params{Seed: o.Seed, Nodes: o.Nodes, Partitions: parts, TimeMS: o.Time.Milliseconds(),
@@ -129,9 +151,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			fmt.Fprintf(o.Progress, format+"\n", args...)
 		}
 	}
-	lossy := slices.Contains(o.Kinds, schedule.PowerLoss)
+	lossy := slices.Contains(o.Kinds, schedule.PowerLoss) || canary != nil && canary.Blackout
+	var extra []string
+	switch {
+	case canary != nil && o.Control:
+		say("canary %s, control run: its scenario without the defect; every checker must pass", o.Canary)
+	case canary != nil:
+		extra = []string{"--test-defect", canary.Defect}
+		say("canary %s: nodes run with the planted defect %s; %s must catch it", o.Canary, canary.Defect, canary.CaughtBy)
+	}
 	say("starting %d herald server processes in %s%s ...", o.Nodes, dir, map[bool]string{true: ", each on a power-loss filesystem"}[lossy])
-	c, err := startProcs(ctx, o.Binary, dir, o.Nodes, o.Partitions, lossy)
+	c, err := startProcs(ctx, o.Binary, dir, o.Nodes, o.Partitions, lossy, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +170,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	rec := &check.Recorder{}
 	w := newWorkload(rec, c, res.Params.Channels, o.Seed)
+	w.retryAcked = canary != nil && canary.RetryAcked
 	if err := w.createChannels(ctx); err != nil {
 		return nil, err
 	}
@@ -148,6 +179,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { m.run(stop, sched) })
+	if canary != nil && canary.Blackout {
+		wg.Go(func() { m.blackout(stop, o.Time/2) })
+	}
 	wg.Go(func() { w.run(stop, o.Posters, o.Readers) })
 	progress(stop, o.Progress, m.begin, rec)
 	wg.Wait()
@@ -175,6 +209,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Valid = true
 	for _, v := range res.Verdicts {
 		res.Valid = res.Valid && v.Valid
+		if canary != nil && v.Checker == canary.CaughtBy && !v.Valid {
+			res.Canary, res.Caught = o.Canary, true
+		}
+	}
+	if canary != nil {
+		res.Canary = o.Canary
 	}
 	if err := writeReport(o.Out, res, h, m.begin); err != nil {
 		return nil, err

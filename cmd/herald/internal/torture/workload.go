@@ -31,6 +31,10 @@ type workload struct {
 	clients  map[string]heraldv1connect.MessageServiceClient
 	channels []string
 	seed     int64
+	// retryAcked sends every acknowledged post once more with its
+	// client_msg_id (the duplicates canary): the cluster must answer
+	// with the first result.
+	retryAcked bool
 }
 
 func newWorkload(rec *check.Recorder, c *procs, channels []string, seed int64) *workload {
@@ -93,7 +97,11 @@ func (w *workload) poster(stop context.Context, i int) {
 		id := fmt.Sprintf("p%d-%d", i, k)
 		for attempt := 0; attempt < 4 && stop.Err() == nil; attempt++ {
 			node := w.nodes[rng.IntN(len(w.nodes))]
-			if w.post(process, node, ch, id) != check.Info {
+			typ := w.post(process, node, ch, id)
+			if typ == check.OK && w.retryAcked {
+				w.post(process, w.nodes[rng.IntN(len(w.nodes))], ch, id)
+			}
+			if typ != check.Info {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
