@@ -65,18 +65,19 @@ func (e *resyncError) Error() string {
 // catch-up per subscription while it catches up) are owned by the hub and
 // end with its ctx or their topic or subscription.
 type hub struct {
-	cl  Cluster
-	log *slog.Logger
-	ctx context.Context // ends all pumps and catch-ups at close
-	wg  sync.WaitGroup
+	cl   Cluster
+	log  *slog.Logger
+	ctx  context.Context // ends all pumps and catch-ups at close
+	wg   sync.WaitGroup
+	skip uint64 // Config.UnsafeSkipEvent
 
 	mu     sync.Mutex // guards following
 	topics map[string]*topic
 	closed bool // no goroutine starts once set: wait may be running
 }
 
-func newHub(ctx context.Context, cl Cluster, log *slog.Logger) *hub {
-	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic)}
+func newHub(ctx context.Context, cl Cluster, log *slog.Logger, skip uint64) *hub {
+	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic), skip: skip}
 }
 
 // topic is one channel's upstream stream and its subscribers.
@@ -229,6 +230,10 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 			return
 		}
 		for _, ev := range evs {
+			if ev.GetSeq() == h.skip && ev.GetSeq() == s.sent+1 {
+				s.sent = ev.GetSeq() // the planted defect
+				continue
+			}
 			if ev.GetSeq() != s.sent+1 || !s.sink.deliverEvent(newOutEvent(ev)) {
 				t.mu.Unlock()
 				return // a full sink ends itself
@@ -283,6 +288,8 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 			for s := range t.subs {
 				switch {
 				case !s.live || seq <= s.sent:
+				case seq == h.skip && seq == s.sent+1:
+					s.sent = seq // the planted defect
 				case seq != s.sent+1:
 					// A gap, which the upstream's contract rules out: never
 					// skip an event; end the subscription instead.

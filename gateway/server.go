@@ -78,6 +78,10 @@ type Config struct {
 	// BodyTimeout bounds how long a client may take to send a request
 	// body to the Connect API; 0 means BodyTimeout.
 	BodyTimeout time.Duration
+	// UnsafeSkipEvent is a planted defect, for herald torture's canary
+	// only: no subscriber is sent the event with this seq (0: none) of any
+	// channel, a gap.
+	UnsafeSkipEvent uint64
 }
 
 // compressMinBytes is the least response size that is gzipped for a
@@ -159,7 +163,7 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, cl: cl, log: cfg.Logger, cancel: cancel,
 		posts: newRateLimiter(cfg.MaxPostsPerUser), conns: newConnLimiter(cfg.MaxConnsPerUser)}
-	s.hub = newHub(ctx, cl, cfg.Logger)
+	s.hub = newHub(ctx, cl, cfg.Logger, cfg.UnsafeSkipEvent)
 	s.ws = newWSServer(ctx, s)
 
 	opts := []connect.HandlerOption{

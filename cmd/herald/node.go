@@ -32,7 +32,7 @@ type nodeOptions struct {
 	space           spaceFlags
 	peerMap         map[string]cluster.PeerAddrs
 	tls             *cluster.TLSConfigs // nil = plaintext
-	defects         cluster.Defects     // planted bugs, for herald torture --canary only
+	defects         defects             // planted bugs, for herald torture --canary only
 	log             *slog.Logger
 	// started is called once the node serves HTTP, with the bound
 	// addresses; ready once the node has the metadata and its replicas.
@@ -73,7 +73,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		TLS:             o.tls,
 		RequestTimeout:  o.limits.requestTimeout,
 		Space:           o.space.config(),
-		Defects:         o.defects,
+		Defects:         o.defects.cluster,
 		Logger:          o.log,
 	})
 	if err != nil {
@@ -81,7 +81,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		return err
 	}
 	gc := gateway.Config{Logger: o.log, Version: buildVersion(),
-		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns}
+		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns, UnsafeSkipEvent: o.defects.skipEvent}
 	if o.userAuth {
 		gc.Auth = gateway.NewAuthenticator(o.secret)
 	}

@@ -23,7 +23,7 @@ func newServerCmd() *cobra.Command {
 		secretFile string
 		insecure   bool
 		peerMap    string
-		defects    []string
+		defectList []string
 		tlsF       tlsFlags
 		logs       logFlags
 	)
@@ -94,7 +94,7 @@ failed Raft log write or fsync stops the process.`,
 					return err
 				}
 			}
-			if o.defects, err = parseDefects(defects); err != nil {
+			if o.defects, err = parseDefects(defectList); err != nil {
 				return err
 			}
 			if !cmd.Flags().Changed("partitions") {
@@ -132,7 +132,7 @@ failed Raft log write or fsync stops the process.`,
 	f.BoolVar(&insecure, "insecure", false, "run without a cluster secret: no authentication at all")
 	tlsF.addServer(cmd)
 	f.StringVar(&peerMap, "peer-map", "", "testing: JSON file mapping node ids to the raft and http addresses to dial")
-	f.StringSliceVar(&defects, "test-defect", nil, "testing the checkers only: plant a known bug (unsynced-log, skip-dedup, local-reads)")
+	f.StringSliceVar(&defectList, "test-defect", nil, "testing the checkers only: plant a known bug (unsynced-log, skip-dedup, local-reads, skip-event)")
 	_ = f.MarkHidden("test-defect") // herald torture --canary passes it
 	o.limits.add(cmd)
 	o.space.add(cmd)
@@ -141,19 +141,28 @@ failed Raft log write or fsync stops the process.`,
 	return cmd
 }
 
+// defects are the bugs --test-defect plants: the cluster's, and the
+// gateway's skipped event.
+type defects struct {
+	cluster   cluster.Defects
+	skipEvent uint64 // gateway.Config.UnsafeSkipEvent
+}
+
 // parseDefects reads --test-defect.
-func parseDefects(names []string) (cluster.Defects, error) {
-	var d cluster.Defects
+func parseDefects(names []string) (defects, error) {
+	var d defects
 	for _, name := range names {
 		switch name {
 		case "unsynced-log":
-			d.UnsyncedLog = true
+			d.cluster.UnsyncedLog = true
 		case "skip-dedup":
-			d.SkipDedup = true
+			d.cluster.SkipDedup = true
 		case "local-reads":
-			d.LocalReads = true
+			d.cluster.LocalReads = true
+		case "skip-event":
+			d.skipEvent = 5
 		default:
-			return d, fmt.Errorf("--test-defect: unknown defect %q; known: unsynced-log, skip-dedup, local-reads", name)
+			return d, fmt.Errorf("--test-defect: unknown defect %q; known: unsynced-log, skip-dedup, local-reads, skip-event", name)
 		}
 	}
 	return d, nil

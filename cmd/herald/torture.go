@@ -53,7 +53,8 @@ and the run succeeds only if the checker meant to catch it reports a
 violation: lost-writes (a Raft log acknowledging before fsync, then power
 lost on every node at once: lost), duplicates (client_msg_id not looked up,
 every acknowledged post sent again: duplicates), stale-reads (linearizable
-reads served by the local replica, through a node cut off: stale-reads).`,
+reads served by the local replica, through a node cut off: stale-reads),
+gap (every stream skips one event: subscribers).`,
 		Example: `  herald torture --time 60s --seed 1
   herald torture --nodes 5 --time 10m --faults kill,pause,partition,oneway,powerloss --seed 7 --out /tmp/t7`,
 		Args: cobra.NoArgs,
@@ -110,6 +111,7 @@ reads served by the local replica, through a node cut off: stale-reads).`,
 	f.StringVar(&faults, "faults", "kill,pause,partition,oneway,isolate-leader,slow", "comma-separated fault kinds: "+kindNames())
 	f.IntVar(&o.Posters, "posters", 8, "concurrent posting clients")
 	f.IntVar(&o.Readers, "readers", 4, "concurrent reading clients")
+	f.IntVar(&o.Subscribers, "subscribers", 4, "WebSocket subscribers, disconnecting and resuming at random through every node")
 	f.IntVar(&o.Channels, "channels", 4, "channels the clients use")
 	f.StringVar(&o.Out, "out", "", "directory for the report and the cluster's files (default: a new one under $TMPDIR)")
 	f.StringVar(&o.Binary, "herald", "", "herald binary the nodes run (default: this one)")

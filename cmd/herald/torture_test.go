@@ -158,6 +158,7 @@ func TestTortureCanaries(t *testing.T) {
 	}{
 		{"duplicates", "duplicates", false, false},
 		{"stale-reads", "stale-reads", false, false},
+		{"gap", "subscribers", false, false},
 		{"lost-writes", "lost", false, true},
 		{"lost-writes", "", true, true},
 	} {

@@ -34,6 +34,8 @@ var Canaries = map[string]Canary{
 		What: "a Raft log that acknowledges appends before fsyncing them, and power lost on every node at once"},
 	"duplicates": {Defect: "skip-dedup", CaughtBy: "duplicates", RetryAcked: true,
 		What: "client_msg_id not looked up, and every acknowledged post sent again"},
+	"gap": {Defect: "skip-event", CaughtBy: "subscribers",
+		What: "every stream skipping the event with seq 5 of each channel"},
 	"stale-reads": {Defect: "local-reads", CaughtBy: "stale-reads", Isolate: true,
 		What: "linearizable reads served by the local replica, read through a node cut off from the others"},
 }

@@ -40,9 +40,9 @@ type Options struct {
 	Time time.Duration
 	// Kinds are the faults to draw from (schedule.AllKinds' names).
 	Kinds []schedule.Kind
-	// Posters and Readers are the concurrent clients; Channels the
-	// channels they use.
-	Posters, Readers, Channels int
+	// Posters and Readers are the concurrent clients, Subscribers the
+	// WebSocket followers; Channels the channels they use.
+	Posters, Readers, Subscribers, Channels int
 	// Out is the report's directory; the cluster's files go in Out/cluster.
 	Out string
 	// Progress, if non-nil, gets a line a second.
@@ -72,16 +72,17 @@ type Result struct {
 
 // Params are a run's parameters, as params.json records them.
 type Params struct {
-	Seed       int64           `json:"seed"`
-	Nodes      int             `json:"nodes"`
-	Partitions uint32          `json:"partitions"`
-	TimeMS     int64           `json:"time_ms"`
-	Kinds      []schedule.Kind `json:"faults"`
-	Posters    int             `json:"posters"`
-	Readers    int             `json:"readers"`
-	Channels   []string        `json:"channels"`
-	Binary     string          `json:"herald"`
-	Started    time.Time       `json:"started"`
+	Seed        int64           `json:"seed"`
+	Nodes       int             `json:"nodes"`
+	Partitions  uint32          `json:"partitions"`
+	TimeMS      int64           `json:"time_ms"`
+	Kinds       []schedule.Kind `json:"faults"`
+	Posters     int             `json:"posters"`
+	Readers     int             `json:"readers"`
+	Subscribers int             `json:"subscribers"`
+	Channels    []string        `json:"channels"`
+	Binary      string          `json:"herald"`
+	Started     time.Time       `json:"started"`
 }
 
 // Counts summarise the history.
@@ -127,7 +128,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Params: Params{Seed: o.Seed, Nodes: o.Nodes, Partitions: parts, TimeMS: o.Time.Milliseconds(),
-		Kinds: o.Kinds, Posters: o.Posters, Readers: o.Readers, Binary: o.Binary, Started: time.Now().UTC()}}
+		Kinds: o.Kinds, Posters: o.Posters, Readers: o.Readers, Subscribers: o.Subscribers, Binary: o.Binary, Started: time.Now().UTC()}}
 	for i := range o.Channels {
 		res.Params.Channels = append(res.Params.Channels, fmt.Sprintf("t%d-%03d", o.Seed, i))
 	}
@@ -183,6 +184,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		wg.Go(func() { m.blackout(stop, o.Time/2) })
 	}
 	wg.Go(func() { w.run(stop, o.Posters, o.Readers) })
+	subs := &subscribers{w: w}
+	wg.Go(func() { subs.run(stop, o.Subscribers) })
 	progress(stop, o.Progress, m.begin, rec)
 	wg.Wait()
 	if ctx.Err() != nil {
@@ -203,7 +206,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	h := rec.History()
-	res.Verdicts = append(check.All(h), digests)
+	say("letting every subscriber catch up with its channel ...")
+	subs.catchUp(heads(h), 30*time.Second)
+	chans, lasts := subs.ends()
+	ds := subs.deliveries()
+	res.Verdicts = append(check.All(h), digests, checkSubscribers(ds, h, chans, lasts))
 	res.Faults = recoveries(m.executed(), h, m.begin)
 	res.Counts = count(h, res.Faults)
 	res.Valid = true
@@ -215,6 +222,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if canary != nil {
 		res.Canary = o.Canary
+	}
+	if err := writeDeliveries(filepath.Join(o.Out, "deliveries.jsonl"), ds); err != nil {
+		return nil, err
 	}
 	if err := writeReport(o.Out, res, h, m.begin); err != nil {
 		return nil, err
@@ -297,6 +307,30 @@ func recoveries(faults []Executed, h check.History, begin time.Time) []Executed 
 		}
 	}
 	return faults
+}
+
+// heads returns each channel's head seq by its first final read.
+func heads(h check.History) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, op := range h {
+		if op.Kind == check.Read && op.Type == check.OK && op.Final {
+			if _, ok := out[op.Channel]; !ok {
+				out[op.Channel] = uint64(len(op.Messages))
+			}
+		}
+	}
+	return out
+}
+
+func writeDeliveries(path string, ds []Delivery) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, d := range ds {
+		if err := enc.Encode(d); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
 func writeJSON(path string, v any) error {
