@@ -8,9 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/heraldhq/herald/cmd/herald/internal/loopback"
 )
 
 // ClusterOptions shape a cluster the bench starts for itself.
@@ -51,7 +50,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*LocalCluster, erro
 	if opts.Nodes < 1 {
 		return nil, errors.New("bench: a cluster needs at least one node")
 	}
-	ports, err := freePorts(2 * opts.Nodes)
+	ports, err := loopback.FreePorts(2 * opts.Nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +131,7 @@ func (c *LocalCluster) waitReady(ctx context.Context, within time.Duration) erro
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for i, addr := range c.Addrs {
-		for !ready(ctx, addr) {
+		for !loopback.Ready(ctx, addr) {
 			if err := c.exited(i); err != nil {
 				return err
 			}
@@ -160,38 +159,4 @@ func (c *LocalCluster) exited(i int) error {
 		tail = tail[len(tail)-2000:]
 	}
 	return fmt.Errorf("bench: node n%d exited (%v) before it was ready; its log %s ends:\n%s", i+1, ws, log, tail)
-}
-
-func ready(ctx context.Context, addr string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// freePorts returns n distinct loopback addresses free at the moment.
-func freePorts(n int) ([]string, error) {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("bench: find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }

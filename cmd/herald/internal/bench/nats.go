@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/cmd/herald/internal/loopback"
 )
 
 // natsStream is the stream the comparison publishes to: one subject a
@@ -30,7 +32,7 @@ type NATSCluster struct {
 // StartNATS starts nodes nats-server processes from binary with their
 // stores in dir and waits until JetStream answers.
 func StartNATS(ctx context.Context, binary string, nodes int, dir string) (*NATSCluster, error) {
-	ports, err := freePorts(2 * nodes)
+	ports, err := loopback.FreePorts(2 * nodes)
 	if err != nil {
 		return nil, err
 	}

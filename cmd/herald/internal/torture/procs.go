@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +18,8 @@ import (
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/faultnet"
 	"github.com/heraldhq/herald/storage/lossyfs"
+
+	"github.com/heraldhq/herald/cmd/herald/internal/loopback"
 )
 
 // procs is the cluster under test: `herald server` processes on loopback
@@ -50,7 +49,7 @@ type proc struct {
 // startProcs starts n nodes in dir, every link through a proxy, each data
 // directory on a lossyfs mount if lossy.
 func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, lossy bool, extra ...string) (*procs, error) {
-	ports, err := freePorts(2 * n)
+	ports, err := loopback.FreePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +217,7 @@ func (c *procs) waitReady(ctx context.Context, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for _, p := range c.nodes {
-		for !ready(ctx, p.http) {
+		for !loopback.Ready(ctx, p.http) {
 			if !p.running() {
 				return c.exitedEarly(p)
 			}
@@ -262,40 +261,4 @@ func (c *procs) stop() {
 		}
 	}
 	_ = c.net.Close()
-}
-
-func ready(ctx context.Context, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// freePorts returns n distinct loopback addresses free at the moment.
-func freePorts(n int) ([]string, error) {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("torture: find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }
