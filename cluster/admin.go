@@ -337,6 +337,17 @@ func (n *Node) ReplicaDigest(ctx context.Context, p uint32, id string) (*heraldv
 		AppliedIndex: resp.GetAppliedIndex(), Sha256: resp.GetSha256()}, nil
 }
 
+// CompactLog makes partition p's replica on node id take a Raft snapshot
+// now, truncating its log behind it, and returns the snapshot's index.
+func (n *Node) CompactLog(ctx context.Context, p uint32, id string) (*heraldv1.CompactLogResponse, error) {
+	resp, err := n.replicaOpAt(ctx, id, &clusterv1.ReplicaOpRequest{Partition: p,
+		Op: &clusterv1.ReplicaOpRequest_Snapshot{Snapshot: &clusterv1.SnapshotOp{}}})
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.CompactLogResponse{Partition: p, NodeId: id, SnapshotIndex: resp.GetSnapshotIndex()}, nil
+}
+
 // replicaOpAt runs a replica operation on node id.
 func (n *Node) replicaOpAt(ctx context.Context, id string, req *clusterv1.ReplicaOpRequest) (*clusterv1.ReplicaOpResponse, error) {
 	ctx, cancel := n.withTimeout(ctx)
@@ -388,6 +399,11 @@ func (n *Node) replicaOp(ctx context.Context, req *clusterv1.ReplicaOpRequest) (
 			return nil, err
 		}
 		return &clusterv1.ReplicaOpResponse{AppliedIndex: index, Sha256: sum[:]}, nil
+	case *clusterv1.ReplicaOpRequest_Snapshot:
+		if err := r.Snapshot(ctx); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			return nil, fmt.Errorf("partition %d on %s: snapshot: %w", p, n.cfg.NodeID, err)
+		}
+		return &clusterv1.ReplicaOpResponse{SnapshotIndex: r.LastSnapshotIndex()}, nil
 	case *clusterv1.ReplicaOpRequest_TransferLeadership:
 		if !r.IsLeader() {
 			return &clusterv1.ReplicaOpResponse{NotLeader: &clusterv1.NotLeader{}}, nil

@@ -714,3 +714,35 @@ func equalDigests(a, b map[string]clustertest.Digest) bool {
 	}
 	return true
 }
+
+// TestCompactLog: each replica of a partition takes a Raft snapshot on
+// request, at least as far as the posts it has applied; asking again with
+// nothing new is not an error; a node without a replica says so.
+func TestCompactLog(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 2})
+	c.WaitSettled(30 * time.Second)
+	nodes := c.Running()
+	const ch = "compacted"
+	clustertest.MustCreate(t, nodes[0], ch)
+	for i := range 20 {
+		clustertest.MustPost(t, nodes[i%3], ch, "hello", fmt.Sprint("c-", i))
+	}
+	p := nodes[0].PartitionOf(ch)
+	c.WaitSameDigests(30 * time.Second)
+	for _, n := range nodes {
+		applied := n.Replica(p).Status().AppliedIndex
+		for range 2 {
+			resp, err := nodes[0].CompactLog(t.Context(), p, n.ID())
+			if err != nil {
+				t.Fatalf("CompactLog(%d, %s): %v", p, n.ID(), err)
+			}
+			if resp.GetSnapshotIndex() < applied {
+				t.Fatalf("CompactLog(%d, %s): snapshot index %d, want at least the applied index %d", p, n.ID(), resp.GetSnapshotIndex(), applied)
+			}
+		}
+	}
+	if _, err := nodes[0].CompactLog(t.Context(), 7, nodes[1].ID()); err == nil || !strings.Contains(err.Error(), "no replica of partition 7") {
+		t.Fatalf("CompactLog of a partition the node does not hold: got %v, want it to say so", err)
+	}
+}

@@ -21,6 +21,7 @@ type Admin interface {
 	TransferLeadership(ctx context.Context, partition uint32, id string) (*heraldv1.Partition, error)
 	Rebalance(ctx context.Context) (uint32, error)
 	ReplicaDigest(ctx context.Context, partition uint32, id string) (*heraldv1.GetReplicaDigestResponse, error)
+	CompactLog(ctx context.Context, partition uint32, id string) (*heraldv1.CompactLogResponse, error)
 	RecoverPartition(ctx context.Context, partition uint32, from string) (*heraldv1.Partition, error)
 	SaveSnapshot(ctx context.Context, partition uint32, w io.Writer) (uint64, error)
 	RestoreSnapshot(ctx context.Context, partition uint32, r io.Reader) (uint64, error)
@@ -116,6 +117,14 @@ func (h *adminService) GetReplicaDigest(ctx context.Context, req *heraldv1.GetRe
 		return nil, err
 	}
 	resp, err := h.a.ReplicaDigest(ctx, req.GetPartition(), req.GetNodeId())
+	return resp, h.err(err)
+}
+
+func (h *adminService) CompactLog(ctx context.Context, req *heraldv1.CompactLogRequest) (*heraldv1.CompactLogResponse, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, err
+	}
+	resp, err := h.a.CompactLog(ctx, req.GetPartition(), req.GetNodeId())
 	return resp, h.err(err)
 }
 

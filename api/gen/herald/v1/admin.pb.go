@@ -1236,6 +1236,119 @@ func (x *GetReplicaDigestResponse) GetSha256() []byte {
 	return nil
 }
 
+type CompactLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactLogRequest) Reset() {
+	*x = CompactLogRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactLogRequest) ProtoMessage() {}
+
+func (x *CompactLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactLogRequest.ProtoReflect.Descriptor instead.
+func (*CompactLogRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CompactLogRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CompactLogRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type CompactLogResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	NodeId    string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// snapshot_index is the index of the replica's latest snapshot.
+	SnapshotIndex uint64 `protobuf:"varint,3,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactLogResponse) Reset() {
+	*x = CompactLogResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactLogResponse) ProtoMessage() {}
+
+func (x *CompactLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactLogResponse.ProtoReflect.Descriptor instead.
+func (*CompactLogResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CompactLogResponse) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CompactLogResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CompactLogResponse) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
 type RecoverPartitionRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -1247,7 +1360,7 @@ type RecoverPartitionRequest struct {
 
 func (x *RecoverPartitionRequest) Reset() {
 	*x = RecoverPartitionRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	mi := &file_herald_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1372,7 @@ func (x *RecoverPartitionRequest) String() string {
 func (*RecoverPartitionRequest) ProtoMessage() {}
 
 func (x *RecoverPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	mi := &file_herald_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1385,7 @@ func (x *RecoverPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverPartitionRequest.ProtoReflect.Descriptor instead.
 func (*RecoverPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecoverPartitionRequest) GetPartition() uint32 {
@@ -1298,7 +1411,7 @@ type RecoverPartitionResponse struct {
 
 func (x *RecoverPartitionResponse) Reset() {
 	*x = RecoverPartitionResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	mi := &file_herald_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1423,7 @@ func (x *RecoverPartitionResponse) String() string {
 func (*RecoverPartitionResponse) ProtoMessage() {}
 
 func (x *RecoverPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	mi := &file_herald_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1436,7 @@ func (x *RecoverPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverPartitionResponse.ProtoReflect.Descriptor instead.
 func (*RecoverPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecoverPartitionResponse) GetPartition() *Partition {
@@ -1342,7 +1455,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[21]
+	mi := &file_herald_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1467,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[21]
+	mi := &file_herald_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1480,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SaveSnapshotRequest) GetPartition() uint32 {
@@ -1390,7 +1503,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[22]
+	mi := &file_herald_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1515,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[22]
+	mi := &file_herald_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1528,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SaveSnapshotResponse) GetPartition() uint32 {
@@ -1451,7 +1564,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[23]
+	mi := &file_herald_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1576,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[23]
+	mi := &file_herald_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1589,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RestoreSnapshotRequest) GetPartition() uint32 {
@@ -1503,7 +1616,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[24]
+	mi := &file_herald_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1628,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[24]
+	mi := &file_herald_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1641,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RestoreSnapshotResponse) GetPartition() uint32 {
@@ -1636,7 +1749,14 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"Y\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"J\n" +
+	"\x11CompactLogRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"r\n" +
+	"\x12CompactLogResponse\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12%\n" +
+	"\x0esnapshot_index\x18\x03 \x01(\x04R\rsnapshotIndex\"Y\n" +
 	"\x17RecoverPartitionRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12 \n" +
 	"\ffrom_node_id\x18\x02 \x01(\tR\n" +
@@ -1654,7 +1774,7 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\\\n" +
 	"\x17RestoreSnapshotResponse\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\xb5\a\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\x82\b\n" +
 	"\fAdminService\x12E\n" +
 	"\aGetRing\x12\x19.herald.v1.GetRingRequest\x1a\x1a.herald.v1.GetRingResponse\"\x03\x90\x02\x01\x12W\n" +
 	"\rLookupChannel\x12\x1f.herald.v1.LookupChannelRequest\x1a .herald.v1.LookupChannelResponse\"\x03\x90\x02\x01\x12K\n" +
@@ -1664,7 +1784,9 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"RemoveNode\x12\x1c.herald.v1.RemoveNodeRequest\x1a\x1d.herald.v1.RemoveNodeResponse\"\x00\x12c\n" +
 	"\x12TransferLeadership\x12$.herald.v1.TransferLeadershipRequest\x1a%.herald.v1.TransferLeadershipResponse\"\x00\x12H\n" +
 	"\tRebalance\x12\x1b.herald.v1.RebalanceRequest\x1a\x1c.herald.v1.RebalanceResponse\"\x00\x12`\n" +
-	"\x10GetReplicaDigest\x12\".herald.v1.GetReplicaDigestRequest\x1a#.herald.v1.GetReplicaDigestResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\x10GetReplicaDigest\x12\".herald.v1.GetReplicaDigestRequest\x1a#.herald.v1.GetReplicaDigestResponse\"\x03\x90\x02\x01\x12K\n" +
+	"\n" +
+	"CompactLog\x12\x1c.herald.v1.CompactLogRequest\x1a\x1d.herald.v1.CompactLogResponse\"\x00\x12]\n" +
 	"\x10RecoverPartition\x12\".herald.v1.RecoverPartitionRequest\x1a#.herald.v1.RecoverPartitionResponse\"\x00\x12S\n" +
 	"\fSaveSnapshot\x12\x1e.herald.v1.SaveSnapshotRequest\x1a\x1f.herald.v1.SaveSnapshotResponse\"\x000\x01\x12\\\n" +
 	"\x0fRestoreSnapshot\x12!.herald.v1.RestoreSnapshotRequest\x1a\".herald.v1.RestoreSnapshotResponse\"\x00(\x01B7Z5github.com/heraldhq/herald/api/gen/herald/v1;heraldv1b\x06proto3"
@@ -1682,7 +1804,7 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_herald_v1_admin_proto_goTypes = []any{
 	(Node_State)(0),                    // 0: herald.v1.Node.State
 	(Partition_Health)(0),              // 1: herald.v1.Partition.Health
@@ -1705,12 +1827,14 @@ var file_herald_v1_admin_proto_goTypes = []any{
 	(*RebalanceResponse)(nil),          // 18: herald.v1.RebalanceResponse
 	(*GetReplicaDigestRequest)(nil),    // 19: herald.v1.GetReplicaDigestRequest
 	(*GetReplicaDigestResponse)(nil),   // 20: herald.v1.GetReplicaDigestResponse
-	(*RecoverPartitionRequest)(nil),    // 21: herald.v1.RecoverPartitionRequest
-	(*RecoverPartitionResponse)(nil),   // 22: herald.v1.RecoverPartitionResponse
-	(*SaveSnapshotRequest)(nil),        // 23: herald.v1.SaveSnapshotRequest
-	(*SaveSnapshotResponse)(nil),       // 24: herald.v1.SaveSnapshotResponse
-	(*RestoreSnapshotRequest)(nil),     // 25: herald.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),    // 26: herald.v1.RestoreSnapshotResponse
+	(*CompactLogRequest)(nil),          // 21: herald.v1.CompactLogRequest
+	(*CompactLogResponse)(nil),         // 22: herald.v1.CompactLogResponse
+	(*RecoverPartitionRequest)(nil),    // 23: herald.v1.RecoverPartitionRequest
+	(*RecoverPartitionResponse)(nil),   // 24: herald.v1.RecoverPartitionResponse
+	(*SaveSnapshotRequest)(nil),        // 25: herald.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),       // 26: herald.v1.SaveSnapshotResponse
+	(*RestoreSnapshotRequest)(nil),     // 27: herald.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),    // 28: herald.v1.RestoreSnapshotResponse
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.Node.state:type_name -> herald.v1.Node.State
@@ -1731,22 +1855,24 @@ var file_herald_v1_admin_proto_depIdxs = []int32{
 	15, // 15: herald.v1.AdminService.TransferLeadership:input_type -> herald.v1.TransferLeadershipRequest
 	17, // 16: herald.v1.AdminService.Rebalance:input_type -> herald.v1.RebalanceRequest
 	19, // 17: herald.v1.AdminService.GetReplicaDigest:input_type -> herald.v1.GetReplicaDigestRequest
-	21, // 18: herald.v1.AdminService.RecoverPartition:input_type -> herald.v1.RecoverPartitionRequest
-	23, // 19: herald.v1.AdminService.SaveSnapshot:input_type -> herald.v1.SaveSnapshotRequest
-	25, // 20: herald.v1.AdminService.RestoreSnapshot:input_type -> herald.v1.RestoreSnapshotRequest
-	6,  // 21: herald.v1.AdminService.GetRing:output_type -> herald.v1.GetRingResponse
-	8,  // 22: herald.v1.AdminService.LookupChannel:output_type -> herald.v1.LookupChannelResponse
-	10, // 23: herald.v1.AdminService.ListNodes:output_type -> herald.v1.ListNodesResponse
-	12, // 24: herald.v1.AdminService.DrainNode:output_type -> herald.v1.DrainNodeResponse
-	14, // 25: herald.v1.AdminService.RemoveNode:output_type -> herald.v1.RemoveNodeResponse
-	16, // 26: herald.v1.AdminService.TransferLeadership:output_type -> herald.v1.TransferLeadershipResponse
-	18, // 27: herald.v1.AdminService.Rebalance:output_type -> herald.v1.RebalanceResponse
-	20, // 28: herald.v1.AdminService.GetReplicaDigest:output_type -> herald.v1.GetReplicaDigestResponse
-	22, // 29: herald.v1.AdminService.RecoverPartition:output_type -> herald.v1.RecoverPartitionResponse
-	24, // 30: herald.v1.AdminService.SaveSnapshot:output_type -> herald.v1.SaveSnapshotResponse
-	26, // 31: herald.v1.AdminService.RestoreSnapshot:output_type -> herald.v1.RestoreSnapshotResponse
-	21, // [21:32] is the sub-list for method output_type
-	10, // [10:21] is the sub-list for method input_type
+	21, // 18: herald.v1.AdminService.CompactLog:input_type -> herald.v1.CompactLogRequest
+	23, // 19: herald.v1.AdminService.RecoverPartition:input_type -> herald.v1.RecoverPartitionRequest
+	25, // 20: herald.v1.AdminService.SaveSnapshot:input_type -> herald.v1.SaveSnapshotRequest
+	27, // 21: herald.v1.AdminService.RestoreSnapshot:input_type -> herald.v1.RestoreSnapshotRequest
+	6,  // 22: herald.v1.AdminService.GetRing:output_type -> herald.v1.GetRingResponse
+	8,  // 23: herald.v1.AdminService.LookupChannel:output_type -> herald.v1.LookupChannelResponse
+	10, // 24: herald.v1.AdminService.ListNodes:output_type -> herald.v1.ListNodesResponse
+	12, // 25: herald.v1.AdminService.DrainNode:output_type -> herald.v1.DrainNodeResponse
+	14, // 26: herald.v1.AdminService.RemoveNode:output_type -> herald.v1.RemoveNodeResponse
+	16, // 27: herald.v1.AdminService.TransferLeadership:output_type -> herald.v1.TransferLeadershipResponse
+	18, // 28: herald.v1.AdminService.Rebalance:output_type -> herald.v1.RebalanceResponse
+	20, // 29: herald.v1.AdminService.GetReplicaDigest:output_type -> herald.v1.GetReplicaDigestResponse
+	22, // 30: herald.v1.AdminService.CompactLog:output_type -> herald.v1.CompactLogResponse
+	24, // 31: herald.v1.AdminService.RecoverPartition:output_type -> herald.v1.RecoverPartitionResponse
+	26, // 32: herald.v1.AdminService.SaveSnapshot:output_type -> herald.v1.SaveSnapshotResponse
+	28, // 33: herald.v1.AdminService.RestoreSnapshot:output_type -> herald.v1.RestoreSnapshotResponse
+	22, // [22:34] is the sub-list for method output_type
+	10, // [10:22] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1763,7 +1889,7 @@ func file_herald_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1969,6 +1969,7 @@ type ReplicaOpRequest struct {
 	//	*ReplicaOpRequest_TransferLeadership
 	//	*ReplicaOpRequest_Digest
 	//	*ReplicaOpRequest_Recover
+	//	*ReplicaOpRequest_Snapshot
 	Op            isReplicaOpRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2045,6 +2046,15 @@ func (x *ReplicaOpRequest) GetRecover() *RecoverOp {
 	return nil
 }
 
+func (x *ReplicaOpRequest) GetSnapshot() *SnapshotOp {
+	if x != nil {
+		if x, ok := x.Op.(*ReplicaOpRequest_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
 type isReplicaOpRequest_Op interface {
 	isReplicaOpRequest_Op()
 }
@@ -2061,11 +2071,54 @@ type ReplicaOpRequest_Recover struct {
 	Recover *RecoverOp `protobuf:"bytes,12,opt,name=recover,proto3,oneof"`
 }
 
+type ReplicaOpRequest_Snapshot struct {
+	Snapshot *SnapshotOp `protobuf:"bytes,13,opt,name=snapshot,proto3,oneof"`
+}
+
 func (*ReplicaOpRequest_TransferLeadership) isReplicaOpRequest_Op() {}
 
 func (*ReplicaOpRequest_Digest) isReplicaOpRequest_Op() {}
 
 func (*ReplicaOpRequest_Recover) isReplicaOpRequest_Op() {}
+
+func (*ReplicaOpRequest_Snapshot) isReplicaOpRequest_Op() {}
+
+// SnapshotOp takes a Raft snapshot of the replica now.
+type SnapshotOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotOp) Reset() {
+	*x = SnapshotOp{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotOp) ProtoMessage() {}
+
+func (x *SnapshotOp) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotOp.ProtoReflect.Descriptor instead.
+func (*SnapshotOp) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+}
 
 type TransferLeadershipOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2076,7 +2129,7 @@ type TransferLeadershipOp struct {
 
 func (x *TransferLeadershipOp) Reset() {
 	*x = TransferLeadershipOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2141,7 @@ func (x *TransferLeadershipOp) String() string {
 func (*TransferLeadershipOp) ProtoMessage() {}
 
 func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2154,7 @@ func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipOp.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransferLeadershipOp) GetToNodeId() string {
@@ -2119,7 +2172,7 @@ type DigestOp struct {
 
 func (x *DigestOp) Reset() {
 	*x = DigestOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2184,7 @@ func (x *DigestOp) String() string {
 func (*DigestOp) ProtoMessage() {}
 
 func (x *DigestOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2197,7 @@ func (x *DigestOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestOp.ProtoReflect.Descriptor instead.
 func (*DigestOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 type RecoverOp struct {
@@ -2157,7 +2210,7 @@ type RecoverOp struct {
 
 func (x *RecoverOp) Reset() {
 	*x = RecoverOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2222,7 @@ func (x *RecoverOp) String() string {
 func (*RecoverOp) ProtoMessage() {}
 
 func (x *RecoverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2235,7 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RecoverOp) GetGeneration() uint64 {
@@ -2198,13 +2251,14 @@ type ReplicaOpResponse struct {
 	Sha256        []byte                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	NotLeader     *NotLeader             `protobuf:"bytes,3,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
 	Error         *DomainError           `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	SnapshotIndex uint64                 `protobuf:"varint,5,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaOpResponse) Reset() {
 	*x = ReplicaOpResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2270,7 @@ func (x *ReplicaOpResponse) String() string {
 func (*ReplicaOpResponse) ProtoMessage() {}
 
 func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2283,7 @@ func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaOpResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReplicaOpResponse) GetAppliedIndex() uint64 {
@@ -2260,6 +2314,13 @@ func (x *ReplicaOpResponse) GetError() *DomainError {
 	return nil
 }
 
+func (x *ReplicaOpResponse) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
 type SnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -2269,7 +2330,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2342,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2355,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotRequest) GetPartition() uint32 {
@@ -2314,7 +2375,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2387,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2400,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotResponse) GetAppliedIndex() uint64 {
@@ -2366,7 +2427,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2439,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2452,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RestoreRequest) GetPartition() uint32 {
@@ -2419,7 +2480,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2492,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2505,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -2612,14 +2673,17 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12&\n" +
 	"\x0flast_contact_ms\x18\a \x01(\x03R\rlastContactMs\x128\n" +
-	"\rconfiguration\x18\b \x03(\v2\x12.herald.v1.ReplicaR\rconfiguration\"\x83\x02\n" +
+	"\rconfiguration\x18\b \x03(\v2\x12.herald.v1.ReplicaR\rconfiguration\"\xc0\x02\n" +
 	"\x10ReplicaOpRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12Z\n" +
 	"\x13transfer_leadership\x18\n" +
 	" \x01(\v2'.herald.cluster.v1.TransferLeadershipOpH\x00R\x12transferLeadership\x125\n" +
 	"\x06digest\x18\v \x01(\v2\x1b.herald.cluster.v1.DigestOpH\x00R\x06digest\x128\n" +
-	"\arecover\x18\f \x01(\v2\x1c.herald.cluster.v1.RecoverOpH\x00R\arecoverB\x04\n" +
-	"\x02op\"4\n" +
+	"\arecover\x18\f \x01(\v2\x1c.herald.cluster.v1.RecoverOpH\x00R\arecover\x12;\n" +
+	"\bsnapshot\x18\r \x01(\v2\x1d.herald.cluster.v1.SnapshotOpH\x00R\bsnapshotB\x04\n" +
+	"\x02op\"\f\n" +
+	"\n" +
+	"SnapshotOp\"4\n" +
 	"\x14TransferLeadershipOp\x12\x1c\n" +
 	"\n" +
 	"to_node_id\x18\x01 \x01(\tR\btoNodeId\"\n" +
@@ -2628,13 +2692,14 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tRecoverOp\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"\xc3\x01\n" +
+	"generation\"\xea\x01\n" +
 	"\x11ReplicaOpResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12;\n" +
 	"\n" +
 	"not_leader\x18\x03 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
-	"\x05error\x18\x04 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error\"/\n" +
+	"\x05error\x18\x04 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error\x12%\n" +
+	"\x0esnapshot_index\x18\x05 \x01(\x04R\rsnapshotIndex\"/\n" +
 	"\x0fSnapshotRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\"K\n" +
 	"\x10SnapshotResponse\x12#\n" +
@@ -2675,7 +2740,7 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
 	(*HelloRequest)(nil),           // 1: herald.cluster.v1.HelloRequest
@@ -2706,107 +2771,109 @@ var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(*ReplicaSpace)(nil),           // 26: herald.cluster.v1.ReplicaSpace
 	(*ReplicaStatus)(nil),          // 27: herald.cluster.v1.ReplicaStatus
 	(*ReplicaOpRequest)(nil),       // 28: herald.cluster.v1.ReplicaOpRequest
-	(*TransferLeadershipOp)(nil),   // 29: herald.cluster.v1.TransferLeadershipOp
-	(*DigestOp)(nil),               // 30: herald.cluster.v1.DigestOp
-	(*RecoverOp)(nil),              // 31: herald.cluster.v1.RecoverOp
-	(*ReplicaOpResponse)(nil),      // 32: herald.cluster.v1.ReplicaOpResponse
-	(*SnapshotRequest)(nil),        // 33: herald.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 34: herald.cluster.v1.SnapshotResponse
-	(*RestoreRequest)(nil),         // 35: herald.cluster.v1.RestoreRequest
-	(*RestoreResponse)(nil),        // 36: herald.cluster.v1.RestoreResponse
-	(*v1.Node)(nil),                // 37: herald.v1.Node
-	(*MetaState)(nil),              // 38: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 39: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 40: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 41: herald.v1.Channel
-	(*v1.Message)(nil),             // 42: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 43: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 44: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 45: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 46: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 47: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 48: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 49: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 50: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 51: herald.v1.Replica
+	(*SnapshotOp)(nil),             // 29: herald.cluster.v1.SnapshotOp
+	(*TransferLeadershipOp)(nil),   // 30: herald.cluster.v1.TransferLeadershipOp
+	(*DigestOp)(nil),               // 31: herald.cluster.v1.DigestOp
+	(*RecoverOp)(nil),              // 32: herald.cluster.v1.RecoverOp
+	(*ReplicaOpResponse)(nil),      // 33: herald.cluster.v1.ReplicaOpResponse
+	(*SnapshotRequest)(nil),        // 34: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 35: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 36: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 37: herald.cluster.v1.RestoreResponse
+	(*v1.Node)(nil),                // 38: herald.v1.Node
+	(*MetaState)(nil),              // 39: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 40: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 41: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 42: herald.v1.Channel
+	(*v1.Message)(nil),             // 43: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 44: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 45: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 46: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 47: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 48: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 49: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 50: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 51: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 52: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	37, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	37, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	37, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	37, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
-	37, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	38, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	38, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	38, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	38, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	38, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
+	38, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	39, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 6: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	39, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	38, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	40, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	39, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
 	7,  // 9: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	8,  // 10: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
 	0,  // 11: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	40, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	41, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
 	14, // 13: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
 	8,  // 14: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 15: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	9,  // 16: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
 	10, // 17: herald.cluster.v1.ApplyStreamRequest.request:type_name -> herald.cluster.v1.ApplyRequest
 	11, // 18: herald.cluster.v1.ApplyStreamResponse.response:type_name -> herald.cluster.v1.ApplyResponse
-	41, // 19: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	42, // 20: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	42, // 19: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	43, // 20: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
 	15, // 21: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	43, // 22: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	44, // 23: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	45, // 24: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	46, // 25: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	44, // 22: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	45, // 23: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	46, // 24: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	47, // 25: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
 	17, // 26: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	47, // 27: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	48, // 28: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	49, // 29: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	50, // 30: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	48, // 27: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	49, // 28: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	50, // 29: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	51, // 30: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
 	20, // 31: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
 	18, // 32: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
 	8,  // 33: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
 	7,  // 34: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	41, // 35: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	47, // 36: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	37, // 37: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	42, // 35: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	48, // 36: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	38, // 37: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
 	27, // 38: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
 	25, // 39: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
 	26, // 40: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
-	51, // 41: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	29, // 42: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	30, // 43: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	31, // 44: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	7,  // 45: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 46: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 47: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 48: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 49: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 50: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 51: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 52: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	12, // 53: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
-	16, // 54: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	21, // 55: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	23, // 56: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	28, // 57: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	33, // 58: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	35, // 59: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	2,  // 60: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 61: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 62: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 63: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	13, // 64: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
-	19, // 65: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	22, // 66: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	24, // 67: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	32, // 68: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	34, // 69: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	36, // 70: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	60, // [60:71] is the sub-list for method output_type
-	49, // [49:60] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	52, // 41: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	30, // 42: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	31, // 43: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	32, // 44: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	29, // 45: herald.cluster.v1.ReplicaOpRequest.snapshot:type_name -> herald.cluster.v1.SnapshotOp
+	7,  // 46: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 47: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	7,  // 48: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	8,  // 49: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	1,  // 50: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	3,  // 51: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	5,  // 52: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	10, // 53: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	12, // 54: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
+	16, // 55: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	21, // 56: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	23, // 57: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	28, // 58: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	34, // 59: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	36, // 60: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	2,  // 61: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	4,  // 62: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	6,  // 63: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	11, // 64: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	13, // 65: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
+	19, // 66: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	22, // 67: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	24, // 68: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	33, // 69: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	35, // 70: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	37, // 71: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	61, // [61:72] is the sub-list for method output_type
+	50, // [50:61] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -2843,6 +2910,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ReplicaOpRequest_TransferLeadership)(nil),
 		(*ReplicaOpRequest_Digest)(nil),
 		(*ReplicaOpRequest_Recover)(nil),
+		(*ReplicaOpRequest_Snapshot)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2850,7 +2918,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,8 @@ const (
 	// AdminServiceGetReplicaDigestProcedure is the fully-qualified name of the AdminService's
 	// GetReplicaDigest RPC.
 	AdminServiceGetReplicaDigestProcedure = "/herald.v1.AdminService/GetReplicaDigest"
+	// AdminServiceCompactLogProcedure is the fully-qualified name of the AdminService's CompactLog RPC.
+	AdminServiceCompactLogProcedure = "/herald.v1.AdminService/CompactLog"
 	// AdminServiceRecoverPartitionProcedure is the fully-qualified name of the AdminService's
 	// RecoverPartition RPC.
 	AdminServiceRecoverPartitionProcedure = "/herald.v1.AdminService/RecoverPartition"
@@ -86,6 +88,10 @@ type AdminServiceClient interface {
 	// GetReplicaDigest returns a replica's applied index and a SHA-256 over
 	// its whole state; replicas at equal applied index have equal digests.
 	GetReplicaDigest(context.Context, *v1.GetReplicaDigestRequest) (*v1.GetReplicaDigestResponse, error)
+	// CompactLog makes a replica take a Raft snapshot now and truncate its
+	// log behind it (keeping the trailing entries), as it does by itself
+	// every 8,192 entries or 2 minutes.
+	CompactLog(context.Context, *v1.CompactLogRequest) (*v1.CompactLogResponse, error)
 	// RecoverPartition makes a partition that lost its quorum whole again
 	// from one surviving replica. It can lose acknowledged writes that the
 	// survivor had not applied.
@@ -161,6 +167,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		compactLog: connect.NewClient[v1.CompactLogRequest, v1.CompactLogResponse](
+			httpClient,
+			baseURL+AdminServiceCompactLogProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CompactLog")),
+			connect.WithClientOptions(opts...),
+		),
 		recoverPartition: connect.NewClient[v1.RecoverPartitionRequest, v1.RecoverPartitionResponse](
 			httpClient,
 			baseURL+AdminServiceRecoverPartitionProcedure,
@@ -192,6 +204,7 @@ type adminServiceClient struct {
 	transferLeadership *connect.Client[v1.TransferLeadershipRequest, v1.TransferLeadershipResponse]
 	rebalance          *connect.Client[v1.RebalanceRequest, v1.RebalanceResponse]
 	getReplicaDigest   *connect.Client[v1.GetReplicaDigestRequest, v1.GetReplicaDigestResponse]
+	compactLog         *connect.Client[v1.CompactLogRequest, v1.CompactLogResponse]
 	recoverPartition   *connect.Client[v1.RecoverPartitionRequest, v1.RecoverPartitionResponse]
 	saveSnapshot       *connect.Client[v1.SaveSnapshotRequest, v1.SaveSnapshotResponse]
 	restoreSnapshot    *connect.Client[v1.RestoreSnapshotRequest, v1.RestoreSnapshotResponse]
@@ -269,6 +282,15 @@ func (c *adminServiceClient) GetReplicaDigest(ctx context.Context, req *v1.GetRe
 	return nil, err
 }
 
+// CompactLog calls herald.v1.AdminService.CompactLog.
+func (c *adminServiceClient) CompactLog(ctx context.Context, req *v1.CompactLogRequest) (*v1.CompactLogResponse, error) {
+	response, err := c.compactLog.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // RecoverPartition calls herald.v1.AdminService.RecoverPartition.
 func (c *adminServiceClient) RecoverPartition(ctx context.Context, req *v1.RecoverPartitionRequest) (*v1.RecoverPartitionResponse, error) {
 	response, err := c.recoverPartition.CallUnary(ctx, connect.NewRequest(req))
@@ -311,6 +333,10 @@ type AdminServiceHandler interface {
 	// GetReplicaDigest returns a replica's applied index and a SHA-256 over
 	// its whole state; replicas at equal applied index have equal digests.
 	GetReplicaDigest(context.Context, *v1.GetReplicaDigestRequest) (*v1.GetReplicaDigestResponse, error)
+	// CompactLog makes a replica take a Raft snapshot now and truncate its
+	// log behind it (keeping the trailing entries), as it does by itself
+	// every 8,192 entries or 2 minutes.
+	CompactLog(context.Context, *v1.CompactLogRequest) (*v1.CompactLogResponse, error)
 	// RecoverPartition makes a partition that lost its quorum whole again
 	// from one surviving replica. It can lose acknowledged writes that the
 	// survivor had not applied.
@@ -382,6 +408,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCompactLogHandler := connect.NewUnaryHandlerSimple(
+		AdminServiceCompactLogProcedure,
+		svc.CompactLog,
+		connect.WithSchema(adminServiceMethods.ByName("CompactLog")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceRecoverPartitionHandler := connect.NewUnaryHandlerSimple(
 		AdminServiceRecoverPartitionProcedure,
 		svc.RecoverPartition,
@@ -418,6 +450,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRebalanceHandler.ServeHTTP(w, r)
 		case AdminServiceGetReplicaDigestProcedure:
 			adminServiceGetReplicaDigestHandler.ServeHTTP(w, r)
+		case AdminServiceCompactLogProcedure:
+			adminServiceCompactLogHandler.ServeHTTP(w, r)
 		case AdminServiceRecoverPartitionProcedure:
 			adminServiceRecoverPartitionHandler.ServeHTTP(w, r)
 		case AdminServiceSaveSnapshotProcedure:
@@ -463,6 +497,10 @@ func (UnimplementedAdminServiceHandler) Rebalance(context.Context, *v1.Rebalance
 
 func (UnimplementedAdminServiceHandler) GetReplicaDigest(context.Context, *v1.GetReplicaDigestRequest) (*v1.GetReplicaDigestResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.AdminService.GetReplicaDigest is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CompactLog(context.Context, *v1.CompactLogRequest) (*v1.CompactLogResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.v1.AdminService.CompactLog is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) RecoverPartition(context.Context, *v1.RecoverPartitionRequest) (*v1.RecoverPartitionResponse, error) {
