@@ -39,12 +39,23 @@ const (
 // (herald torture --faults powerloss) can run it, so Kinds leaves it out.
 const PowerLoss Kind = "powerloss"
 
+// Snapshot makes every replica of partition Fault.Partition take a Raft
+// snapshot (AdminService.CompactLog), truncating their logs, so that a
+// replica behind catches up by InstallSnapshot. It takes nothing down.
+const Snapshot Kind = "snapshot"
+
+// Membership drains a node (its replicas move to the others), then, at
+// the fault's end, starts it again as an active node and rebalances the
+// replicas back: membership changes while the other faults go on.
+const Membership Kind = "membership"
+
 // Kinds are the kinds of fault every runner can run, in a fixed order:
 // the default.
 var Kinds = []Kind{Partition, OneWay, IsolateLeader, Kill, Pause, Slow}
 
-// AllKinds are Kinds and PowerLoss.
-var AllKinds = append(slices.Clone(Kinds), PowerLoss)
+// AllKinds are Kinds and the kinds only herald torture's process runner
+// can run: PowerLoss, Snapshot and Membership.
+var AllKinds = append(slices.Clone(Kinds), PowerLoss, Snapshot, Membership)
 
 // Config is what a schedule is a function of.
 type Config struct {
@@ -106,7 +117,7 @@ func (f Fault) End() time.Duration { return f.At + f.For }
 func (f Fault) String() string {
 	s := fmt.Sprintf("at %v %s", f.At, f.Kind)
 	switch f.Kind {
-	case IsolateLeader:
+	case IsolateLeader, Snapshot:
 		s += fmt.Sprintf(" of partition %d", f.Partition)
 	case OneWay:
 		s += " " + strings.Join(f.Nodes, "→")
@@ -126,7 +137,7 @@ func (f Fault) down() (nodes []string, exclusive bool) {
 	switch f.Kind {
 	case IsolateLeader:
 		return nil, true
-	case Slow:
+	case Slow, Snapshot:
 		return nil, false
 	case OneWay:
 		return f.Nodes[:1], false
@@ -194,6 +205,8 @@ func Generate(c Config) (Schedule, error) {
 		case Slow:
 			f.Nodes = []string{c.Nodes[rng.IntN(len(c.Nodes))]}
 			f.Delay = between(minDelay, maxDelay)
+		case Snapshot:
+			f.Partition = uint32(rng.IntN(int(c.Partitions)))
 		case IsolateLeader:
 			if len(busy) > 0 || exclusive {
 				room = 0
@@ -211,12 +224,12 @@ func Generate(c Config) (Schedule, error) {
 				others := slices.DeleteFunc(slices.Clone(c.Nodes), func(n string) bool { return n == from })
 				f.Nodes = []string{from, others[rng.IntN(len(others))]}
 			}
-		case Kill, Pause, PowerLoss:
+		case Kill, Pause, PowerLoss, Membership:
 			if room > 0 {
 				f.Nodes = []string{free[rng.IntN(len(free))]}
 			}
 		}
-		if room <= 0 && f.Kind != Slow {
+		if room <= 0 && f.Kind != Slow && f.Kind != Snapshot {
 			at = s.nextEnd(at) + minGap // wait for room
 			continue
 		}
@@ -271,7 +284,7 @@ func (s Schedule) Check() error {
 		if f.For <= 0 || f.End() > s.Config.Duration {
 			return fmt.Errorf("schedule: fault %d (%s) does not end within the duration %v", i, f, s.Config.Duration)
 		}
-		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, PowerLoss: 1, Slow: 1, IsolateLeader: 0}
+		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, PowerLoss: 1, Membership: 1, Slow: 1, IsolateLeader: 0, Snapshot: 0}
 		if n, ok := want[f.Kind]; ok && len(f.Nodes) != n || f.Kind == Partition && len(f.Nodes) == 0 {
 			return fmt.Errorf("schedule: fault %d (%s) has %d target nodes", i, f, len(f.Nodes))
 		}
@@ -283,7 +296,7 @@ func (s Schedule) Check() error {
 				return fmt.Errorf("schedule: fault %d (%s) names node %q, not one of %v", i, f, n, s.Config.Nodes)
 			}
 		}
-		if f.Kind == IsolateLeader && f.Partition >= max(s.Config.Partitions, 1) {
+		if (f.Kind == IsolateLeader || f.Kind == Snapshot) && f.Partition >= max(s.Config.Partitions, 1) {
 			return fmt.Errorf("schedule: fault %d (%s): partition %d of %d", i, f, f.Partition, s.Config.Partitions)
 		}
 		down, exclusive := s.downAt(f.At)

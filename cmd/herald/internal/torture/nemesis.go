@@ -141,6 +141,39 @@ func (m *nemesis) inject(ctx context.Context, f schedule.Fault) (*Executed, func
 		p := node(f.Nodes[0])
 		p.signal(true)
 		heal = func() { p.signal(false) }
+	case schedule.Snapshot:
+		p := f.Partition
+		ex.Partition = &p
+		ex.Note = m.compact(ctx, p)
+	case schedule.Membership:
+		id := f.Nodes[0]
+		if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+			_, err := a.DrainNode(ctx, &heraldv1.DrainNodeRequest{NodeId: id})
+			return err
+		}); err != nil {
+			ex.Note = "drain refused: " + err.Error()
+			break
+		}
+		heal = func() {
+			// A drained node that starts again goes back to active; then
+			// the replicas are spread over every node again.
+			p := node(id)
+			p.kill()
+			m.restart(p, ex)
+			var err error
+			for range 5 { // a placement changed meanwhile: plan again
+				if err = m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+					_, err := a.Rebalance(ctx, &heraldv1.RebalanceRequest{})
+					return err
+				}); err == nil || !strings.Contains(err.Error(), "placement changed") {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil {
+				ex.Note = strings.TrimSpace(ex.Note + "; rebalance failed: " + err.Error())
+			}
+		}
 	case schedule.Slow:
 		ex.DelayMS = f.Delay.Milliseconds()
 		id := f.Nodes[0]
@@ -165,6 +198,63 @@ func (m *nemesis) restart(p *proc, ex *Executed) {
 	if err := m.c.start(p); err != nil {
 		ex.Note = strings.TrimSpace(ex.Note + "; restart failed: " + err.Error())
 	}
+}
+
+// admin runs call against the nodes' AdminService in turn until one
+// answers without error, for up to 10 s.
+func (m *nemesis) admin(ctx context.Context, call func(context.Context, heraldv1connect.AdminServiceClient) error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for k := 0; time.Now().Before(deadline) && ctx.Err() == nil; k++ {
+		n := m.c.nodes[k%len(m.c.nodes)]
+		if !n.running() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = call(cctx, heraldv1connect.NewAdminServiceClient(http.DefaultClient, "http://"+n.http, connect.WithProtoJSON()))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if code := connect.CodeOf(err); code == connect.CodeFailedPrecondition || code == connect.CodeInvalidArgument {
+			return err // said no for good
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// compact makes every replica of partition p take a snapshot, and says
+// how that went.
+func (m *nemesis) compact(ctx context.Context, p uint32) string {
+	var replicas []string
+	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		for _, part := range ring.GetPartitions() {
+			if part.GetId() == p {
+				for _, r := range part.GetReplicas() {
+					replicas = append(replicas, r.GetNodeId())
+				}
+			}
+		}
+		return err
+	}); err != nil {
+		return "no ring: " + err.Error()
+	}
+	var out []string
+	for _, id := range replicas {
+		err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+			resp, err := a.CompactLog(ctx, &heraldv1.CompactLogRequest{Partition: p, NodeId: id})
+			if err == nil {
+				out = append(out, fmt.Sprintf("%s at %d", id, resp.GetSnapshotIndex()))
+			}
+			return err
+		})
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", id, err))
+		}
+	}
+	return "snapshots: " + strings.Join(out, ", ")
 }
 
 // leaderOf asks the nodes in turn which node leads partition p.
