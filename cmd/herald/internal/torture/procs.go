@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/check"
 	"github.com/heraldhq/herald/cluster/faultnet"
 	"github.com/heraldhq/herald/storage/lossyfs"
 
@@ -229,6 +230,40 @@ func (c *procs) waitReady(ctx context.Context, within time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// stuck describes each node that is not ready: its process state and, as
+// far as /proc tells, where its threads wait in the kernel.
+func (c *procs) stuck(why error) []check.Violation {
+	out := []check.Violation{{What: why.Error()}}
+	for _, p := range c.nodes {
+		if loopback.Ready(context.Background(), p.http) {
+			continue
+		}
+		p.mu.Lock()
+		cmd := p.cmd
+		p.mu.Unlock()
+		what := fmt.Sprintf("%s (%s) not ready; running %v", p.id, p.http, p.running())
+		if cmd != nil && p.running() {
+			pid := cmd.Process.Pid
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "State:") {
+					what += "; " + strings.TrimSpace(line)
+				}
+			}
+			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/wchan", pid))
+			waits := map[string]int{}
+			for _, t := range tasks {
+				if b, err := os.ReadFile(t); err == nil {
+					waits[string(b)]++
+				}
+			}
+			what += fmt.Sprintf("; threads waiting in: %v", waits)
+		}
+		out = append(out, check.Violation{What: what})
+	}
+	return out
 }
 
 // heal ends every fault: links healed, paused nodes continued, stopped

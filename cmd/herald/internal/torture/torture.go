@@ -197,7 +197,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := c.waitReady(ctx, 60*time.Second); err != nil {
-		return nil, err
+		// Not a crash of this tool: the cluster did not recover. The
+		// history so far and where each node is stuck go in the report.
+		say("%v", err)
+		h := rec.History()
+		res.Verdicts = []check.Verdict{{Checker: "settled", Summary: "every node ready within 60 s of the heal",
+			Violations: c.stuck(err)}}
+		res.Faults = recoveries(m.executed(), h, m.begin)
+		res.Counts = count(h, res.Faults)
+		return res, writeReport(o.Out, res, h, m.begin)
 	}
 	digests := settle(ctx, c, 30*time.Second)
 	say("draining: reading every channel through every node ...")
