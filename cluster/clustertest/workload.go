@@ -287,7 +287,7 @@ func (r *runner) read(ctx context.Context, n *cluster.Node, proc, ch string, sta
 	defer cancel()
 	var msgs []check.Message
 	after := uint64(0)
-	for {
+	for pages := 1; ; pages++ {
 		h, err := n.History(actx, Alice, &heraldv1.GetHistoryRequest{ChannelId: ch, AfterSeq: after,
 			Limit: 1000, OldestFirst: true, Stale: stale})
 		if err != nil {
@@ -298,7 +298,7 @@ func (r *runner) read(ctx context.Context, n *cluster.Node, proc, ch string, sta
 			msgs = append(msgs, check.Message{Seq: m.GetSeq(), ClientMsgID: m.GetClientMsgId()})
 		}
 		if !h.GetHasMore() || len(h.GetMessages()) == 0 {
-			r.rec.Complete(op, check.OK, check.Op{Messages: msgs})
+			r.rec.Complete(op, check.OK, check.Op{Messages: msgs, Pages: pages})
 			return true
 		}
 		after = msgs[len(msgs)-1].Seq
