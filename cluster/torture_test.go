@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,11 @@ import (
 
 	"github.com/heraldhq/herald/cluster/clustertest"
 	"github.com/heraldhq/herald/cluster/schedule"
+)
+
+var (
+	firstSeed = flag.Int64("torture.seed", 0, "TestSeededSchedules: the first seed it runs")
+	seedCount = flag.Int("torture.seeds", 0, "TestSeededSchedules: how many seeds it runs; 0 means 4 with -short, else 12")
 )
 
 // tortureCluster starts 3 nodes with proxies on every link for a fault
@@ -26,12 +32,16 @@ func tortureCluster(t *testing.T, parts uint32) *clustertest.Cluster {
 // acknowledged lost, duplicated or reordered, no stale linearizable read,
 // every indeterminate post stored once or not at all. A failing seed's
 // schedule is logged; commit it under testdata/schedules to replay it.
+// -torture.seed and -torture.seeds pick the seeds.
 func TestSeededSchedules(t *testing.T) {
 	seeds, d, parts := 4, 5*time.Second, uint32(2)
 	if !testing.Short() {
 		seeds, d, parts = 12, 15*time.Second, 4
 	}
-	for seed := range int64(seeds) {
+	if *seedCount > 0 {
+		seeds = *seedCount
+	}
+	for seed := *firstSeed; seed < *firstSeed+int64(seeds); seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
 			c := tortureCluster(t, parts)

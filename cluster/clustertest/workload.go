@@ -29,8 +29,10 @@ type Workload struct {
 	// Readers read whole histories linearizably, StaleReaders with
 	// stale: true; 0 means 1 of each.
 	Readers, StaleReaders int
-	// Attempt is each attempt's deadline; 0 means the request timeout
-	// plus 2 s.
+	// Attempt is each attempt's deadline; 0 means a third of the
+	// request timeout, so that attempts cut short by the client, which
+	// may yet apply, are retried with their client_msg_id while the
+	// faults last.
 	Attempt time.Duration
 	// Seed picks the channel of each post and which acknowledged posts
 	// are deliberately sent again.
@@ -152,7 +154,7 @@ func (w Workload) withDefaults(requestTimeout time.Duration) Workload {
 		w.StaleReaders = 1
 	}
 	if w.Attempt == 0 {
-		w.Attempt = requestTimeout + 2*time.Second
+		w.Attempt = max(requestTimeout/3, 500*time.Millisecond)
 	}
 	return w
 }
