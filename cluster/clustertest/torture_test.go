@@ -1,4 +1,4 @@
-package cluster_test
+package clustertest_test
 
 import (
 	"flag"
@@ -17,12 +17,17 @@ var (
 	seedCount = flag.Int("torture.seeds", 0, "TestSeededSchedules: how many seeds it runs; 0 means 4 with -short, else 12")
 )
 
+// requestTimeout is the nodes' request timeout: a request that meets a
+// connection that stopped answering spends up to about 2 s finding out
+// before it goes another way, and the timeout leaves room for that.
+const requestTimeout = 3 * time.Second
+
 // tortureCluster starts 3 nodes with proxies on every link for a fault
 // schedule.
 func tortureCluster(t *testing.T, parts uint32) *clustertest.Cluster {
 	t.Helper()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts, Faults: true,
-		RequestTimeout: faultRequestTimeout})
+		RequestTimeout: requestTimeout})
 	c.WaitSettled(30 * time.Second)
 	return c
 }
