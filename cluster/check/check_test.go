@@ -155,6 +155,24 @@ func TestCheckersCatchViolations(t *testing.T) {
 			b.read("ch", "n3", false, false, "a")
 			b.drain("ch", "a", "b")
 		}, "linearizable read via n3 misses 1 posts acknowledged before it was sent, first b"},
+		{"not linearizable: reordered", check.Linearizable, func(b *builder) {
+			b.post("c1", "ch", "a", check.OK, 2)
+			b.post("c1", "ch", "b", check.OK, 1)
+			b.drain("ch", "b", "a")
+		}, "ch: 5 operations are not linearizable as an append-only log"},
+		{"not linearizable: stale read", check.Linearizable, func(b *builder) {
+			b.post("c1", "ch", "a", check.OK, 1)
+			b.post("c1", "ch", "b", check.OK, 2)
+			b.read("ch", "n3", false, false, "a")
+			b.drain("ch", "a", "b")
+		}, "not linearizable"},
+		{"not linearizable: a read sees a post its later read lost", check.Linearizable, func(b *builder) {
+			p := b.invoke("c1", "ch", "a")
+			b.read("ch", "n1", false, false, "a")
+			b.read("ch", "n2", false, false)
+			b.done(p, check.Info, 0)
+			b.drain("ch")
+		}, "not linearizable"},
 		{"indeterminate stored twice", check.Indeterminate, func(b *builder) {
 			b.post("c1", "ch", "a", check.Info, 0)
 			b.post("c1", "ch", "a", check.Info, 0)

@@ -27,6 +27,9 @@
 //     have applied is, after the drain, either stored once or absent (the
 //     verdict counts both); one whose every attempt definitely failed is
 //     absent.
+//   - Linearizable: with porcupine, each channel's posts and linearizable
+//     reads are linearizable against an append-only log that deduplicates
+//     by client_msg_id (posts that may have applied have no known end).
 //
 // Checkers are pure functions of the history; Recorder is safe for
 // concurrent use.

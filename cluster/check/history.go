@@ -66,8 +66,11 @@ type Op struct {
 	// Stale is a read served by any replica; Final a read of the drain.
 	Stale bool `json:"stale,omitempty"`
 	Final bool `json:"final,omitempty"`
-	// Messages are what an OK read returned, oldest first.
+	// Messages are what an OK read returned, oldest first, in Pages
+	// pages (each its own request, so a read of more than one is not
+	// atomic).
 	Messages []Message `json:"messages,omitempty"`
+	Pages    int       `json:"pages,omitempty"`
 	// Error is why an operation did not succeed; Fault describes a fault.
 	Error string    `json:"error,omitempty"`
 	Fault string    `json:"fault,omitempty"`
@@ -140,7 +143,7 @@ func (r *Recorder) Complete(id int, typ Type, done Op) {
 			break
 		}
 	}
-	inv.Type, inv.Seq, inv.Messages, inv.Error = typ, done.Seq, done.Messages, done.Error
+	inv.Type, inv.Seq, inv.Messages, inv.Pages, inv.Error = typ, done.Seq, done.Messages, done.Pages, done.Error
 	r.appendLocked(inv)
 }
 

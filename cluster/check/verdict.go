@@ -47,7 +47,7 @@ const maxShown = 20
 type Checker func(History) Verdict
 
 // Checkers are every checker of this package, in the order All runs them.
-var Checkers = []Checker{Lost, Duplicates, Order, StaleReads, Indeterminate}
+var Checkers = []Checker{Lost, Duplicates, Order, StaleReads, Indeterminate, Linearizable}
 
 // All runs every checker over h.
 func All(h History) []Verdict {

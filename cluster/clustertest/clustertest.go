@@ -3,7 +3,9 @@
 // 127.0.0.1 and a real HTTP server for the internal ClusterService, with
 // fast Raft timers. Nodes can be killed, restarted from their directories
 // on the same ports, and added; with Options.TLS (certificates from NewCA)
-// both ports serve TLS. It is for tests only.
+// both ports serve TLS. With Options.Faults, RunSchedule runs a seeded
+// fault schedule (package schedule) against clients that post and read,
+// and checks what they saw (package check). It is for tests only.
 //
 // Helpers take a testing.TB, fail the test on error, and stop every node
 // at the end of the test. Waits poll; none sleeps for a fixed time.
