@@ -101,6 +101,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Nodes < 3 || o.Time <= 0 || o.Posters < 1 || o.Channels < 1 {
 		return nil, fmt.Errorf("torture: need at least 3 nodes, 1 poster, 1 channel and a positive time")
 	}
+	if per := (o.Posters+o.Channels-1)/o.Channels + (o.Readers+o.Channels-1)/o.Channels; per > 4 {
+		return nil, fmt.Errorf("torture: %d posters and %d readers on %d channels is %d clients a channel; the linearizability check takes at most 4: give more --channels",
+			o.Posters, o.Readers, o.Channels, per)
+	}
 	if len(o.Kinds) == 0 {
 		o.Kinds = slices.Clone(schedule.Kinds)
 	}

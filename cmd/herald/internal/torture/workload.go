@@ -92,8 +92,8 @@ func (w *workload) run(stop context.Context, posters, readers int) {
 func (w *workload) poster(stop context.Context, i int) {
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(1000+i)))
 	process := fmt.Sprintf("poster-%d", i)
+	ch := w.channels[i%len(w.channels)] // a few clients a channel, for the linearizability search
 	for k := 0; stop.Err() == nil; k++ {
-		ch := w.channels[rng.IntN(len(w.channels))]
 		id := fmt.Sprintf("p%d-%d", i, k)
 		for attempt := 0; attempt < 4 && stop.Err() == nil; attempt++ {
 			node := w.nodes[rng.IntN(len(w.nodes))]
@@ -160,8 +160,8 @@ func errorText(err error) string {
 func (w *workload) reader(stop context.Context, i int) {
 	rng := rand.New(rand.NewPCG(uint64(w.seed), uint64(2000+i)))
 	process := fmt.Sprintf("reader-%d", i)
+	ch := w.channels[i%len(w.channels)]
 	for k := 0; stop.Err() == nil; k++ {
-		ch := w.channels[rng.IntN(len(w.channels))]
 		node := w.nodes[rng.IntN(len(w.nodes))]
 		w.read(process, node, ch, k%2 == 1, false)
 		time.Sleep(time.Duration(20+rng.IntN(60)) * time.Millisecond)
@@ -175,7 +175,9 @@ func (w *workload) read(process, node, ch string, stale, final bool) bool {
 	defer cancel()
 	var msgs []check.Message
 	after := uint64(0)
+	pages := 0
 	for {
+		pages++
 		resp, err := w.clients[node].GetHistory(ctx, &heraldv1.GetHistoryRequest{ChannelId: ch, AfterSeq: after,
 			Limit: 1000, OldestFirst: true, Stale: stale})
 		if err != nil {
@@ -190,7 +192,7 @@ func (w *workload) read(process, node, ch string, stale, final bool) bool {
 		}
 		after = resp.GetMessages()[len(resp.GetMessages())-1].GetSeq()
 	}
-	w.rec.Complete(op, check.OK, check.Op{Messages: msgs})
+	w.rec.Complete(op, check.OK, check.Op{Messages: msgs, Pages: pages})
 	return true
 }
 
