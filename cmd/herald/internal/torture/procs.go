@@ -260,6 +260,14 @@ func (c *procs) stuck(why error) []check.Violation {
 				}
 			}
 			what += fmt.Sprintf("; threads waiting in: %v", waits)
+			// A Go process dumps every goroutine's stack on SIGQUIT, into
+			// its log, and exits.
+			_ = cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-p.exited:
+				what += "; goroutines dumped to " + p.log.Name()
+			case <-time.After(5 * time.Second):
+			}
 		}
 		out = append(out, check.Violation{What: what})
 	}
