@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"connectrpc.com/connect"
+
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/check"
 	"github.com/heraldhq/herald/cluster/faultnet"
@@ -245,6 +250,7 @@ func (c *procs) stuck(why error) []check.Violation {
 		p.mu.Unlock()
 		what := fmt.Sprintf("%s (%s) not ready; running %v", p.id, p.http, p.running())
 		if cmd != nil && p.running() {
+			what += "; its view of the ring: " + ringView(p.http)
 			pid := cmd.Process.Pid
 			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 			for _, line := range strings.Split(string(status), "\n") {
@@ -272,6 +278,26 @@ func (c *procs) stuck(why error) []check.Violation {
 		out = append(out, check.Violation{What: what})
 	}
 	return out
+}
+
+// ringView is the node at addr's GetRing, a line a partition: leader,
+// health, and each replica's state and applied/commit index.
+func ringView(addr string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ring, err := heraldv1connect.NewAdminServiceClient(http.DefaultClient, "http://"+addr, connect.WithProtoJSON()).
+		GetRing(ctx, &heraldv1.GetRingRequest{})
+	if err != nil {
+		return "GetRing failed: " + err.Error()
+	}
+	var b strings.Builder
+	for _, p := range ring.GetPartitions() {
+		fmt.Fprintf(&b, "\n  partition %d leader %q %s commit %d:", p.GetId(), p.GetLeader(), p.GetHealth(), p.GetCommitIndex())
+		for _, r := range p.GetReplicas() {
+			fmt.Fprintf(&b, " %s %s %d/%d voter=%v", r.GetNodeId(), r.GetState(), r.GetAppliedIndex(), r.GetCommitIndex(), r.GetVoter())
+		}
+	}
+	return b.String()
 }
 
 // heal ends every fault: links healed, paused nodes continued, stopped
