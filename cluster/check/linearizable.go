@@ -27,19 +27,8 @@ func Linearizable(h History) Verdict {
 	checked, total := 0, 0
 	never := int64(len(h)) + 1 // after every record: an end not known
 	byChannel := map[string][]porcupine.Operation{}
-	for _, p := range operations(h, Post) {
-		if p.done.Type == Fail {
-			continue
-		}
-		op := porcupine.Operation{ClientId: 0, Input: logInput{id: p.inv.ClientMsgID}, Call: int64(p.inv.Index),
-			Output: logOutput{known: p.ok(), seq: p.done.Seq}, Return: never, Metadata: p.inv}
-		if p.done.Type != "" {
-			op.Metadata = p.done
-		}
-		if p.ok() {
-			op.Return = int64(p.done.Index)
-		}
-		byChannel[p.inv.Channel] = append(byChannel[p.inv.Channel], op)
+	for _, op := range postOps(h, never) {
+		byChannel[op.Metadata.(Op).Channel] = append(byChannel[op.Metadata.(Op).Channel], op)
 	}
 	for _, r := range operations(h, Read) {
 		if !r.ok() || r.inv.Stale || r.done.Pages > 1 {
@@ -70,6 +59,59 @@ func Linearizable(h History) Verdict {
 		}
 	}
 	return verdict("linearizable", vs, "%d operations on %d channels checked with porcupine", total, checked)
+}
+
+// postOps are the posts as porcupine operations. The attempts of one
+// client_msg_id up to its first acknowledgement are one operation, from
+// the first attempt's invoke to that acknowledgement: an earlier attempt
+// that may have applied took effect in between, and the acknowledgement
+// (deduplicated) gives its seq. Attempts sent after it are operations of
+// their own that must return that seq. A post never acknowledged is one
+// operation with no known end, unless the drain read its channel: a post
+// the first final read holds took effect before that read returned, and
+// one it lacks took effect before no read (the log only grows), so it is
+// left out. Attempts that definitely failed are left out. So an
+// indeterminate attempt does not leave an operation open to the end of
+// the history, which the search could not afford many of.
+func postOps(h History, never int64) []porcupine.Operation {
+	var out []porcupine.Operation
+	byPost, keys := attempts(h)
+	final := map[string]operation{} // channel → its first final read
+	for ch, reads := range finals(h) {
+		final[ch] = reads[0]
+	}
+	for _, k := range keys {
+		var open *porcupine.Operation // the attempts so far, unacknowledged
+		for _, a := range byPost[k] {
+			if a.done.Type == Fail {
+				continue
+			}
+			meta := a.inv
+			if a.done.Type != "" {
+				meta = a.done
+			}
+			if open == nil {
+				open = &porcupine.Operation{Input: logInput{id: a.inv.ClientMsgID}, Call: int64(a.inv.Index),
+					Output: logOutput{}, Return: never, Metadata: meta}
+			}
+			if a.ok() {
+				open.Output, open.Return, open.Metadata = logOutput{known: true, seq: a.done.Seq}, int64(a.done.Index), a.done
+				out = append(out, *open)
+				open = nil
+			}
+		}
+		if open == nil {
+			continue
+		}
+		if f, ok := final[k.channel]; ok {
+			if len(stored(f.done.Messages)[k.id]) == 0 {
+				continue // never took effect before any read
+			}
+			open.Return = int64(f.done.Index)
+		}
+		out = append(out, *open)
+	}
+	return out
 }
 
 // stuck returns the operations that the longest partial linearization
