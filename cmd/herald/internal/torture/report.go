@@ -58,6 +58,12 @@ func writeReport(dir string, res *Result, h check.History, begin time.Time) erro
 // The page: two plots with the fault windows shaded, and the verdicts.
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ms": func(v int64) string { return fmt.Sprintf("%.2f s", float64(v)/1000) },
+	"part": func(p *uint32) string {
+		if p == nil {
+			return ""
+		}
+		return fmt.Sprintf("partition %d", *p)
+	},
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>herald torture, seed {{.Params.Seed}}</title>
 <style>
@@ -83,8 +89,8 @@ svg{background:#fafafa;border:1px solid #ddd} pre{white-space:pre-wrap;margin:0;
 <h2>Acknowledged posts per second, faults shaded</h2>
 {{.Throughput}}
 <h2>Faults as executed</h2>
-<table><tr><th>kind</th><th>nodes</th><th>from</th><th>healed</th><th>first ack after heal</th><th>note</th></tr>
-{{range .Res.Faults}}<tr><td>{{.Kind}}</td><td>{{range .Nodes}}{{.}} {{end}}</td><td>{{ms .StartMS}}</td><td>{{ms .HealMS}}</td>
+<table><tr><th>kind</th><th>target</th><th>from</th><th>healed</th><th>first ack after heal</th><th>note</th></tr>
+{{range .Res.Faults}}<tr><td>{{.Kind}}</td><td>{{range .Nodes}}{{.}} {{end}}{{part .Partition}}</td><td>{{ms .StartMS}}</td><td>{{ms .HealMS}}</td>
 <td>{{if ge .RecoveryMS 0}}{{.RecoveryMS}} ms{{else}}none{{end}}</td><td>{{.Note}}</td></tr>
 {{end}}</table>
 </body></html>
