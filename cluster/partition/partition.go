@@ -44,6 +44,10 @@ type Partition struct {
 	// reads may be served from its state.
 	readyTerm atomic.Uint64
 	barrier   chan struct{} // size 1: a lock on the Barrier that sets readyTerm, usable with ctx
+	// stateless is the highest index up to which the state is known to
+	// be current although the state machine has not applied that far:
+	// the entries after its applied index carry no state (see reflected).
+	stateless atomic.Uint64
 
 	// proposeHook, if set (tests only, see export_test.go), runs in
 	// Propose between the leadership check and the hand-off to Raft.
@@ -322,29 +326,8 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 // below index already reflects it when only such entries lie between, or
 // the index a restored snapshot burnt.
 func (p *Partition) waitApplied(ctx context.Context, index uint64) error {
-	return p.fsm.applied.wait(ctx, index, func(applied uint64) bool {
-		if index-applied > maxStatelessScan {
-			return false
-		}
-		for i := applied + 1; i <= index; i++ {
-			var l raft.Log
-			err := p.stores.Log.GetLog(i, &l)
-			switch {
-			case errors.Is(err, raft.ErrLogNotFound) && p.raft.AppliedIndex() >= i:
-				// The hole a restored snapshot leaves (raft burns an index
-				// past the log for it): raft has restored the snapshot
-				// into the state machine.
-			case err != nil, l.Type != raft.LogNoop && l.Type != raft.LogBarrier:
-				return false
-			}
-		}
-		return true
-	})
+	return p.fsm.applied.wait(ctx, index, func(uint64) bool { return p.reflected() >= index })
 }
-
-// maxStatelessScan bounds how many entries waitApplied inspects for
-// carrying no state; past it, it waits for the state machine instead.
-const maxStatelessScan = 64
 
 // awaitReady makes sure a Barrier has completed in the current term, and
 // returns that term.
@@ -432,19 +415,17 @@ type Status struct {
 	Term        uint64
 	LeaderID    string
 	CommitIndex uint64
-	// AppliedIndex is the last index the state machine has applied: its
-	// state has everything up to it (raft's own applied index moves
-	// earlier, when entries are handed to the state machine).
+	// AppliedIndex is the last index the replica's state reflects: what
+	// the state machine has applied, and the entries after it that carry
+	// no state (raft's own applied index moves earlier, when entries are
+	// handed to the state machine).
 	AppliedIndex uint64
 	LastIndex    uint64 // of the log, or of the latest snapshot if later
 	LastContact  time.Time
 }
 
 // appliedIndex is the state machine's applied index.
-func (p *Partition) appliedIndex() uint64 {
-	i, _ := p.fsm.applied.get()
-	return i
-}
+func (p *Partition) appliedIndex() uint64 { return p.reflected() }
 
 // Status returns the replica's Raft status.
 func (p *Partition) Status() Status {
