@@ -10,6 +10,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/heraldhq/herald/storage/boltfile"
 )
 
 var (
@@ -108,6 +110,10 @@ func Open(path string, opts Options) (*DB, error) {
 }
 
 func openBolt(path string, opts Options) (*bolt.DB, error) {
+	// A file cut short while bbolt created it held nothing: made again.
+	if _, err := boltfile.CheckTorn(path); err != nil {
+		return nil, fmt.Errorf("open state file: %w", err)
+	}
 	bdb, err := bolt.Open(path, 0o600, opts.bolt())
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open state file %q: locked by another process", path)

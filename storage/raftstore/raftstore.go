@@ -22,6 +22,8 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/heraldhq/herald/storage/boltfile"
 )
 
 // File and directory names inside a replica directory.
@@ -89,6 +91,11 @@ func Open(cfg Config) (*Stores, error) {
 			"which was not given", cfg.Dir, LogIDFile)
 	}
 	path := filepath.Join(cfg.Dir, LogFile)
+	if removed, err := boltfile.CheckTorn(path); err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	} else if removed {
+		cfg.Logger.Warn("removed a raft log cut short while it was created (a crash before its first sync); it held nothing", "path", path)
+	}
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path: path,
 		BoltOptions: &bolt.Options{

@@ -1,6 +1,8 @@
 package raftstore_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,5 +79,26 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOpenAfterTornCreation: a replica whose raft.db was cut short while
+// bbolt created it (power lost before its first sync) opens with a new,
+// empty one instead of dying of SIGBUS at every start.
+func TestOpenAfterTornCreation(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, raftstore.LogFile), 8318); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	if v, err := s.Stable.GetUint64([]byte("CurrentTerm")); err == nil || v != 0 {
+		t.Fatalf("term after reopening: %d, %v; want none, from an empty store", v, err)
+	}
+	if err := s.Stable.SetUint64([]byte("CurrentTerm"), 3); err != nil {
+		t.Fatalf("write to the new store: %v", err)
 	}
 }
