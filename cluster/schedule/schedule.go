@@ -49,13 +49,18 @@ const Snapshot Kind = "snapshot"
 // replicas back: membership changes while the other faults go on.
 const Membership Kind = "membership"
 
+// Transfer moves the leadership of partition Fault.Partition to another
+// of its replicas (AdminService.TransferLeadership). It takes nothing
+// down.
+const Transfer Kind = "transfer"
+
 // Kinds are the kinds of fault every runner can run, in a fixed order:
 // the default.
 var Kinds = []Kind{Partition, OneWay, IsolateLeader, Kill, Pause, Slow}
 
 // AllKinds are Kinds and the kinds only herald torture's process runner
-// can run: PowerLoss, Snapshot and Membership.
-var AllKinds = append(slices.Clone(Kinds), PowerLoss, Snapshot, Membership)
+// can run: PowerLoss, Snapshot, Membership and Transfer.
+var AllKinds = append(slices.Clone(Kinds), PowerLoss, Snapshot, Membership, Transfer)
 
 // Config is what a schedule is a function of.
 type Config struct {
@@ -117,7 +122,7 @@ func (f Fault) End() time.Duration { return f.At + f.For }
 func (f Fault) String() string {
 	s := fmt.Sprintf("at %v %s", f.At, f.Kind)
 	switch f.Kind {
-	case IsolateLeader, Snapshot:
+	case IsolateLeader, Snapshot, Transfer:
 		s += fmt.Sprintf(" of partition %d", f.Partition)
 	case OneWay:
 		s += " " + strings.Join(f.Nodes, "→")
@@ -137,7 +142,7 @@ func (f Fault) down() (nodes []string, exclusive bool) {
 	switch f.Kind {
 	case IsolateLeader:
 		return nil, true
-	case Slow, Snapshot:
+	case Slow, Snapshot, Transfer:
 		return nil, false
 	case OneWay:
 		return f.Nodes[:1], false
@@ -205,7 +210,7 @@ func Generate(c Config) (Schedule, error) {
 		case Slow:
 			f.Nodes = []string{c.Nodes[rng.IntN(len(c.Nodes))]}
 			f.Delay = between(minDelay, maxDelay)
-		case Snapshot:
+		case Snapshot, Transfer:
 			f.Partition = uint32(rng.IntN(int(c.Partitions)))
 		case IsolateLeader:
 			if len(busy) > 0 || exclusive {
@@ -229,7 +234,7 @@ func Generate(c Config) (Schedule, error) {
 				f.Nodes = []string{free[rng.IntN(len(free))]}
 			}
 		}
-		if room <= 0 && f.Kind != Slow && f.Kind != Snapshot {
+		if room <= 0 && f.Kind != Slow && f.Kind != Snapshot && f.Kind != Transfer {
 			at = s.nextEnd(at) + minGap // wait for room
 			continue
 		}
@@ -284,7 +289,7 @@ func (s Schedule) Check() error {
 		if f.For <= 0 || f.End() > s.Config.Duration {
 			return fmt.Errorf("schedule: fault %d (%s) does not end within the duration %v", i, f, s.Config.Duration)
 		}
-		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, PowerLoss: 1, Membership: 1, Slow: 1, IsolateLeader: 0, Snapshot: 0}
+		want := map[Kind]int{OneWay: 2, Kill: 1, Pause: 1, PowerLoss: 1, Membership: 1, Slow: 1, IsolateLeader: 0, Snapshot: 0, Transfer: 0}
 		if n, ok := want[f.Kind]; ok && len(f.Nodes) != n || f.Kind == Partition && len(f.Nodes) == 0 {
 			return fmt.Errorf("schedule: fault %d (%s) has %d target nodes", i, f, len(f.Nodes))
 		}
@@ -296,7 +301,7 @@ func (s Schedule) Check() error {
 				return fmt.Errorf("schedule: fault %d (%s) names node %q, not one of %v", i, f, n, s.Config.Nodes)
 			}
 		}
-		if (f.Kind == IsolateLeader || f.Kind == Snapshot) && f.Partition >= max(s.Config.Partitions, 1) {
+		if (f.Kind == IsolateLeader || f.Kind == Snapshot || f.Kind == Transfer) && f.Partition >= max(s.Config.Partitions, 1) {
 			return fmt.Errorf("schedule: fault %d (%s): partition %d of %d", i, f, f.Partition, s.Config.Partitions)
 		}
 		down, exclusive := s.downAt(f.At)

@@ -32,7 +32,8 @@ and for --time inject the faults of a schedule drawn from --seed: cut links
 both ways (partition) or one way (oneway), isolate a partition's leader,
 SIGKILL and restart (kill), SIGSTOP and SIGCONT (pause), slow links, Raft
 snapshots of every replica of a partition (snapshot), a node drained and
-then started again and the replicas rebalanced (membership), and with
+then started again and the replicas rebalanced (membership), a
+partition's leadership moved to another replica (transfer), and with
 powerloss each node's data directory on a FUSE filesystem of its own
 that throws away every write not yet fsynced, torn at a random point, when
 that node loses power (SIGKILL, then the loss; needs root and /dev/fuse).
@@ -110,7 +111,7 @@ gap (every stream skips one event: subscribers).`,
 	f.Uint32Var(&o.Partitions, "partitions", 8, "partitions of the cluster")
 	f.Int64Var(&o.Seed, "seed", 1, "seed of the schedule and of the clients' choices")
 	f.DurationVar(&o.Time, "time", 60*time.Second, "how long faults are injected and clients run")
-	f.StringVar(&faults, "faults", "kill,pause,partition,oneway,isolate-leader,slow,snapshot,membership", "comma-separated fault kinds: "+kindNames())
+	f.StringVar(&faults, "faults", "kill,pause,partition,oneway,isolate-leader,slow,snapshot,membership,transfer", "comma-separated fault kinds: "+kindNames())
 	f.IntVar(&o.Posters, "posters", 8, "concurrent posting clients")
 	f.IntVar(&o.Readers, "readers", 4, "concurrent reading clients")
 	f.IntVar(&o.Subscribers, "subscribers", 4, "WebSocket subscribers, disconnecting and resuming at random through every node")

@@ -107,7 +107,7 @@ func checkTorture(t *testing.T, r result, run tortureRun, kinds ...string) {
 func TestTortureSmoke(t *testing.T) {
 	t.Parallel()
 	r, run := runTorture(t, "--nodes", "4", "--time", "8s", "--seed", "3",
-		"--faults", "kill,pause,partition,oneway,isolate-leader,slow,snapshot,membership")
+		"--faults", "kill,pause,partition,oneway,isolate-leader,slow,snapshot,membership,transfer")
 	checkTorture(t, r, run, "kill")
 	n := 0
 	for _, k := range run.verdicts.Counts.FaultsByKind {

@@ -145,6 +145,10 @@ func (m *nemesis) inject(ctx context.Context, f schedule.Fault) (*Executed, func
 		p := f.Partition
 		ex.Partition = &p
 		ex.Note = m.compact(ctx, p)
+	case schedule.Transfer:
+		p := f.Partition
+		ex.Partition = &p
+		ex.Note = m.transfer(ctx, p)
 	case schedule.Membership:
 		id := f.Nodes[0]
 		if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
@@ -222,6 +226,36 @@ func (m *nemesis) admin(ctx context.Context, call func(context.Context, heraldv1
 		time.Sleep(100 * time.Millisecond)
 	}
 	return err
+}
+
+// transfer moves partition p's leadership to another of its replicas,
+// picked by the seed, and says how that went.
+func (m *nemesis) transfer(ctx context.Context, p uint32) string {
+	var to string
+	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		for _, part := range ring.GetPartitions() {
+			var others []string
+			for _, r := range part.GetReplicas() {
+				if part.GetId() == p && r.GetNodeId() != part.GetLeader() && r.GetVoter() {
+					others = append(others, r.GetNodeId())
+				}
+			}
+			if len(others) > 0 {
+				to = others[m.rng.IntN(len(others))]
+			}
+		}
+		return err
+	}); err != nil || to == "" {
+		return fmt.Sprintf("no replica to move the leadership to (%v)", err)
+	}
+	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+		_, err := a.TransferLeadership(ctx, &heraldv1.TransferLeadershipRequest{Partition: p, NodeId: to})
+		return err
+	}); err != nil {
+		return "to " + to + ": " + err.Error()
+	}
+	return "to " + to
 }
 
 // compact makes every replica of partition p take a snapshot, and says
