@@ -244,6 +244,24 @@ func Generate(c Config) (Schedule, error) {
 	return s, nil
 }
 
+// Prefix returns the schedule cut at d: the faults that start before d,
+// each ending by d at the latest, and d as the duration (s itself if d is
+// not shorter).
+func (s Schedule) Prefix(d time.Duration) Schedule {
+	if d >= s.Config.Duration {
+		return s
+	}
+	out := Schedule{Config: s.Config}
+	out.Config.Duration = d
+	for _, f := range s.Faults {
+		if f.At < d {
+			f.For = min(f.For, d-f.At)
+			out.Faults = append(out.Faults, f)
+		}
+	}
+	return out
+}
+
 // downAt returns the nodes that the faults in force at t take out of the
 // majority, and whether one of them needs the minority to itself.
 func (s Schedule) downAt(t time.Duration) ([]string, bool) {

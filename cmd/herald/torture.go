@@ -21,6 +21,7 @@ func newTortureCmd() *cobra.Command {
 	var (
 		o      torture.Options
 		faults string
+		replay string
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -67,6 +68,21 @@ gap (every stream skips one event: subscribers).`,
 				return err
 			}
 			o.Kinds = kinds
+			if replay != "" {
+				f, err := os.Open(replay)
+				if err != nil {
+					return err
+				}
+				s, err := schedule.ReadJSONL(f)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("--schedule %s: %w", replay, err)
+				}
+				o.Replay = &s
+				if !cmd.Flags().Changed("time") {
+					o.Time = 0 // the whole schedule
+				}
+			}
 			if o.Binary == "" {
 				if o.Binary, err = os.Executable(); err != nil {
 					return err
@@ -119,6 +135,7 @@ gap (every stream skips one event: subscribers).`,
 	f.StringVar(&o.Out, "out", "", "directory for the report and the cluster's files (default: a new one under $TMPDIR)")
 	f.StringVar(&o.Binary, "herald", "", "herald binary the nodes run (default: this one)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&replay, "schedule", "", "replay this plan.jsonl of an earlier run (its seed, nodes, partitions and faults) instead of drawing one; with --time, its first part")
 	f.BoolVar(&o.Control, "control", false, "with --canary: run its scenario without the defect; every checker must pass")
 	f.StringVar(&o.Canary, "canary", "", "prove a checker can fail: run nodes with a planted defect in its fixed scenario ("+canaryList()+"); succeeds only if the checker catches it")
 	return cmd

@@ -54,6 +54,11 @@ type Options struct {
 	// Control runs the canary's scenario without its defect: every
 	// checker must pass.
 	Control bool
+	// Replay, if set, is a schedule to run instead of drawing one (a
+	// plan.jsonl of an earlier run): its seed, nodes, partitions and
+	// faults. A Time shorter than its duration replays the faults that
+	// start within Time, cut to end by then.
+	Replay *schedule.Schedule
 }
 
 // Result is what a run found.
@@ -101,6 +106,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Nodes < 3 || o.Time <= 0 || o.Posters < 1 || o.Channels < 1 {
 		return nil, fmt.Errorf("torture: need at least 3 nodes, 1 poster, 1 channel and a positive time")
 	}
+	if o.Replay != nil {
+		c := o.Replay.Config
+		o.Seed, o.Nodes, o.Partitions, o.Kinds = c.Seed, len(c.Nodes), c.Partitions, c.Kinds
+		if o.Time <= 0 || o.Time > c.Duration {
+			o.Time = c.Duration
+		}
+	}
 	if per := (o.Posters+o.Channels-1)/o.Channels + (o.Readers+o.Channels-1)/o.Channels; per > 4 {
 		return nil, fmt.Errorf("torture: %d posters and %d readers on %d channels is %d clients a channel; the linearizability check takes at most 4: give more --channels",
 			o.Posters, o.Readers, o.Channels, per)
@@ -126,11 +138,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	var sched schedule.Schedule
 	var err error
-	if canary != nil {
+	switch {
+	case canary != nil:
 		sched = canary.schedule(ids, parts, o.Time)
-	} else if sched, err = schedule.Generate(schedule.Config{Seed: o.Seed, Nodes: ids, Partitions: parts, Duration: o.Time, Kinds: o.Kinds}); err != nil {
+	case o.Replay != nil:
+		sched = o.Replay.Prefix(o.Time)
+	default:
+		sched, err = schedule.Generate(schedule.Config{Seed: o.Seed, Nodes: ids, Partitions: parts, Duration: o.Time, Kinds: o.Kinds})
+	}
+	if err != nil {
 		return nil, err
 	}
+
 	res := &Result{Params: Params{Seed: o.Seed, Nodes: o.Nodes, Partitions: parts, TimeMS: o.Time.Milliseconds(),
 		Kinds: o.Kinds, Posters: o.Posters, Readers: o.Readers, Subscribers: o.Subscribers, Binary: o.Binary, Started: time.Now().UTC()}}
 	for i := range o.Channels {
