@@ -26,10 +26,16 @@ type tortureRun struct {
 	page    string
 }
 
+// tortureSlot lets one herald torture run at a time: each starts three to
+// five servers, and several at once on a small machine starve them all.
+var tortureSlot = make(chan struct{}, 1)
+
 // runTorture runs herald torture with args into a new directory and
 // reads back its report.
 func runTorture(t *testing.T, args ...string) (result, tortureRun) {
 	t.Helper()
+	tortureSlot <- struct{}{}
+	defer func() { <-tortureSlot }()
 	out := t.TempDir()
 	r := runHeraldWithin(t, 10*time.Minute, append([]string{"torture", "--out", out}, args...)...)
 	var run tortureRun
@@ -201,7 +207,7 @@ func TestTortureCanaries(t *testing.T) {
 // seed 12, a power loss while a replica was being created left a raft.db
 // that killed its node at every start (raftstore
 // TestOpenAfterTornCreation). Without -short each whole five-minute
-// schedule runs; with it, its first 15 s.
+// schedule runs; with it, its first 10 s.
 func TestTortureRegressions(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
@@ -216,7 +222,7 @@ func TestTortureRegressions(t *testing.T) {
 			t.Parallel()
 			args := []string{"--schedule", f}
 			if testing.Short() {
-				args = append(args, "--time", "15s")
+				args = append(args, "--time", "10s")
 			}
 			r, run := runTorture(t, args...)
 			checkTorture(t, r, run)

@@ -84,7 +84,7 @@ func startProcs(ctx context.Context, bin, dir string, n int, partitions uint32, 
 			return nil, err
 		}
 	}
-	if err := c.waitReady(ctx, time.Minute); err != nil {
+	if err := c.waitReady(ctx, 2*time.Minute); err != nil {
 		c.stop()
 		return nil, err
 	}
