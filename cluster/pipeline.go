@@ -70,16 +70,13 @@ func (n *Node) Submit(ctx context.Context, cmd *clusterv1.Command) *Pending {
 		var res *storage.Result
 		err := route(ctx, retryWrite, n.targets(p), func(to string, relay bool) error {
 			var err error
-			switch {
-			case first != nil:
+			if first != nil {
 				// The attempt already sent, to the node route asks first
 				// too (leaderOf, nothing skipped).
 				res, err = first()
 				first = nil
-			case to == n.cfg.NodeID && n.Replica(p) != nil:
-				res, err = n.propose(ctx, n.Replica(p), cmd)
-			default:
-				res, err = n.applyRemote(ctx, to, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
+			} else {
+				res, err = n.applyAt(ctx, p, cmd, to, relay)
 			}
 			return err
 		})
@@ -117,10 +114,8 @@ func (n *Node) submitHere(ctx context.Context, req *clusterv1.ApplyRequest) (fun
 	if r == nil {
 		return nil, &partition.NotLeaderError{Partition: req.GetPartition(), LeaderID: n.knownLeader(req.GetPartition())}
 	}
-	if req.GetCommand().GetTrimEvents() == nil && r.IsLeader() {
-		if err := n.spaceRefusal(r); err != nil {
-			return nil, err
-		}
+	if err := n.writeRefusal(r, req.GetCommand()); err != nil {
+		return nil, err
 	}
 	pd, err := r.Submit(ctx, req.GetCommand())
 	if err != nil {

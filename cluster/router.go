@@ -73,17 +73,22 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	var res *storage.Result
 	err = route(ctx, policy, n.targets(p), func(target string, relay bool) error {
 		var err error
-		if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
-			res, err = n.propose(ctx, r, cmd)
-		} else {
-			res, err = n.applyRemote(ctx, target, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
-		}
+		res, err = n.applyAt(ctx, p, cmd, target, relay)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// applyAt makes one attempt of a command on partition p at node target:
+// this node's replica, or a forward (relayed, if asked).
+func (n *Node) applyAt(ctx context.Context, p uint32, cmd *clusterv1.Command, target string, relay bool) (*storage.Result, error) {
+	if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
+		return n.propose(ctx, r, cmd)
+	}
+	return n.applyRemote(ctx, target, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
 }
 
 // applyRemote forwards a command to a node: the partition's leader, or,

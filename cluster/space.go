@@ -241,12 +241,19 @@ func (n *Node) askPeersSpace(ctx context.Context) {
 // TrimEvents, which frees space, always passes. Errors are Propose's
 // otherwise.
 func (n *Node) propose(ctx context.Context, r *partition.Partition, cmd *clusterv1.Command) (*storage.Result, error) {
-	if cmd.GetTrimEvents() == nil && r.IsLeader() {
-		if err := n.spaceRefusal(r); err != nil {
-			return nil, err
-		}
+	if err := n.writeRefusal(r, cmd); err != nil {
+		return nil, err
 	}
 	return r.Propose(ctx, cmd)
+}
+
+// writeRefusal returns why r refuses cmd for want of space, or nil:
+// TrimEvents, which frees space, always passes, and only a leader judges.
+func (n *Node) writeRefusal(r *partition.Partition, cmd *clusterv1.Command) error {
+	if cmd.GetTrimEvents() != nil || !r.IsLeader() {
+		return nil
+	}
+	return n.spaceRefusal(r)
 }
 
 // spaceRefusal returns why r's partition refuses writes, or nil.

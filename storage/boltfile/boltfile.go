@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -28,31 +29,47 @@ const magic = 0xED0CDAED
 // short (and says so with removed), and returns an error if it is shorter
 // than its committed meta pages need. A missing file is fine.
 func CheckTorn(path string) (removed bool, err error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return false, err
+	}
+	size := fi.Size()
+	// Only the two meta pages are read, whatever the file's size.
+	head := make([]byte, min(size, 2*maxPageSize))
+	_, err = io.ReadFull(io.NewSectionReader(f, 0, int64(len(head))), head)
+	f.Close()
+	if err != nil {
+		return false, fmt.Errorf("read the meta pages of %s: %w", path, err)
+	}
 	psz := os.Getpagesize()
-	if m, ok := meta(b, 0); ok {
+	if m, ok := meta(head, 0); ok {
 		psz = int(m.pageSize)
 	}
-	if len(b) < initPages*psz {
+	if size < int64(initPages*psz) {
 		if err := os.Remove(path); err != nil {
 			return false, fmt.Errorf("remove %s, cut short while it was created: %w", path, err)
 		}
 		return true, syncDir(filepath.Dir(path))
 	}
 	for _, off := range []int{0, psz} {
-		if m, ok := meta(b, off); ok && m.highWater*uint64(m.pageSize) > uint64(len(b)) {
+		if m, ok := meta(head, off); ok && m.highWater*uint64(m.pageSize) > uint64(size) {
 			return false, fmt.Errorf("%s is %d bytes, but its commit %d needs %d: the disk lost data it had synced; "+
-				"remove this node from the cluster and start it with an empty data directory", path, len(b), m.txid, m.highWater*uint64(m.pageSize))
+				"remove this node from the cluster and start it with an empty data directory", path, size, m.txid, m.highWater*uint64(m.pageSize))
 		}
 	}
 	return false, nil
 }
+
+// maxPageSize bounds the page sizes CheckTorn reads meta pages for.
+const maxPageSize = 64 << 10
 
 type metaPage struct {
 	pageSize  uint32

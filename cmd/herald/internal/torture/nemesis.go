@@ -2,6 +2,7 @@ package torture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -293,21 +294,20 @@ func (m *nemesis) compact(ctx context.Context, p uint32) string {
 
 // leaderOf asks the nodes in turn which node leads partition p.
 func (m *nemesis) leaderOf(ctx context.Context, p uint32) string {
-	for _, n := range m.c.nodes {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		c := heraldv1connect.NewAdminServiceClient(http.DefaultClient, "http://"+n.http, connect.WithProtoJSON())
-		resp, err := c.GetRing(cctx, &heraldv1.GetRingRequest{})
-		cancel()
-		if err != nil {
-			continue
-		}
-		for _, part := range resp.GetPartitions() {
-			if part.GetId() == p && part.GetLeader() != "" {
-				return part.GetLeader()
+	var leader string
+	_ = m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		for _, part := range ring.GetPartitions() {
+			if part.GetId() == p {
+				leader = part.GetLeader()
 			}
 		}
-	}
-	return ""
+		if err == nil && leader == "" {
+			err = errors.New("no leader known") // ask the next node
+		}
+		return err
+	})
+	return leader
 }
 
 // executed returns the faults run so far, in order of start.
