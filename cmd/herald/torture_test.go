@@ -26,9 +26,9 @@ type tortureRun struct {
 	page    string
 }
 
-// tortureSlot lets one herald torture run at a time: each starts three to
-// five servers, and several at once on a small machine starve them all.
-var tortureSlot = make(chan struct{}, 1)
+// tortureSlot lets two herald torture runs go at a time: each starts
+// three to five servers, and more at once on a small machine starve them.
+var tortureSlot = make(chan struct{}, 2)
 
 // runTorture runs herald torture with args into a new directory and
 // reads back its report.
