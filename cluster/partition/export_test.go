@@ -28,3 +28,8 @@ func SetApplyHook(p *Partition, fn func()) {
 // RaftOf returns the replica's Raft instance, for the tests that drive
 // Raft directly: an abrupt shutdown, a transfer left running.
 func RaftOf(p *Partition) *raft.Raft { return p.raft }
+
+// FirstLogIndex returns the first index the replica's Raft log still
+// holds: what a follower that needs an earlier entry cannot get but by a
+// snapshot.
+func FirstLogIndex(p *Partition) (uint64, error) { return p.stores.Log.FirstIndex() }

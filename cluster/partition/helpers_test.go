@@ -64,8 +64,10 @@ type replica struct {
 	logs *testkit.LogSink
 	// wrap, if set, wraps the replica's Raft transport at each start.
 	wrap func(raft.Transport) raft.Transport
-	mux  *transport.Mux
-	p    *partition.Partition
+	// redial is its Mux's RedialWindow (0: the default).
+	redial time.Duration
+	mux    *transport.Mux
+	p      *partition.Partition
 }
 
 // running reports whether the replica is started.
@@ -87,7 +89,7 @@ func (r *replica) start() {
 		ln, err = net.Listen("tcp", r.addr)
 		return err
 	})
-	mux, err := transport.New(transport.Config{Listener: ln})
+	mux, err := transport.New(transport.Config{Listener: ln, RedialWindow: r.redial})
 	if err != nil {
 		_ = ln.Close()
 		t.Fatalf("start %s: transport.New: %v", r.id, err)
@@ -173,6 +175,7 @@ type testGroup struct {
 	dir      string // the replicas' directories are in it
 	tune     func(*partition.Config)
 	wrap     func(id string, tr raft.Transport) raft.Transport
+	redial   time.Duration // each Mux's RedialWindow
 	replicas []*replica
 }
 
@@ -196,7 +199,7 @@ func testConfig(t *testing.T) partition.Config {
 // already). The group stops when the test ends.
 func newGroup(t *testing.T, n int, tune func(*partition.Config)) *testGroup {
 	t.Helper()
-	return newWrappedGroup(t, n, tune, nil)
+	return startGroup(t, n, &testGroup{tune: tune})
 }
 
 // newWrappedGroup is newGroup with each replica's Raft transport wrapped by
@@ -204,9 +207,15 @@ func newGroup(t *testing.T, n int, tune func(*partition.Config)) *testGroup {
 func newWrappedGroup(t *testing.T, n int, tune func(*partition.Config),
 	wrap func(id string, tr raft.Transport) raft.Transport) *testGroup {
 	t.Helper()
+	return startGroup(t, n, &testGroup{tune: tune, wrap: wrap})
+}
+
+// startGroup starts n replicas as g's tune, wrap and redial say.
+func startGroup(t *testing.T, n int, g *testGroup) *testGroup {
+	t.Helper()
 	// The directory first: cleanups run last first, so the replicas stop
 	// before their files are removed.
-	g := &testGroup{t: t, dir: t.TempDir()}
+	g.t, g.dir = t, t.TempDir()
 	t.Cleanup(func() {
 		for _, r := range g.replicas {
 			if r.running() {
@@ -233,7 +242,6 @@ func newWrappedGroup(t *testing.T, n int, tune func(*partition.Config),
 	for _, ln := range lns {
 		_ = ln.Close()
 	}
-	g.tune, g.wrap = tune, wrap
 	for _, s := range servers {
 		g.replicas = append(g.replicas, g.newReplica(string(s.ID), string(s.Address), servers))
 	}
@@ -256,7 +264,7 @@ func (g *testGroup) newReplica(id, addr string, bootstrap []raft.Server) *replic
 	if g.tune != nil {
 		g.tune(&cfg)
 	}
-	r := &replica{t: t, id: id, addr: addr, dir: cfg.Dir, cfg: cfg, logs: logs}
+	r := &replica{t: t, id: id, addr: addr, dir: cfg.Dir, cfg: cfg, logs: logs, redial: g.redial}
 	if g.wrap != nil {
 		r.wrap = func(tr raft.Transport) raft.Transport { return g.wrap(id, tr) }
 	}
