@@ -308,13 +308,15 @@ func transferPlan(st *clusterv1.MetaState, pl *clusterv1.Placement, id string) [
 }
 
 // Rebalance plans placement changes now, as the metadata leader does
-// continuously, and returns how many partitions change.
+// continuously, and returns how many partitions change. Like the leader,
+// it leaves a partition that has not settled from its last move (see
+// settledIn) until it has.
 func (n *Node) Rebalance(ctx context.Context) (uint32, error) {
 	st, err := n.requireMeta()
 	if err != nil {
 		return 0, err
 	}
-	moves := meta.Plan(st, func(uint32) bool { return true })
+	moves := meta.Plan(st, settledIn(n.ring(st, n.allStatus(ctx))))
 	if len(moves) == 0 {
 		return 0, nil
 	}

@@ -4,15 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
+	"github.com/heraldhq/herald/storage"
 )
 
 // waitFailed waits until the node fails by itself, and returns its error.
@@ -216,4 +222,218 @@ func TestEveryFounderBootstraps(t *testing.T) {
 			t.Errorf("%s founded the cluster, but its ledger says it did not: %s", m.ID, b)
 		}
 	}
+}
+
+// partsOfStopTwo is the partition count of stopTwoReplicas' cluster.
+const partsOfStopTwo = 4
+
+// stopTwoReplicas starts five nodes, picks a partition p and two of its
+// replicas whose stop leaves the metadata group a quorum, posts ten
+// messages ("before 0" … "before 9", ids away-N) to a channel of p, and
+// stops the two, gracefully. via is a node left running.
+func stopTwoReplicas(t *testing.T) (c *clustertest.Cluster, p uint32, down []string, via *cluster.Node) {
+	t.Helper()
+	c = clustertest.New(t, clustertest.Options{Nodes: 5, Partitions: partsOfStopTwo})
+	c.WaitSettled(30 * time.Second)
+	servers, err := c.Node(0).Meta().Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metaVoters := map[string]bool{}
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			metaVoters[string(s.ID)] = true
+		}
+	}
+	// A partition and two of its replicas whose stop leaves the metadata
+	// group a quorum.
+	for _, part := range c.Ring().GetPartitions() {
+		reps := part.GetDesiredReplicas()
+		for i := range reps {
+			for j := i + 1; j < len(reps); j++ {
+				lost := 0
+				for _, id := range []string{reps[i], reps[j]} {
+					if metaVoters[id] {
+						lost++
+					}
+				}
+				if down == nil && len(metaVoters)-lost > len(metaVoters)/2 {
+					p, down = part.GetId(), []string{reps[i], reps[j]}
+				}
+			}
+		}
+	}
+	if down == nil {
+		t.Fatalf("no partition with two replicas whose stop keeps a metadata quorum of %v", servers)
+	}
+	for _, n := range c.Running() {
+		if !slices.Contains(down, n.ID()) {
+			via = n
+		}
+	}
+	ch := channelIn("away", p, partsOfStopTwo)
+	clustertest.MustCreate(t, via, ch)
+	for i := range 10 {
+		clustertest.MustPost(t, via, ch, fmt.Sprintf("before %d", i), fmt.Sprintf("away-%d", i))
+	}
+	for _, id := range down {
+		c.Member(memberIndex(c, id)).Stop()
+	}
+	return c, p, down, via
+}
+
+// TestMovedWhileDownRejoinsItsGroups stops two of a partition's three
+// replicas and, while they are down, places the partition on the other
+// three nodes (as a rebalance can: its group cannot follow without a
+// quorum), then starts the two again. They must open the replicas they
+// hold, though the placement no longer lists them, so that the group has
+// its quorum back and can hand its data over. Before, a node opened only
+// the replicas the placement gave it, and the group was left with one
+// voter of three for good (found by herald torture, seed 12).
+func TestMovedWhileDownRejoinsItsGroups(t *testing.T) {
+	c, p, down, via := stopTwoReplicas(t)
+	// The partition's one live replica first, then the two nodes that had
+	// none.
+	var placed []string
+	for _, id := range placementOf(t, via, p).GetReplicas() {
+		if !slices.Contains(down, id) {
+			placed = append(placed, id)
+		}
+	}
+	for _, n := range c.Running() {
+		if !slices.Contains(placed, n.ID()) {
+			placed = append(placed, n.ID())
+		}
+	}
+	clustertest.CheckFor(t, 30*time.Second, 50*time.Millisecond, fmt.Sprintf("partition %d placed on %v", p, placed), func() bool {
+		for _, n := range c.Running() {
+			if !n.Meta().IsLeader() {
+				continue
+			}
+			_, err := n.Meta().Propose(t.Context(), &clusterv1.MetaCommand{Op: &clusterv1.MetaCommand_SetPlacement{
+				SetPlacement: &clusterv1.SetPlacement{Placements: []*clusterv1.Placement{{
+					Partition: p, Replicas: placed, ExpectEpoch: placementOf(t, n, p).GetEpoch()}}}}})
+			return err == nil
+		}
+		return false
+	})
+	t.Logf("partition %d placed on %v while %v, which hold it, are down; starting them again", p, placed, down)
+	begin := time.Now()
+	for _, id := range down {
+		c.Member(memberIndex(c, id)).Restart()
+	}
+	clustertest.CheckFor(t, 60*time.Second, 50*time.Millisecond, "ring settled", func() bool {
+		r, err := via.GetRing(t.Context())
+		return err == nil && clustertest.Settled(r)
+	})
+	t.Logf("ring settled %v after the restart", since(begin))
+	// Handed over, the reopened replicas leave (unless a rebalance has
+	// placed the partition on their node again since).
+	for _, id := range down {
+		m := c.Member(memberIndex(c, id))
+		clustertest.CheckFor(t, 30*time.Second, 50*time.Millisecond, id+" retired its replica of the moved partition", func() bool {
+			return m.Cluster().Replica(p) == nil || slices.Contains(placementOf(t, via, p).GetReplicas(), id)
+		})
+	}
+	checkBefore(t, via, p)
+}
+
+// checkBefore checks, through n, that partition p's channel of
+// stopTwoReplicas holds the ten messages posted before the stop, in order.
+func checkBefore(t *testing.T, n *cluster.Node, p uint32) {
+	t.Helper()
+	ch := channelIn("away", p, partsOfStopTwo)
+	msgs := readAll(t, n, ch)
+	if len(msgs) != 10 {
+		t.Errorf("%s: got %d messages, want the 10 posted before the stop", ch, len(msgs))
+	}
+	for i, m := range msgs {
+		if want := fmt.Sprintf("before %d", i); m.GetText() != want {
+			t.Errorf("%s message %d: got %q, want %q", ch, i, m.GetText(), want)
+		}
+	}
+}
+
+// TestRebalanceLeavesUnsettledPartitions drains two of a partition's three
+// replicas while they are down, so that its group has no quorum, and asks
+// for a rebalance: the partition must keep its placement until its group
+// can follow. Before, Rebalance planned every partition as if settled, one
+// change per call: two calls took both drained replicas out of the
+// placement of a group that still needed them (herald torture, seed 12,
+// restarts each drained node and rebalances). Then the two start again and
+// the ring settles.
+func TestRebalanceLeavesUnsettledPartitions(t *testing.T) {
+	c, p, down, via := stopTwoReplicas(t)
+	for _, id := range down {
+		if _, err := via.DrainNode(t.Context(), id); err != nil {
+			t.Fatalf("DrainNode(%s) while it is down: %v", id, err)
+		}
+	}
+	before := placementOf(t, via, p)
+	for k := 0; k < 3; {
+		moves, err := via.Rebalance(t.Context())
+		if errors.Is(err, storage.ErrFailedPrecondition) {
+			continue // the metadata leader changed a placement meanwhile
+		}
+		if err != nil {
+			t.Fatalf("Rebalance: %v", err)
+		}
+		t.Logf("Rebalance %d: %d moves", k+1, moves)
+		k++
+	}
+	holdFor(t, time.Second, 50*time.Millisecond, fmt.Sprintf("partition %d kept at %v", p, before.GetReplicas()), func() bool {
+		got := placementOf(t, via, p)
+		if got.GetEpoch() != before.GetEpoch() {
+			t.Errorf("partition %d, without a quorum, placed on %v (epoch %d), want kept on %v (epoch %d)",
+				p, got.GetReplicas(), got.GetEpoch(), before.GetReplicas(), before.GetEpoch())
+			return false
+		}
+		return true
+	})
+	for _, id := range down {
+		c.Member(memberIndex(c, id)).Restart()
+	}
+	begin := time.Now()
+	var last *heraldv1.GetRingResponse
+	defer func() {
+		if t.Failed() {
+			t.Logf("the ring at the end: %v", ringSummary(last))
+		}
+	}()
+	// The group has its quorum back and the drain goes on; a drained node
+	// that is started again may also be back in service by the end.
+	clustertest.CheckFor(t, 60*time.Second, 50*time.Millisecond, "ring settled", func() bool {
+		r, err := via.GetRing(t.Context())
+		if err != nil {
+			return false
+		}
+		last = r
+		return clustertest.Settled(r)
+	})
+	t.Logf("ring settled %v after the restart", since(begin))
+	checkBefore(t, via, p)
+}
+
+// placementOf returns partition p's placement as n's metadata has it.
+func placementOf(t *testing.T, n *cluster.Node, p uint32) *clusterv1.Placement {
+	t.Helper()
+	for _, pl := range n.Meta().State().GetPlacements() {
+		if pl.GetPartition() == p {
+			return pl
+		}
+	}
+	t.Fatalf("%s: no placement of partition %d", n.ID(), p)
+	return nil
+}
+
+// ringSummary is r in one line per partition, for a failure message.
+func ringSummary(r *heraldv1.GetRingResponse) string {
+	var b strings.Builder
+	for _, p := range r.GetPartitions() {
+		fmt.Fprintf(&b, "\n  partition %d leader %q %v placed on %v:", p.GetId(), p.GetLeader(), p.GetHealth(), p.GetDesiredReplicas())
+		for _, rep := range p.GetReplicas() {
+			fmt.Fprintf(&b, " %s %s %d/%d voter=%v", rep.GetNodeId(), rep.GetState(), rep.GetAppliedIndex(), rep.GetCommitIndex(), rep.GetVoter())
+		}
+	}
+	return b.String()
 }

@@ -26,6 +26,14 @@ func (n *Node) replicaDir(p uint32) string {
 // placement nor its group's configuration shuts down and its files are
 // deleted, and so is one made for an older generation of its partition
 // (before a RecoverPartition).
+//
+// A replica this node holds (the ledger says it has state) is opened even
+// when the placement has moved it away: the move may not have reached its
+// group, whose quorum may need it, and only the group can hand its data to
+// the new replicas. A node that stayed away while it was drained would
+// otherwise leave its group one voter short for good, or without a quorum
+// when two were. Once opened it is retired by the rules above, when its
+// group no longer has it.
 func (c *controller) reconcileReplicas(ctx context.Context) {
 	n := c.n
 	st := n.meta.State()
@@ -39,6 +47,11 @@ func (c *controller) reconcileReplicas(ctx context.Context) {
 		wanted := contains(pl.GetReplicas(), n.cfg.NodeID)
 		switch {
 		case r == nil && wanted:
+			if err := c.openReplica(pl); err != nil {
+				n.log.Error("open replica", "partition", p, "err", err)
+			}
+		case r == nil && n.ledger.held(p, pl.GetGeneration()):
+			n.log.Info("opening a replica the placement moved away: its group may still count on it", "partition", p)
 			if err := c.openReplica(pl); err != nil {
 				n.log.Error("open replica", "partition", p, "err", err)
 			}

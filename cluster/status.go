@@ -103,6 +103,10 @@ func (n *Node) allStatus(ctx context.Context) map[string]*clusterv1.NodeStatusRe
 	return out
 }
 
+// stateUnknown is a replica's state in the ring when its node does not
+// answer.
+const stateUnknown = "unknown"
+
 // ring builds the view of every partition from the nodes' statuses.
 func (n *Node) ring(st *clusterv1.MetaState, statuses map[string]*clusterv1.NodeStatusResponse) []*heraldv1.Partition {
 	parts := make([]*heraldv1.Partition, st.GetPartitions())
@@ -157,7 +161,7 @@ func (n *Node) ring(st *clusterv1.MetaState, statuses map[string]*clusterv1.Node
 				}
 			}
 			if !found {
-				r.State = "unknown"
+				r.State = stateUnknown
 			}
 			healthy = healthy && found && r.Voter && r.AppliedIndex+caughtUpLag >= part.CommitIndex
 		}
@@ -212,23 +216,7 @@ func (c *controller) lead(ctx context.Context) {
 		return
 	}
 	c.tendMetaGroup(ctx)
-	parts := n.ring(st, n.allStatus(ctx))
-	settled := func(p uint32) bool {
-		if int(p) >= len(parts) {
-			return false
-		}
-		part := parts[p]
-		if part.Leader == "" || len(part.Replicas) != len(part.DesiredReplicas) {
-			return false
-		}
-		for _, r := range part.Replicas {
-			if !r.Voter || !contains(part.DesiredReplicas, r.NodeId) {
-				return false
-			}
-		}
-		return true
-	}
-	moves := meta.Plan(st, settled)
+	moves := meta.Plan(st, settledIn(n.ring(st, n.allStatus(ctx))))
 	if len(moves) == 0 {
 		return
 	}
@@ -239,4 +227,34 @@ func (c *controller) lead(ctx context.Context) {
 		return
 	}
 	n.log.Info("placement changed", "partitions", len(moves))
+}
+
+// settledIn returns, for the ring parts, whether a partition has settled:
+// it has a leader, its group's voters are its placement, and a majority
+// of them answer. Placement changes are planned only for settled
+// partitions, so that a group makes one move at a time: a second planned
+// before the first is done could take two of three replicas out of the
+// placement while the group still needs them for its quorum. A leader
+// whose followers are gone reports itself leader until its lease runs
+// out, and its group cannot make the move: hence the majority.
+func settledIn(parts []*heraldv1.Partition) func(uint32) bool {
+	return func(p uint32) bool {
+		if int(p) >= len(parts) {
+			return false
+		}
+		part := parts[p]
+		if part.Leader == "" || len(part.Replicas) != len(part.DesiredReplicas) {
+			return false
+		}
+		answering := 0
+		for _, r := range part.Replicas {
+			if !r.Voter || !contains(part.DesiredReplicas, r.NodeId) {
+				return false
+			}
+			if r.State != stateUnknown {
+				answering++
+			}
+		}
+		return answering > len(part.Replicas)/2
+	}
 }

@@ -449,8 +449,10 @@ func newAdminRebalanceCmd(o *adminOptions) *cobra.Command {
 		Short: "Spread replicas and leaders evenly over the active nodes",
 		Long: `Recompute the placement now so replicas and leaders are spread evenly over
 the active nodes (the metadata leader also does this continuously), and
-say how many partitions' placements change. The moves happen in the
-background; watch them with "herald admin ring".`,
+say how many partitions' placements change. A partition still moving from
+its last change is left until it has settled, so that its group makes one
+move at a time. The moves happen in the background; watch them with
+"herald admin ring".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.run(cmd, func(ctx context.Context, c *adminClient) error {
@@ -464,7 +466,7 @@ background; watch them with "herald admin ring".`,
 					return writeProto(c.out, resp)
 				}
 				if resp.GetMoves() == 0 {
-					_, err = fmt.Fprintln(c.out, "placement is balanced: nothing to move")
+					_, err = fmt.Fprintln(c.out, "placement is balanced: nothing to move now (a partition still moving is planned once it settles)")
 					return err
 				}
 				_, err = fmt.Fprintf(c.out, "placement of %d partition(s) changes; watch with: herald admin ring%s\n",

@@ -83,7 +83,8 @@ type AdminServiceClient interface {
 	// TransferLeadership makes a node the leader of a partition it holds.
 	TransferLeadership(context.Context, *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error)
 	// Rebalance recomputes the placement so replicas and leaders are spread
-	// evenly over the active nodes.
+	// evenly over the active nodes. A partition still moving from its last
+	// placement change is left until it has settled.
 	Rebalance(context.Context, *v1.RebalanceRequest) (*v1.RebalanceResponse, error)
 	// GetReplicaDigest returns a replica's applied index and a SHA-256 over
 	// its whole state; replicas at equal applied index have equal digests.
@@ -328,7 +329,8 @@ type AdminServiceHandler interface {
 	// TransferLeadership makes a node the leader of a partition it holds.
 	TransferLeadership(context.Context, *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error)
 	// Rebalance recomputes the placement so replicas and leaders are spread
-	// evenly over the active nodes.
+	// evenly over the active nodes. A partition still moving from its last
+	// placement change is left until it has settled.
 	Rebalance(context.Context, *v1.RebalanceRequest) (*v1.RebalanceResponse, error)
 	// GetReplicaDigest returns a replica's applied index and a SHA-256 over
 	// its whole state; replicas at equal applied index have equal digests.
