@@ -199,3 +199,43 @@ func TestTortureCanaries(t *testing.T) {
 		})
 	}
 }
+
+// TestTortureRegressions replays the schedules in which herald torture
+// found a bug, each now fixed. With -short only the schedules whose first
+// seconds are known to reproduce their bug run, that far; without it,
+// every schedule runs whole.
+func TestTortureRegressions(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("the schedules lose power: mounting a FUSE filesystem needs root here (CI runs as root)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("the schedules lose power: no /dev/fuse: %v", err)
+	}
+	for _, reg := range []struct {
+		file  string
+		short string // how much of it -short replays; "" for none
+		bug   string
+	}{
+		{"seed-11.jsonl", "", "an idle partition's followers never counted as caught up after many elections " +
+			"(partition TestIdleReplicasCurrentAfterElections); it takes minutes of elections to show"},
+		{"seed-12.jsonl", "10s", "two drained nodes restarted before their partition's group had moved did not " +
+			"open their replicas, leaving the group without a quorum (cluster TestMovedWhileDownRejoinsItsGroups, " +
+			"TestRebalanceLeavesUnsettledPartitions); the first 10 s failed every time before the fix. " +
+			"Later in the whole run: a power loss while a replica was being created left a raft.db that killed " +
+			"its node at every start (raftstore TestOpenAfterTornCreation)"},
+	} {
+		t.Run(reg.file, func(t *testing.T) {
+			args := []string{"--schedule", filepath.Join("testdata", "torture", reg.file)}
+			if testing.Short() {
+				if reg.short == "" {
+					t.Skipf("the whole five-minute schedule runs without -short: %s", reg.bug)
+				}
+				args = append(args, "--time", reg.short)
+			}
+			t.Parallel()
+			r, run := runTorture(t, args...)
+			checkTorture(t, r, run)
+		})
+	}
+}
