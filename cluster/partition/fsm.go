@@ -31,6 +31,8 @@ type fsm struct {
 	applied *appliedIndex
 	log     *slog.Logger
 	onFatal func(error)
+	// onApplied, if set, is called after each batch with its last index.
+	onApplied func(index uint64)
 	// applyHook, if set (tests only, see export_test.go), runs before each
 	// batch is applied.
 	applyHook atomic.Pointer[func()]
@@ -121,6 +123,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.applied.advance(logs[len(logs)-1].Index)
 	f.feed.publish(events)
+	if f.onApplied != nil {
+		f.onApplied(logs[len(logs)-1].Index)
+	}
 	return out
 }
 

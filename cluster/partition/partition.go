@@ -38,6 +38,7 @@ type Partition struct {
 	feed   *Feed
 	fsm    *fsm
 	gate   writeGate // holds proposals off while a snapshot is restored
+	nudge  nudger    // tells followers of the last commit at once
 
 	// readyTerm is the term in which this replica, as leader, completed a
 	// Barrier: every entry of earlier terms is applied, so linearizable
@@ -85,6 +86,7 @@ func New(cfg Config, trans raft.Transport) (*Partition, error) {
 	}
 	p := &Partition{cfg: cfg, log: log, stores: stores, db: db, feed: newFeed(db, 2*cfg.ElectionTimeout),
 		barrier: make(chan struct{}, 1)}
+	p.nudge.delay = cfg.CommitNudge
 	if err := p.start(trans); err != nil {
 		_ = db.Close()     // best effort: report the start error
 		_ = stores.Close() // best effort: report the start error
@@ -142,12 +144,14 @@ func (p *Partition) start(trans raft.Transport) error {
 		return fmt.Errorf("partition %d: %w", p.cfg.ID, err)
 	}
 	p.fsm = f
+	f.onApplied = p.nudge.applied
 	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
 	}
 	p.raft, p.trans = r, trans
+	p.nudge.raft.Store(r)
 	transport.GateFollowerHeartbeats(trans, r)
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
