@@ -367,14 +367,7 @@ func TestAdminRecoverPartition(t *testing.T) {
 	const partitions = 4
 	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: partitions})
 	c.WaitSettled(30 * time.Second)
-	servers, err := c.Node(0).Meta().Configuration()
-	if err != nil {
-		t.Fatal(err)
-	}
-	voter := map[string]bool{}
-	for _, s := range servers {
-		voter[string(s.ID)] = s.Suffrage == raft.Voter
-	}
+	voter := metaVoters(t, c.Node(0))
 	// Pick a partition with a metadata non-voter among its replicas; kill
 	// that one and the replica after it, keeping the third.
 	r := settledRing(t, c)

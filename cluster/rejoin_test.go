@@ -235,16 +235,7 @@ func stopTwoReplicas(t *testing.T) (c *clustertest.Cluster, p uint32, down []str
 	t.Helper()
 	c = clustertest.New(t, clustertest.Options{Nodes: 5, Partitions: partsOfStopTwo})
 	c.WaitSettled(30 * time.Second)
-	servers, err := c.Node(0).Meta().Configuration()
-	if err != nil {
-		t.Fatal(err)
-	}
-	metaVoters := map[string]bool{}
-	for _, s := range servers {
-		if s.Suffrage == raft.Voter {
-			metaVoters[string(s.ID)] = true
-		}
-	}
+	voters := metaVoters(t, c.Node(0))
 	// A partition and two of its replicas whose stop leaves the metadata
 	// group a quorum.
 	for _, part := range c.Ring().GetPartitions() {
@@ -253,18 +244,18 @@ func stopTwoReplicas(t *testing.T) (c *clustertest.Cluster, p uint32, down []str
 			for j := i + 1; j < len(reps); j++ {
 				lost := 0
 				for _, id := range []string{reps[i], reps[j]} {
-					if metaVoters[id] {
+					if voters[id] {
 						lost++
 					}
 				}
-				if down == nil && len(metaVoters)-lost > len(metaVoters)/2 {
+				if down == nil && len(voters)-lost > len(voters)/2 {
 					p, down = part.GetId(), []string{reps[i], reps[j]}
 				}
 			}
 		}
 	}
 	if down == nil {
-		t.Fatalf("no partition with two replicas whose stop keeps a metadata quorum of %v", servers)
+		t.Fatalf("no partition with two replicas whose stop keeps a metadata quorum of voters %v", voters)
 	}
 	for _, n := range c.Running() {
 		if !slices.Contains(down, n.ID()) {
@@ -436,4 +427,21 @@ func ringSummary(r *heraldv1.GetRingResponse) string {
 		}
 	}
 	return b.String()
+}
+
+// metaVoters returns the ids of the metadata group's voters, as n sees
+// its configuration.
+func metaVoters(t *testing.T, n *cluster.Node) map[string]bool {
+	t.Helper()
+	servers, err := n.Meta().Configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	voters := map[string]bool{}
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters[string(s.ID)] = true
+		}
+	}
+	return voters
 }

@@ -46,12 +46,10 @@ func (c *controller) reconcileReplicas(ctx context.Context) {
 		}
 		wanted := contains(pl.GetReplicas(), n.cfg.NodeID)
 		switch {
-		case r == nil && wanted:
-			if err := c.openReplica(pl); err != nil {
-				n.log.Error("open replica", "partition", p, "err", err)
+		case r == nil && (wanted || n.ledger.held(p, pl.GetGeneration())):
+			if !wanted {
+				n.log.Info("opening a replica the placement moved away: its group may still count on it", "partition", p)
 			}
-		case r == nil && n.ledger.held(p, pl.GetGeneration()):
-			n.log.Info("opening a replica the placement moved away: its group may still count on it", "partition", p)
 			if err := c.openReplica(pl); err != nil {
 				n.log.Error("open replica", "partition", p, "err", err)
 			}

@@ -25,12 +25,7 @@ import (
 // SIGKILL keeps the page cache and shows nothing.
 func TestPowerLoss(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a FUSE filesystem needs root here (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	}
+	requireFUSE(t)
 	rounds, perRound := 6, 150
 	if testing.Short() {
 		rounds, perRound = 3, 60
@@ -119,5 +114,25 @@ func TestPowerLoss(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
+	}
+}
+
+// fuseMissing says why this process cannot mount a FUSE filesystem, or ""
+// if it can.
+func fuseMissing() string {
+	if os.Geteuid() != 0 {
+		return "mounting a FUSE filesystem needs root here (CI runs as root)"
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Sprintf("no /dev/fuse: %v", err)
+	}
+	return ""
+}
+
+// requireFUSE skips t unless this process can mount a FUSE filesystem.
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if why := fuseMissing(); why != "" {
+		t.Skip(why)
 	}
 }

@@ -128,12 +128,7 @@ func TestTortureSmoke(t *testing.T) {
 // power-loss filesystem, losing power on a seeded schedule.
 func TestTorturePowerLoss(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a FUSE filesystem needs root here (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	}
+	requireFUSE(t)
 	r, run := runTorture(t, "--nodes", "3", "--time", "8s", "--seed", "2", "--faults", "powerloss,kill")
 	checkTorture(t, r, run, "powerloss")
 }
@@ -154,10 +149,6 @@ func TestTortureBadFaults(t *testing.T) {
 // of every node at once) must pass every checker.
 func TestTortureCanaries(t *testing.T) {
 	t.Parallel()
-	fuse := os.Geteuid() == 0
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		fuse = false
-	}
 	for _, tc := range []struct {
 		canary, checker string
 		control, lossy  bool
@@ -174,8 +165,8 @@ func TestTortureCanaries(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			if tc.lossy && !fuse {
-				t.Skip("power loss needs root and /dev/fuse (CI has both)")
+			if tc.lossy {
+				requireFUSE(t) // power loss
 			}
 			args := []string{"--nodes", "3", "--time", "6s", "--canary", tc.canary}
 			if tc.control {
@@ -206,12 +197,7 @@ func TestTortureCanaries(t *testing.T) {
 // every schedule runs whole.
 func TestTortureRegressions(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("the schedules lose power: mounting a FUSE filesystem needs root here (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("the schedules lose power: no /dev/fuse: %v", err)
-	}
+	requireFUSE(t) // the schedules lose power
 	for _, reg := range []struct {
 		file  string
 		short string // how much of it -short replays; "" for none
