@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,7 @@ func runTorture(t *testing.T, args ...string) (result, tortureRun) {
 	var run tortureRun
 	for _, name := range []string{"params.json", "plan.jsonl", "schedule.jsonl", "history.jsonl", "verdicts.json", "report.html"} {
 		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
-			t.Fatalf("herald torture %s: no %s in --out: %v\nstderr:\n%s", strings.Join(args, " "), name, err, r.stderr)
+			t.Fatalf("herald torture %s: no %s in --out: %v\nstderr:\n%s%s", strings.Join(args, " "), name, err, r.stderr, nodeLogTails(out))
 		}
 	}
 	b, err := os.ReadFile(filepath.Join(out, "verdicts.json"))
@@ -224,4 +225,20 @@ func TestTortureRegressions(t *testing.T) {
 			checkTorture(t, r, run)
 		})
 	}
+}
+
+// nodeLogTails returns the last lines of each node's log in a torture
+// --out directory, for a failure message: the directory goes with the test.
+func nodeLogTails(out string) string {
+	logs, _ := filepath.Glob(filepath.Join(out, "cluster", "*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		fmt.Fprintf(&b, "\n%s, last lines:\n%s", filepath.Base(l), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
+	return b.String()
 }
