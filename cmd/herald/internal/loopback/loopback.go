@@ -7,29 +7,69 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
-// FreePorts returns n distinct loopback addresses free at the moment.
+// FreePorts returns n distinct loopback addresses free at the moment, for
+// processes that are told their ports before they start.
+//
+// The ports come from below the kernel's ephemeral range: a port the
+// kernel hands out for ":0" or for an outgoing connection could be taken
+// by this process's own proxies or by any connection on the machine
+// between the check here and the moment the process binds it, and the
+// process would then fail to start.
 func FreePorts(n int) ([]string, error) {
+	lo, hi := reservedRange()
+	if hi-lo < 4*n {
+		return nil, fmt.Errorf("find %d free loopback ports: only %d-%d lie below the ephemeral range", n, lo, hi)
+	}
 	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
+	seen := map[int]bool{}
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("find %d free loopback ports in %d-%d: only %d of them free", n, lo, hi, len(out))
 		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port := lo + rand.IntN(hi-lo)
+		if seen[port] {
+			continue
+		}
+		seen[port] = true
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("find a free loopback port: %w", err)
+			continue // in use
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+		l.Close()
+		out = append(out, addr)
 	}
 	return out, nil
+}
+
+// reservedRange is the range of ports [lo, hi) FreePorts picks from: above
+// the well-known ones and below the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range; 32768 when it cannot be read).
+func reservedRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 2 {
+		if first, err := strconv.Atoi(f[0]); err == nil && first > 2048 {
+			hi = first
+		}
+	}
+	if hi < lo+1024 {
+		lo = 1024
+	}
+	return lo, hi
 }
 
 // Ready reports whether the node at addr answers /readyz with 200, within
