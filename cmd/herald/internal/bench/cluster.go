@@ -124,6 +124,8 @@ func (c *LocalCluster) Stop() {
 	c.cmds, c.logs = nil, nil
 }
 
+// waitReady waits until every node answers /readyz; a node that ended by
+// itself fails the wait at once.
 func (c *LocalCluster) waitReady(ctx context.Context, within time.Duration) error {
 	if within <= 0 {
 		within = time.Minute
@@ -132,8 +134,10 @@ func (c *LocalCluster) waitReady(ctx context.Context, within time.Duration) erro
 	defer cancel()
 	for i, addr := range c.Addrs {
 		for !loopback.Ready(ctx, addr) {
-			if err := c.exited(i); err != nil {
-				return err
+			for j := range c.cmds { // the others cannot be ready without it
+				if err := c.exited(j); err != nil {
+					return err
+				}
 			}
 			select {
 			case <-ctx.Done():

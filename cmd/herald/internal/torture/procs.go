@@ -218,14 +218,18 @@ func (c *procs) exitedEarly(p *proc) error {
 	return fmt.Errorf("torture: node %s exited by itself; its log %s ends:\n%s", p.id, p.log.Name(), tail)
 }
 
-// waitReady waits until every node answers /readyz.
+// waitReady waits until every node answers /readyz. A node that ended by
+// itself (say it could not bind its port) fails the wait at once: the
+// others could not become ready without it.
 func (c *procs) waitReady(ctx context.Context, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for _, p := range c.nodes {
 		for !loopback.Ready(ctx, p.http) {
-			if !p.running() {
-				return c.exitedEarly(p)
+			for _, q := range c.nodes {
+				if !q.running() {
+					return c.exitedEarly(q)
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -323,7 +327,12 @@ func (c *procs) stop() {
 		p.signal(false)
 		p.kill()
 		if p.fs != nil {
-			_ = p.fs.Unmount()
+			if err := p.fs.Unmount(); err != nil {
+				// Never leave a mount behind: detach it lazily, the kernel
+				// drops it once nothing holds it.
+				fmt.Fprintf(os.Stderr, "torture: %v; detaching it\n", err)
+				_ = syscall.Unmount(p.data, syscall.MNT_DETACH)
+			}
 		}
 		if p.log != nil {
 			p.log.Close()
