@@ -235,19 +235,28 @@ func (m *nemesis) transfer(ctx context.Context, p uint32) string {
 	var to string
 	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
 		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		if err != nil {
+			return err
+		}
 		for _, part := range ring.GetPartitions() {
+			if part.GetId() != p || part.GetLeader() == "" {
+				continue
+			}
 			var others []string
 			for _, r := range part.GetReplicas() {
-				if part.GetId() == p && r.GetNodeId() != part.GetLeader() && r.GetVoter() {
+				if r.GetNodeId() != part.GetLeader() && r.GetVoter() {
 					others = append(others, r.GetNodeId())
 				}
 			}
 			if len(others) > 0 {
 				to = others[m.rng.IntN(len(others))]
+				return nil
 			}
 		}
-		return err
-	}); err != nil || to == "" {
+		// Cut off or behind, this node knows no leader or no other voter
+		// of p: ask the next one.
+		return errors.New("no leader and other voter known")
+	}); err != nil {
 		return fmt.Sprintf("no replica to move the leadership to (%v)", err)
 	}
 	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
@@ -265,6 +274,10 @@ func (m *nemesis) compact(ctx context.Context, p uint32) string {
 	var replicas []string
 	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
 		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		if err != nil {
+			return err
+		}
+		replicas = nil
 		for _, part := range ring.GetPartitions() {
 			if part.GetId() == p {
 				for _, r := range part.GetReplicas() {
@@ -272,7 +285,10 @@ func (m *nemesis) compact(ctx context.Context, p uint32) string {
 				}
 			}
 		}
-		return err
+		if len(replicas) == 0 {
+			return errors.New("no replica known") // ask the next node
+		}
+		return nil
 	}); err != nil {
 		return "no ring: " + err.Error()
 	}
