@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
+
+	"github.com/heraldhq/herald/cmd/herald/internal/loopback"
 )
 
 // heraldBin is the herald binary TestMain builds once for every test.
@@ -332,18 +333,15 @@ func (o *procOutput) lineWith(s string) (string, bool) {
 	return "", false
 }
 
-// freeAddr returns 127.0.0.1:port for a port that was free a moment ago.
+// freeAddr returns 127.0.0.1:port for a port that was free a moment ago,
+// below the ephemeral range (see loopback.FreePorts).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := loopback.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return addrs[0]
 }
 
 // result is how a short herald command ended.
