@@ -2,7 +2,6 @@ package torture
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -232,33 +231,14 @@ func (m *nemesis) admin(ctx context.Context, call func(context.Context, heraldv1
 // transfer moves partition p's leadership to another of its replicas,
 // picked by the seed, and says how that went.
 func (m *nemesis) transfer(ctx context.Context, p uint32) string {
-	var to string
-	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
-		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
-		if err != nil {
-			return err
-		}
-		for _, part := range ring.GetPartitions() {
-			if part.GetId() != p || part.GetLeader() == "" {
-				continue
-			}
-			var others []string
-			for _, r := range part.GetReplicas() {
-				if r.GetNodeId() != part.GetLeader() && r.GetVoter() {
-					others = append(others, r.GetNodeId())
-				}
-			}
-			if len(others) > 0 {
-				to = others[m.rng.IntN(len(others))]
-				return nil
-			}
-		}
-		// Cut off or behind, this node knows no leader or no other voter
-		// of p: ask the next one.
-		return errors.New("no leader and other voter known")
-	}); err != nil {
+	part, err := m.partition(ctx, p, func(part *heraldv1.Partition) bool {
+		return part.GetLeader() != "" && len(otherVoters(part)) > 0
+	})
+	if err != nil {
 		return fmt.Sprintf("no replica to move the leadership to (%v)", err)
 	}
+	others := otherVoters(part)
+	to := others[m.rng.IntN(len(others))]
 	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
 		_, err := a.TransferLeadership(ctx, &heraldv1.TransferLeadershipRequest{Partition: p, NodeId: to})
 		return err
@@ -268,32 +248,27 @@ func (m *nemesis) transfer(ctx context.Context, p uint32) string {
 	return "to " + to
 }
 
+// otherVoters are part's voters but its leader.
+func otherVoters(part *heraldv1.Partition) []string {
+	var out []string
+	for _, r := range part.GetReplicas() {
+		if r.GetNodeId() != part.GetLeader() && r.GetVoter() {
+			out = append(out, r.GetNodeId())
+		}
+	}
+	return out
+}
+
 // compact makes every replica of partition p take a snapshot, and says
 // how that went.
 func (m *nemesis) compact(ctx context.Context, p uint32) string {
-	var replicas []string
-	if err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
-		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
-		if err != nil {
-			return err
-		}
-		replicas = nil
-		for _, part := range ring.GetPartitions() {
-			if part.GetId() == p {
-				for _, r := range part.GetReplicas() {
-					replicas = append(replicas, r.GetNodeId())
-				}
-			}
-		}
-		if len(replicas) == 0 {
-			return errors.New("no replica known") // ask the next node
-		}
-		return nil
-	}); err != nil {
+	part, err := m.partition(ctx, p, func(part *heraldv1.Partition) bool { return len(part.GetReplicas()) > 0 })
+	if err != nil {
 		return "no ring: " + err.Error()
 	}
 	var out []string
-	for _, id := range replicas {
+	for _, r := range part.GetReplicas() {
+		id := r.GetNodeId()
 		err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
 			resp, err := a.CompactLog(ctx, &heraldv1.CompactLogRequest{Partition: p, NodeId: id})
 			if err == nil {
@@ -310,20 +285,32 @@ func (m *nemesis) compact(ctx context.Context, p uint32) string {
 
 // leaderOf asks the nodes in turn which node leads partition p.
 func (m *nemesis) leaderOf(ctx context.Context, p uint32) string {
-	var leader string
-	_ = m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
+	part, err := m.partition(ctx, p, func(part *heraldv1.Partition) bool { return part.GetLeader() != "" })
+	if err != nil {
+		return ""
+	}
+	return part.GetLeader()
+}
+
+// partition asks the nodes in turn for their view of partition p until
+// one's view is usable: a node cut off or behind may know no leader or no
+// replicas of it.
+func (m *nemesis) partition(ctx context.Context, p uint32, usable func(*heraldv1.Partition) bool) (*heraldv1.Partition, error) {
+	var found *heraldv1.Partition
+	err := m.admin(ctx, func(ctx context.Context, a heraldv1connect.AdminServiceClient) error {
 		ring, err := a.GetRing(ctx, &heraldv1.GetRingRequest{})
+		if err != nil {
+			return err
+		}
 		for _, part := range ring.GetPartitions() {
-			if part.GetId() == p {
-				leader = part.GetLeader()
+			if part.GetId() == p && usable(part) {
+				found = part
+				return nil
 			}
 		}
-		if err == nil && leader == "" {
-			err = errors.New("no leader known") // ask the next node
-		}
-		return err
+		return fmt.Errorf("partition %d: nothing usable known", p) // ask the next node
 	})
-	return leader
+	return found, err
 }
 
 // executed returns the faults run so far, in order of start.
