@@ -49,6 +49,10 @@ type Config struct {
 	// their subscribers get its events within milliseconds, not up to
 	// twice CommitTimeout later. Zero means 2 ms; negative turns it off.
 	CommitNudge time.Duration
+	// EventRetention is how many events the leader keeps per channel: it
+	// proposes trims of the older ones (retention.go). Zero means
+	// DefaultEventRetention; negative keeps every event.
+	EventRetention int
 	// SnapshotInterval and SnapshotThreshold decide when to snapshot;
 	// TrailingLogs is how many entries stay after one. Zero means 2 min,
 	// 8192 and 10240.
@@ -80,6 +84,9 @@ type Config struct {
 	OnFatal func(error)
 }
 
+// DefaultEventRetention is how many events a channel keeps by default.
+const DefaultEventRetention = 100_000
+
 // DefaultConfig returns a Config with every default filled in; ID, NodeID
 // and Dir are left for the caller.
 func DefaultConfig() Config {
@@ -89,6 +96,7 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      500 * time.Millisecond,
 		CommitNudge:        2 * time.Millisecond,
+		EventRetention:     DefaultEventRetention,
 		SnapshotInterval:   2 * time.Minute,
 		SnapshotThreshold:  8192,
 		TrailingLogs:       10240,
@@ -104,6 +112,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
 	setDefault(&c.CommitTimeout, d.CommitTimeout)
 	setDefault(&c.CommitNudge, d.CommitNudge)
+	setDefault(&c.EventRetention, d.EventRetention)
 	setDefault(&c.SnapshotInterval, d.SnapshotInterval)
 	setDefault(&c.SnapshotThreshold, d.SnapshotThreshold)
 	setDefault(&c.TrailingLogs, d.TrailingLogs)

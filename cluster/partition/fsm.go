@@ -33,6 +33,8 @@ type fsm struct {
 	onFatal func(error)
 	// onApplied, if set, is called after each batch with its last index.
 	onApplied func(index uint64)
+	// onEvents, if set, is called after each batch with its events.
+	onEvents func(events []*heraldv1.Event)
 	// applyHook, if set (tests only, see export_test.go), runs before each
 	// batch is applied.
 	applyHook atomic.Pointer[func()]
@@ -123,6 +125,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.applied.advance(logs[len(logs)-1].Index)
 	f.feed.publish(events)
+	if f.onEvents != nil {
+		f.onEvents(events)
+	}
 	if f.onApplied != nil {
 		f.onApplied(logs[len(logs)-1].Index)
 	}

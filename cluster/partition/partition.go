@@ -39,6 +39,7 @@ type Partition struct {
 	fsm    *fsm
 	gate   writeGate // holds proposals off while a snapshot is restored
 	nudge  nudger    // tells followers of the last commit at once
+	trim   *trimmer  // proposes the trims of event retention while leading
 
 	// readyTerm is the term in which this replica, as leader, completed a
 	// Barrier: every entry of earlier terms is applied, so linearizable
@@ -145,6 +146,8 @@ func (p *Partition) start(trans raft.Transport) error {
 	}
 	p.fsm = f
 	f.onApplied = p.nudge.applied
+	p.trim = newTrimmer(p, p.cfg.EventRetention)
+	f.onEvents = p.trim.applied
 	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
 	if err != nil {
 		cancel()
@@ -152,9 +155,11 @@ func (p *Partition) start(trans raft.Transport) error {
 	}
 	p.raft, p.trans = r, trans
 	p.nudge.raft.Store(r)
+	p.trim.raft.Store(r)
 	transport.GateFollowerHeartbeats(trans, r)
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
+	p.wg.Go(func() { p.trim.run(ctx) })
 	if !has && len(p.cfg.Bootstrap) > 0 {
 		err := r.BootstrapCluster(raft.Configuration{Servers: p.cfg.Bootstrap}).Error()
 		if err != nil {
