@@ -41,6 +41,8 @@ type nodeOptions struct {
 	// wrap, if set, returns what the gateway is given as its cluster
 	// instead of the node itself (a pass-through that observes calls).
 	wrap func(*cluster.Node) gateway.Cluster
+	// partition, if set, adjusts the replicas' configuration.
+	partition func(*partition.Config)
 }
 
 // startNode starts a node with 4 partitions and fast Raft timers, waits
@@ -65,6 +67,9 @@ func startNode(t testing.TB, o nodeOptions) *node {
 	pc.HeartbeatTimeout = 100 * time.Millisecond
 	pc.ElectionTimeout = 100 * time.Millisecond
 	pc.LeaderLeaseTimeout = 50 * time.Millisecond
+	if o.partition != nil {
+		o.partition(&pc)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

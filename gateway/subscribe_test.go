@@ -15,6 +15,7 @@ import (
 
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
+	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/gateway"
 )
 
@@ -156,6 +157,41 @@ func TestSubscribeBacklogThenLive(t *testing.T) {
 					st.events(head, last)
 				})
 			}
+		})
+	}
+}
+
+// TestSubscribeTrimmedCursor: with an event retention of 5, a channel of
+// 20 posts keeps events 16-20; a subscriber resuming from before them is
+// told resync_required CURSOR_EXPIRED with the oldest seq it can resume
+// from, on both transports, and one resuming from there gets the rest.
+func TestSubscribeTrimmedCursor(t *testing.T) {
+	const keep, posts = 5, 20
+	n := startNode(t, nodeOptions{partition: func(c *partition.Config) { c.EventRetention = keep }})
+	for _, tr := range subTransports(t) {
+		t.Run(tr.name, func(t *testing.T) {
+			c := heraldv1connect.NewMessageServiceClient(tr.client, n.URL)
+			id := "trimmed-" + tr.name
+			apiCreate(t, n, id)
+			head := subPostN(t, n, id, posts)
+			oldest := head - keep + 1
+			checkFor(t, 10*time.Second, 10*time.Millisecond, func() bool {
+				resp, err := n.Channels.GetChannel(apiCtx(t), &heraldv1.GetChannelRequest{ChannelId: id})
+				return err == nil && resp.GetChannel().GetOldestSeq() == oldest
+			})
+			st := subOpen(t, c, id, proto.Uint64(oldest-2))
+			m := st.next()
+			r := m.GetResyncRequired()
+			if r.GetReason() != heraldv1.ResyncRequired_CURSOR_EXPIRED || r.GetChannelId() != id || r.GetOldestSeq() != oldest {
+				t.Fatalf("after_seq %d (oldest %d): got %v, want resync_required CURSOR_EXPIRED with oldest_seq %d",
+					oldest-2, oldest, m, oldest)
+			}
+			st.ended(0)
+			st = subOpen(t, c, id, proto.Uint64(oldest-1))
+			if got := st.subscribed(id); got != head {
+				t.Fatalf("subscribed.head_seq: got %d, want %d", got, head)
+			}
+			st.events(oldest-1, head)
 		})
 	}
 }

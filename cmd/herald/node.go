@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/gateway"
 )
 
@@ -73,6 +74,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		TLS:             o.tls,
 		RequestTimeout:  o.limits.requestTimeout,
 		Space:           o.space.config(),
+		Partition:       partition.Config{EventRetention: o.space.eventRetention()},
 		Defects:         o.defects.cluster,
 		Logger:          o.log,
 	})

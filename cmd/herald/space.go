@@ -9,12 +9,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/partition"
 )
 
 // spaceFlags are the space limits every serving command takes.
 type spaceFlags struct {
-	minFree byteSize
-	quota   byteSize
+	minFree   byteSize
+	quota     byteSize
+	retention int
 }
 
 func (s *spaceFlags) add(cmd *cobra.Command) {
@@ -25,6 +27,17 @@ func (s *spaceFlags) add(cmd *cobra.Command) {
 		"refuse writes to every partition with a replica on this node while the data directory's filesystem has less free space than this (e.g. 512MiB, 2GiB); reads go on, writes resume by themselves; 0 = off")
 	f.Var(&s.quota, "state-quota",
 		"refuse writes to a partition while its state file on this node holds more than this (e.g. 8GiB); the file's hard limit is set a quarter (at least 256MiB) above it; 0 = off")
+	f.IntVar(&s.retention, "event-retention", partition.DefaultEventRetention,
+		"events kept per channel for subscribers to resume from; older ones are trimmed (a cursor before them gets resync_required CURSOR_EXPIRED), messages and history are kept; 0 = every event")
+}
+
+// eventRetention returns --event-retention as the partition takes it (0
+// there means the default, negative every event).
+func (s *spaceFlags) eventRetention() int {
+	if s.retention <= 0 {
+		return -1
+	}
+	return s.retention
 }
 
 // config returns the limits as the cluster takes them (0 there means the
