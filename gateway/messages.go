@@ -249,6 +249,8 @@ func (h *messageService) Subscribe(ctx context.Context, req *heraldv1.SubscribeR
 		case <-ctx.Done():
 			return nil
 		case <-h.s.hub.ctx.Done():
+			_ = stream.Send(&heraldv1.SubscribeResponse{Kind: &heraldv1.SubscribeResponse_Reconnect{
+				Reconnect: h.s.reconnect()}}) // best effort: the stream ends either way
 			return connect.NewError(connect.CodeUnavailable, errors.New("node is shutting down"))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -66,6 +67,10 @@ type Config struct {
 	// WriteTimeout bounds one write to a WebSocket client: a client that
 	// has not taken a frame within it is closed. 0 means 10 s.
 	WriteTimeout time.Duration
+	// ReconnectJitter is the longest delay a client is told to wait before
+	// it reconnects elsewhere when the node shuts down (a reconnect frame;
+	// each gets a random delay below it); 0 means 5 s.
+	ReconnectJitter time.Duration
 	// MaxPostsPerUser is how many posts a second one user may make through
 	// this node (a token bucket with that burst); 0 means no limit.
 	MaxPostsPerUser float64
@@ -96,12 +101,13 @@ func DefaultConfig() Config {
 		QueueFrames:      1024,
 		PingInterval:     15 * time.Second,
 		WriteTimeout:     10 * time.Second,
+		ReconnectJitter:  5 * time.Second,
 	}
 }
 
 // Validate reports the first out-of-range field.
 func (c Config) Validate() error {
-	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 || c.WriteTimeout < 0 ||
+	if c.MaxRequestBytes < 0 || c.MaxSubscriptions < 0 || c.QueueFrames < 0 || c.PingInterval < 0 || c.WriteTimeout < 0 || c.ReconnectJitter < 0 ||
 		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
@@ -124,6 +130,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.ReconnectJitter == 0 {
+		c.ReconnectJitter = d.ReconnectJitter
 	}
 	if c.AuthTimeout == 0 {
 		c.AuthTimeout = 10 * time.Second
@@ -211,8 +220,18 @@ func (s *Server) sendMaxBytes() int { return 4 * s.cfg.MaxRequestBytes }
 // Handler returns the HTTP handler serving every endpoint.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close closes every WebSocket connection (going away) and ends every
-// subscription and stream, then waits for the gateway's goroutines.
+// reconnect is what a client is told when the node shuts down under it:
+// come back elsewhere after a random delay below ReconnectJitter, so that
+// a node's clients do not all reconnect at once.
+func (s *Server) reconnect() *heraldv1.Reconnect {
+	return &heraldv1.Reconnect{Reason: "node is shutting down",
+		DelayMs: uint32(rand.N(s.cfg.ReconnectJitter) / time.Millisecond)}
+}
+
+// Close tells every WebSocket connection and Subscribe stream to
+// reconnect elsewhere (a reconnect frame), closes the connections (going
+// away) and ends every subscription and stream, then waits for the
+// gateway's goroutines.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancel()

@@ -549,7 +549,8 @@ func TestSubscribeEventsMatchHistory(t *testing.T) {
 }
 
 // TestSubscribeEndsAtClose closes the gateway under an open stream: the
-// stream ends with unavailable rather than hanging.
+// stream is told to reconnect elsewhere, as a WebSocket is, and ends with
+// unavailable rather than hanging.
 func TestSubscribeEndsAtClose(t *testing.T) {
 	n := startNode(t, nodeOptions{})
 	apiCreate(t, n, "general")
@@ -565,6 +566,10 @@ func TestSubscribeEndsAtClose(t *testing.T) {
 	for name, st := range streams {
 		t.Run(name, func(t *testing.T) {
 			st.t = t
+			if r := st.next().GetReconnect(); r == nil || r.GetReason() == "" ||
+				r.GetDelayMs() >= uint32(gateway.DefaultConfig().ReconnectJitter/time.Millisecond) {
+				t.Fatalf("got %v, want reconnect with a reason and a delay below the default jitter", r)
+			}
 			st.ended(connect.CodeUnavailable)
 		})
 	}

@@ -144,8 +144,9 @@ func (w *wsServer) pingLoop() {
 	}
 }
 
-// close says goodbye to every connection (1001 going away) and waits for
-// their read loops and the ping loop.
+// close tells every connection to reconnect elsewhere (a reconnect frame),
+// says goodbye (1001 going away) and waits for their read loops and the
+// ping loop.
 func (w *wsServer) close() {
 	w.mu.Lock()
 	w.closed = true
@@ -161,7 +162,11 @@ func (w *wsServer) close() {
 	var closing sync.WaitGroup
 	for _, c := range conns {
 		closing.Go(func() {
-			_ = c.c.SetWriteDeadline(time.Now().Add(closeWait))       // fails only if closed
+			_ = c.c.SetWriteDeadline(time.Now().Add(closeWait)) // fails only if closed
+			f := &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Reconnect{Reconnect: w.s.reconnect()}}
+			if b, err := encodeServerFrame(f, c.binary); err == nil {
+				_ = c.c.WriteMessage(c.opcode(), b) // best effort, as the close
+			}
 			_ = c.c.WriteClose(1001, []byte("node is shutting down")) // best effort
 		})
 	}

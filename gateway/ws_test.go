@@ -592,8 +592,13 @@ func TestWSSlowConsumer(t *testing.T) {
 	good.ping("end")
 }
 
+// TestWSShutdownClosesClients: a gateway that shuts down tells every
+// connection, JSON and binary, to reconnect after a random delay below
+// ReconnectJitter, then closes it with 1001; after that it refuses
+// upgrades.
 func TestWSShutdownClosesClients(t *testing.T) {
-	n := startNode(t, nodeOptions{})
+	const jitter = 300 * time.Millisecond
+	n := startNode(t, nodeOptions{gateway: gateway.Config{ReconnectJitter: jitter}})
 	wsCreateChannel(t, n, "bye")
 	a := dialWS(t, n, wsOptions{})
 	b := dialWS(t, n, wsOptions{binary: true})
@@ -602,6 +607,10 @@ func TestWSShutdownClosesClients(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- n.Gateway.Close() }()
 	for _, c := range []*wsClient{a, b} {
+		r := c.expect("reconnect").GetReconnect()
+		if r.GetDelayMs() >= uint32(jitter/time.Millisecond) || r.GetReason() == "" {
+			t.Errorf("reconnect: got %v, want a reason and delay_ms below %d", r, jitter/time.Millisecond)
+		}
 		err, ok := c.waitClosed(wsWait)
 		if !ok {
 			t.Fatalf("connection still open %v after Close", wsWait)
@@ -622,6 +631,38 @@ func TestWSShutdownClosesClients(t *testing.T) {
 		if f, err := c.read(wsWait); err == nil {
 			t.Fatalf("dial after Close: got frame %v, want the upgrade refused", f)
 		}
+	}
+}
+
+// TestWSResumeAfterShutdown: a client told to reconnect comes back (here
+// to the node restarted on the same data, standing in for another node)
+// and resumes with the last seq it got: it gets every later event, the
+// ones posted while it was away first, and nothing twice.
+func TestWSResumeAfterShutdown(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, nodeOptions{dir: dir, gateway: gateway.Config{ReconnectJitter: time.Millisecond}})
+	wsCreateChannel(t, n, "again")
+	c := dialWS(t, n, wsOptions{})
+	c.subscribe("s", "again", proto.Uint64(0))
+	last := subPostN(t, n, "again", 3)
+	c.expectEvents("again", 1, last)
+	n.stop()
+	c.expect("reconnect")
+	if _, ok := c.waitClosed(wsWait); !ok {
+		t.Fatalf("connection still open %v after the node stopped", wsWait)
+	}
+
+	n = startNode(t, nodeOptions{dir: dir})
+	away := subPostN(t, n, "again", 2)
+	c = dialWS(t, n, wsOptions{})
+	if head := c.subscribe("s", "again", proto.Uint64(last)); head != away {
+		t.Fatalf("subscribed head_seq: got %d, want %d", head, away)
+	}
+	now := subPostN(t, n, "again", 1)
+	c.expectEvents("again", last+1, now)
+	if c.pending() != 0 {
+		f, _ := c.read(0)
+		t.Fatalf("after event %d: got %v, want nothing more", now, f)
 	}
 }
 

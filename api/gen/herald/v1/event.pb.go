@@ -820,6 +820,63 @@ func (x *ResyncRequired) GetLastSentSeq() uint64 {
 	return 0
 }
 
+// Reconnect is sent once before a node closes a connection or a Subscribe
+// stream because it is shutting down. The client should wait delay_ms (a
+// random delay, so that a node's clients do not all come back at once),
+// connect to another node, and subscribe again with after_seq set to the
+// last seq it received on each channel: it misses nothing.
+type Reconnect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DelayMs       uint32                 `protobuf:"varint,1,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reconnect) Reset() {
+	*x = Reconnect{}
+	mi := &file_herald_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reconnect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reconnect) ProtoMessage() {}
+
+func (x *Reconnect) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
+func (*Reconnect) Descriptor() ([]byte, []int) {
+	return file_herald_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Reconnect) GetDelayMs() uint32 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *Reconnect) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_herald_v1_event_proto protoreflect.FileDescriptor
 
 const file_herald_v1_event_proto_rawDesc = "" +
@@ -884,7 +941,10 @@ const file_herald_v1_event_proto_rawDesc = "" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSLOW_CONSUMER\x10\x01\x12\x12\n" +
 	"\x0eCURSOR_EXPIRED\x10\x02\x12\x10\n" +
-	"\fCURSOR_AHEAD\x10\x03B7Z5github.com/heraldhq/herald/api/gen/herald/v1;heraldv1b\x06proto3"
+	"\fCURSOR_AHEAD\x10\x03\">\n" +
+	"\tReconnect\x12\x19\n" +
+	"\bdelay_ms\x18\x01 \x01(\rR\adelayMs\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reasonB7Z5github.com/heraldhq/herald/api/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_event_proto_rawDescOnce sync.Once
@@ -899,7 +959,7 @@ func file_herald_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_herald_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_herald_v1_event_proto_goTypes = []any{
 	(ResyncRequired_Reason)(0),    // 0: herald.v1.ResyncRequired.Reason
 	(*Event)(nil),                 // 1: herald.v1.Event
@@ -913,12 +973,13 @@ var file_herald_v1_event_proto_goTypes = []any{
 	(*ChannelUpdated)(nil),        // 9: herald.v1.ChannelUpdated
 	(*Subscribed)(nil),            // 10: herald.v1.Subscribed
 	(*ResyncRequired)(nil),        // 11: herald.v1.ResyncRequired
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Message)(nil),               // 13: herald.v1.Message
-	(*Channel)(nil),               // 14: herald.v1.Channel
+	(*Reconnect)(nil),             // 12: herald.v1.Reconnect
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*Message)(nil),               // 14: herald.v1.Message
+	(*Channel)(nil),               // 15: herald.v1.Channel
 }
 var file_herald_v1_event_proto_depIdxs = []int32{
-	12, // 0: herald.v1.Event.ts:type_name -> google.protobuf.Timestamp
+	13, // 0: herald.v1.Event.ts:type_name -> google.protobuf.Timestamp
 	2,  // 1: herald.v1.Event.message_posted:type_name -> herald.v1.MessagePosted
 	3,  // 2: herald.v1.Event.message_edited:type_name -> herald.v1.MessageEdited
 	4,  // 3: herald.v1.Event.message_deleted:type_name -> herald.v1.MessageDeleted
@@ -927,9 +988,9 @@ var file_herald_v1_event_proto_depIdxs = []int32{
 	7,  // 6: herald.v1.Event.member_joined:type_name -> herald.v1.MemberJoined
 	8,  // 7: herald.v1.Event.member_left:type_name -> herald.v1.MemberLeft
 	9,  // 8: herald.v1.Event.channel_updated:type_name -> herald.v1.ChannelUpdated
-	13, // 9: herald.v1.MessagePosted.message:type_name -> herald.v1.Message
-	13, // 10: herald.v1.MessageEdited.message:type_name -> herald.v1.Message
-	14, // 11: herald.v1.ChannelUpdated.channel:type_name -> herald.v1.Channel
+	14, // 9: herald.v1.MessagePosted.message:type_name -> herald.v1.Message
+	14, // 10: herald.v1.MessageEdited.message:type_name -> herald.v1.Message
+	15, // 11: herald.v1.ChannelUpdated.channel:type_name -> herald.v1.Channel
 	0,  // 12: herald.v1.ResyncRequired.reason:type_name -> herald.v1.ResyncRequired.Reason
 	13, // [13:13] is the sub-list for method output_type
 	13, // [13:13] is the sub-list for method input_type
@@ -961,7 +1022,7 @@ func file_herald_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_event_proto_rawDesc), len(file_herald_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -378,6 +378,7 @@ type ServerFrame struct {
 	//	*ServerFrame_Presence
 	//	*ServerFrame_Pong
 	//	*ServerFrame_Error
+	//	*ServerFrame_Reconnect
 	Kind          isServerFrame_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -508,6 +509,15 @@ func (x *ServerFrame) GetError() *Error {
 	return nil
 }
 
+func (x *ServerFrame) GetReconnect() *Reconnect {
+	if x != nil {
+		if x, ok := x.Kind.(*ServerFrame_Reconnect); ok {
+			return x.Reconnect
+		}
+	}
+	return nil
+}
+
 type isServerFrame_Kind interface {
 	isServerFrame_Kind()
 }
@@ -548,6 +558,10 @@ type ServerFrame_Error struct {
 	Error *Error `protobuf:"bytes,18,opt,name=error,proto3,oneof"`
 }
 
+type ServerFrame_Reconnect struct {
+	Reconnect *Reconnect `protobuf:"bytes,19,opt,name=reconnect,proto3,oneof"`
+}
+
 func (*ServerFrame_Hello) isServerFrame_Kind() {}
 
 func (*ServerFrame_Subscribed) isServerFrame_Kind() {}
@@ -565,6 +579,8 @@ func (*ServerFrame_Presence) isServerFrame_Kind() {}
 func (*ServerFrame_Pong) isServerFrame_Kind() {}
 
 func (*ServerFrame_Error) isServerFrame_Kind() {}
+
+func (*ServerFrame_Reconnect) isServerFrame_Kind() {}
 
 // Hello is the first frame on every connection.
 type Hello struct {
@@ -744,7 +760,7 @@ const file_herald_v1_frame_proto_rawDesc = "" +
 	"\n" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\"\x06\n" +
-	"\x04Ping\"\xec\x03\n" +
+	"\x04Ping\"\xa2\x04\n" +
 	"\vServerFrame\x12\x19\n" +
 	"\breply_to\x18\x01 \x01(\tR\areplyTo\x12(\n" +
 	"\x05hello\x18\n" +
@@ -758,7 +774,8 @@ const file_herald_v1_frame_proto_rawDesc = "" +
 	"\x06typing\x18\x0f \x01(\v2\x11.herald.v1.TypingH\x00R\x06typing\x121\n" +
 	"\bpresence\x18\x10 \x01(\v2\x13.herald.v1.PresenceH\x00R\bpresence\x12%\n" +
 	"\x04pong\x18\x11 \x01(\v2\x0f.herald.v1.PongH\x00R\x04pong\x12(\n" +
-	"\x05error\x18\x12 \x01(\v2\x10.herald.v1.ErrorH\x00R\x05errorB\x06\n" +
+	"\x05error\x18\x12 \x01(\v2\x10.herald.v1.ErrorH\x00R\x05error\x124\n" +
+	"\treconnect\x18\x13 \x01(\v2\x14.herald.v1.ReconnectH\x00R\treconnectB\x06\n" +
 	"\x04kind\"v\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12%\n" +
@@ -799,6 +816,7 @@ var file_herald_v1_frame_proto_goTypes = []any{
 	(*PostMessageResponse)(nil), // 13: herald.v1.PostMessageResponse
 	(*ResyncRequired)(nil),      // 14: herald.v1.ResyncRequired
 	(*Error)(nil),               // 15: herald.v1.Error
+	(*Reconnect)(nil),           // 16: herald.v1.Reconnect
 }
 var file_herald_v1_frame_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.ClientFrame.auth:type_name -> herald.v1.Auth
@@ -816,11 +834,12 @@ var file_herald_v1_frame_proto_depIdxs = []int32{
 	7,  // 12: herald.v1.ServerFrame.presence:type_name -> herald.v1.Presence
 	8,  // 13: herald.v1.ServerFrame.pong:type_name -> herald.v1.Pong
 	15, // 14: herald.v1.ServerFrame.error:type_name -> herald.v1.Error
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	16, // 15: herald.v1.ServerFrame.reconnect:type_name -> herald.v1.Reconnect
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_frame_proto_init() }
@@ -849,6 +868,7 @@ func file_herald_v1_frame_proto_init() {
 		(*ServerFrame_Presence)(nil),
 		(*ServerFrame_Pong)(nil),
 		(*ServerFrame_Error)(nil),
+		(*ServerFrame_Reconnect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

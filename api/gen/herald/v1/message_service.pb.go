@@ -1014,6 +1014,7 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Event
 	//	*SubscribeResponse_ResyncRequired
+	//	*SubscribeResponse_Reconnect
 	Kind          isSubscribeResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1083,6 +1084,15 @@ func (x *SubscribeResponse) GetResyncRequired() *ResyncRequired {
 	return nil
 }
 
+func (x *SubscribeResponse) GetReconnect() *Reconnect {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeResponse_Reconnect); ok {
+			return x.Reconnect
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Kind interface {
 	isSubscribeResponse_Kind()
 }
@@ -1099,11 +1109,17 @@ type SubscribeResponse_ResyncRequired struct {
 	ResyncRequired *ResyncRequired `protobuf:"bytes,3,opt,name=resync_required,json=resyncRequired,proto3,oneof"`
 }
 
+type SubscribeResponse_Reconnect struct {
+	Reconnect *Reconnect `protobuf:"bytes,4,opt,name=reconnect,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_Event) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_ResyncRequired) isSubscribeResponse_Kind() {}
+
+func (*SubscribeResponse_Reconnect) isSubscribeResponse_Kind() {}
 
 var File_herald_v1_message_service_proto protoreflect.FileDescriptor
 
@@ -1183,13 +1199,14 @@ const file_herald_v1_message_service_proto_rawDesc = "" +
 	"channel_id\x18\x01 \x01(\tR\tchannelId\x12 \n" +
 	"\tafter_seq\x18\x02 \x01(\x04H\x00R\bafterSeq\x88\x01\x01B\f\n" +
 	"\n" +
-	"_after_seq\"\xc4\x01\n" +
+	"_after_seq\"\xfa\x01\n" +
 	"\x11SubscribeResponse\x127\n" +
 	"\n" +
 	"subscribed\x18\x01 \x01(\v2\x15.herald.v1.SubscribedH\x00R\n" +
 	"subscribed\x12(\n" +
 	"\x05event\x18\x02 \x01(\v2\x10.herald.v1.EventH\x00R\x05event\x12D\n" +
-	"\x0fresync_required\x18\x03 \x01(\v2\x19.herald.v1.ResyncRequiredH\x00R\x0eresyncRequiredB\x06\n" +
+	"\x0fresync_required\x18\x03 \x01(\v2\x19.herald.v1.ResyncRequiredH\x00R\x0eresyncRequired\x124\n" +
+	"\treconnect\x18\x04 \x01(\v2\x14.herald.v1.ReconnectH\x00R\treconnectB\x06\n" +
 	"\x04kind2\xee\x05\n" +
 	"\x0eMessageService\x12N\n" +
 	"\vPostMessage\x12\x1d.herald.v1.PostMessageRequest\x1a\x1e.herald.v1.PostMessageResponse\"\x00\x12T\n" +
@@ -1239,6 +1256,7 @@ var file_herald_v1_message_service_proto_goTypes = []any{
 	(*Subscribed)(nil),             // 19: herald.v1.Subscribed
 	(*Event)(nil),                  // 20: herald.v1.Event
 	(*ResyncRequired)(nil),         // 21: herald.v1.ResyncRequired
+	(*Reconnect)(nil),              // 22: herald.v1.Reconnect
 }
 var file_herald_v1_message_service_proto_depIdxs = []int32{
 	17, // 0: herald.v1.PostMessageResponse.message:type_name -> herald.v1.Message
@@ -1254,29 +1272,30 @@ var file_herald_v1_message_service_proto_depIdxs = []int32{
 	19, // 10: herald.v1.SubscribeResponse.subscribed:type_name -> herald.v1.Subscribed
 	20, // 11: herald.v1.SubscribeResponse.event:type_name -> herald.v1.Event
 	21, // 12: herald.v1.SubscribeResponse.resync_required:type_name -> herald.v1.ResyncRequired
-	0,  // 13: herald.v1.MessageService.PostMessage:input_type -> herald.v1.PostMessageRequest
-	0,  // 14: herald.v1.MessageService.PostMessages:input_type -> herald.v1.PostMessageRequest
-	3,  // 15: herald.v1.MessageService.EditMessage:input_type -> herald.v1.EditMessageRequest
-	5,  // 16: herald.v1.MessageService.DeleteMessage:input_type -> herald.v1.DeleteMessageRequest
-	7,  // 17: herald.v1.MessageService.AddReaction:input_type -> herald.v1.AddReactionRequest
-	9,  // 18: herald.v1.MessageService.RemoveReaction:input_type -> herald.v1.RemoveReactionRequest
-	11, // 19: herald.v1.MessageService.GetHistory:input_type -> herald.v1.GetHistoryRequest
-	13, // 20: herald.v1.MessageService.GetThread:input_type -> herald.v1.GetThreadRequest
-	15, // 21: herald.v1.MessageService.Subscribe:input_type -> herald.v1.SubscribeRequest
-	1,  // 22: herald.v1.MessageService.PostMessage:output_type -> herald.v1.PostMessageResponse
-	2,  // 23: herald.v1.MessageService.PostMessages:output_type -> herald.v1.PostMessagesResponse
-	4,  // 24: herald.v1.MessageService.EditMessage:output_type -> herald.v1.EditMessageResponse
-	6,  // 25: herald.v1.MessageService.DeleteMessage:output_type -> herald.v1.DeleteMessageResponse
-	8,  // 26: herald.v1.MessageService.AddReaction:output_type -> herald.v1.AddReactionResponse
-	10, // 27: herald.v1.MessageService.RemoveReaction:output_type -> herald.v1.RemoveReactionResponse
-	12, // 28: herald.v1.MessageService.GetHistory:output_type -> herald.v1.GetHistoryResponse
-	14, // 29: herald.v1.MessageService.GetThread:output_type -> herald.v1.GetThreadResponse
-	16, // 30: herald.v1.MessageService.Subscribe:output_type -> herald.v1.SubscribeResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 13: herald.v1.SubscribeResponse.reconnect:type_name -> herald.v1.Reconnect
+	0,  // 14: herald.v1.MessageService.PostMessage:input_type -> herald.v1.PostMessageRequest
+	0,  // 15: herald.v1.MessageService.PostMessages:input_type -> herald.v1.PostMessageRequest
+	3,  // 16: herald.v1.MessageService.EditMessage:input_type -> herald.v1.EditMessageRequest
+	5,  // 17: herald.v1.MessageService.DeleteMessage:input_type -> herald.v1.DeleteMessageRequest
+	7,  // 18: herald.v1.MessageService.AddReaction:input_type -> herald.v1.AddReactionRequest
+	9,  // 19: herald.v1.MessageService.RemoveReaction:input_type -> herald.v1.RemoveReactionRequest
+	11, // 20: herald.v1.MessageService.GetHistory:input_type -> herald.v1.GetHistoryRequest
+	13, // 21: herald.v1.MessageService.GetThread:input_type -> herald.v1.GetThreadRequest
+	15, // 22: herald.v1.MessageService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	1,  // 23: herald.v1.MessageService.PostMessage:output_type -> herald.v1.PostMessageResponse
+	2,  // 24: herald.v1.MessageService.PostMessages:output_type -> herald.v1.PostMessagesResponse
+	4,  // 25: herald.v1.MessageService.EditMessage:output_type -> herald.v1.EditMessageResponse
+	6,  // 26: herald.v1.MessageService.DeleteMessage:output_type -> herald.v1.DeleteMessageResponse
+	8,  // 27: herald.v1.MessageService.AddReaction:output_type -> herald.v1.AddReactionResponse
+	10, // 28: herald.v1.MessageService.RemoveReaction:output_type -> herald.v1.RemoveReactionResponse
+	12, // 29: herald.v1.MessageService.GetHistory:output_type -> herald.v1.GetHistoryResponse
+	14, // 30: herald.v1.MessageService.GetThread:output_type -> herald.v1.GetThreadResponse
+	16, // 31: herald.v1.MessageService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_message_service_proto_init() }
@@ -1296,6 +1315,7 @@ func file_herald_v1_message_service_proto_init() {
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
 		(*SubscribeResponse_ResyncRequired)(nil),
+		(*SubscribeResponse_Reconnect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
