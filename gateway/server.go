@@ -83,6 +83,8 @@ type Config struct {
 	// BodyTimeout bounds how long a client may take to send a request
 	// body to the Connect API; 0 means BodyTimeout.
 	BodyTimeout time.Duration
+	// Pprof serves Go's profiler at /debug/pprof/ to admins (pprof.go).
+	Pprof bool
 	// UnsafeSkipEvent is a planted defect, for herald torture's canary
 	// only: no subscriber is sent the event with this seq (0: none) of any
 	// channel, a gap.
@@ -200,6 +202,9 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20), connect.WithCompressMinBytes(compressMinBytes)))
 	}
 	mux.Handle("GET /ws", s.ws)
+	if cfg.Pprof {
+		s.handlePprof(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n")) // best effort: the client may be gone
 	})

@@ -18,6 +18,7 @@ type limitFlags struct {
 	posts          float64
 	conns          int
 	requestTimeout time.Duration
+	pprof          bool
 }
 
 // Limits that apply when authentication is on and no flag says otherwise;
@@ -35,6 +36,8 @@ func (l *limitFlags) add(cmd *cobra.Command) {
 		fmt.Sprintf("WebSocket connections and Subscribe streams one user may hold on this node; 0 = no limit (default %d when authentication is on)", defaultMaxConnsPerUser))
 	f.DurationVar(&l.requestTimeout, "request-timeout", cluster.DefaultRequestTimeout,
 		"longest a request may take inside the cluster; one that cannot reach its partition's leader comes back unavailable (or indeterminate) within it")
+	f.BoolVar(&l.pprof, "pprof", false,
+		"serve Go's profiler at /debug/pprof/ on the HTTP port, to admin tokens only (to everyone with authentication off), e.g. go tool pprof 'http://NODE/debug/pprof/profile?seconds=30'")
 }
 
 // resolve fills in the defaults for flags the user did not set.

@@ -83,7 +83,8 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		return err
 	}
 	gc := gateway.Config{Logger: o.log, Version: buildVersion(),
-		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns, UnsafeSkipEvent: o.defects.skipEvent}
+		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns, Pprof: o.limits.pprof,
+		UnsafeSkipEvent: o.defects.skipEvent}
 	if o.userAuth {
 		gc.Auth = gateway.NewAuthenticator(o.secret)
 	}
