@@ -36,7 +36,16 @@ type SharedLog struct {
 	dir     string
 	onFatal func(error)
 	noSync  atomic.Bool // UnsafeNoSync
+	appends Observer    // ObserveAppends; nil: not measured
 }
+
+// Observer takes one measurement in seconds; a prometheus.Histogram is one.
+type Observer interface{ Observe(seconds float64) }
+
+// ObserveAppends has o measure every synced append (StoreLogs: the batch
+// commit, which waits for the WAL fsync it may share with other groups).
+// Call it before the first group is opened.
+func (s *SharedLog) ObserveAppends(o Observer) { s.appends = o }
 
 // OpenSharedLog opens or creates the shared log in dir. onFatal is called
 // when Pebble cannot write or sync (nil: log and exit, as Config.OnFatal).
@@ -256,8 +265,12 @@ func (g *groupLog) StoreLogs(logs []*raft.Log) error {
 			return err
 		}
 	}
+	start := time.Now()
 	if err := b.Commit(g.s.writeOpts()); err != nil {
 		return err
+	}
+	if g.s.appends != nil {
+		g.s.appends.Observe(time.Since(start).Seconds())
 	}
 	g.mu.Lock()
 	if g.first == 0 || logs[0].Index < g.first {

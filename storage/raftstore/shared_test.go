@@ -183,3 +183,37 @@ func BenchmarkSharedLogAppend(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// observations records what an Observer is given.
+type observations struct {
+	mu sync.Mutex
+	v  []float64
+}
+
+func (o *observations) Observe(s float64) {
+	o.mu.Lock()
+	o.v = append(o.v, s)
+	o.mu.Unlock()
+}
+
+func TestSharedLogObservesAppends(t *testing.T) {
+	root := t.TempDir()
+	shared := openShared(t, filepath.Join(root, "raftlog"))
+	defer shared.Close()
+	var obs observations
+	shared.ObserveAppends(&obs)
+	s := openWith(t, filepath.Join(root, "p0"), shared)
+	defer s.Close()
+	must(t, s.Log.StoreLogs([]*raft.Log{entry(1, 1, "p0"), entry(2, 1, "p0")}))
+	must(t, s.Log.StoreLog(entry(3, 1, "p0")))
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.v) != 2 {
+		t.Fatalf("observed %d appends, want 2 (one per StoreLogs)", len(obs.v))
+	}
+	for _, v := range obs.v {
+		if v <= 0 || v > 60 {
+			t.Errorf("append took %v s: not a duration", v)
+		}
+	}
+}
