@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -418,4 +419,24 @@ func (g *Group) otherVoters() bool {
 		}
 	}
 	return false
+}
+
+// Status is a point-in-time view of the metadata replica's Raft state.
+type Status struct {
+	State        string // raft's: Leader, Follower, Candidate, Shutdown
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastContact  time.Time // with a leader; zero on the leader, or never
+}
+
+// Status returns the replica's Raft status.
+func (g *Group) Status() Status {
+	return Status{
+		State:        g.raft.State().String(),
+		Term:         g.raft.CurrentTerm(),
+		CommitIndex:  g.raft.CommitIndex(),
+		AppliedIndex: g.raft.AppliedIndex(),
+		LastContact:  g.raft.LastContact(),
+	}
 }

@@ -77,6 +77,8 @@ type Config struct {
 	// share fsyncs. Nil keeps the log in the replica's own file. A replica
 	// once opened with it must always be.
 	SharedLog *raftstore.SharedLog
+	// Observe receives the replica's measurements, for metrics.
+	Observe Observers
 	// OnFatal is called when the replica cannot go on: a write, sync or
 	// delete in its Raft log failed (never retried, see package
 	// raftstore), or the state file could not be written. The default logs

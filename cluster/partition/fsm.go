@@ -35,6 +35,7 @@ type fsm struct {
 	onApplied func(index uint64)
 	// onEvents, if set, is called after each batch with its events.
 	onEvents func(events []*heraldv1.Event)
+	obs      Observers
 	// applyHook, if set (tests only, see export_test.go), runs before each
 	// batch is applied.
 	applyHook atomic.Pointer[func()]
@@ -98,7 +99,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return out
 	}
+	start := time.Now()
 	results, events, err := f.db.Apply(entries)
+	if f.obs.Apply != nil {
+		f.obs.Apply.Observe(time.Since(start).Seconds())
+	}
 	if errors.Is(err, storage.ErrNoSpace) {
 		results, events, err = f.applyWhenRoom(entries, err)
 	}
@@ -184,7 +189,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{s: s}, nil
+	return &fsmSnapshot{s: s, obs: f.obs.Snapshot}, nil
 }
 
 // Restore replaces the state with a snapshot unless the state is already
@@ -208,16 +213,24 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 type fsmSnapshot struct {
-	s *storage.Snapshot
+	s   *storage.Snapshot
+	obs Observer // Observers.Snapshot
 }
 
 // Persist writes the snapshot to the sink; the file sink fsyncs on Close.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	start := time.Now()
 	if _, err := s.s.WriteTo(sink); err != nil {
 		_ = sink.Cancel() // best effort: the write error is the one to report
 		return err
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	if s.obs != nil {
+		s.obs.Observe(time.Since(start).Seconds())
+	}
+	return nil
 }
 
 // Release ends the snapshot's read transaction.

@@ -146,6 +146,7 @@ func (p *Partition) start(trans raft.Transport) error {
 	}
 	p.fsm = f
 	f.onApplied = p.nudge.applied
+	f.obs = p.cfg.Observe
 	p.trim = newTrimmer(p, p.cfg.EventRetention)
 	f.onEvents = p.trim.applied
 	r, err := raft.NewRaft(rc, f, p.stores.Log, p.stores.Stable, p.stores.Snapshots, trans)
@@ -160,6 +161,9 @@ func (p *Partition) start(trans raft.Transport) error {
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
 	p.wg.Go(func() { p.trim.run(ctx) })
+	if c := p.cfg.Observe.LeaderChange; c != nil {
+		p.wg.Go(func() { p.countLeaderChanges(ctx, c) })
+	}
 	if !has && len(p.cfg.Bootstrap) > 0 {
 		err := r.BootstrapCluster(raft.Configuration{Servers: p.cfg.Bootstrap}).Error()
 		if err != nil {
