@@ -173,6 +173,7 @@ type Node struct {
 	fwd       *forwarders // Submit's ordered streams to peers
 	ledger    *ledger
 	shared    *raftstore.SharedLog // the Raft log of every partition replica
+	metrics   *metrics
 	metaTrans *transport.Transport
 	// incarnation identifies the data directory (see identity).
 	incarnation string
@@ -228,6 +229,8 @@ func New(cfg Config) (*Node, error) {
 		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
+	n.metrics = newMetrics(n)
+	shared.ObserveAppends(n.metrics.logAppend)
 	n.fwd = &forwarders{n: n}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}

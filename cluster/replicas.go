@@ -128,6 +128,7 @@ func (n *Node) replicaConfig(p uint32) partition.Config {
 	pc.Dir = n.replicaDir(p)
 	pc.Logger = n.log
 	pc.SharedLog = n.shared
+	pc.Observe = n.metrics.observers(p)
 	return pc
 }
 
@@ -172,6 +173,7 @@ func (c *controller) retireReplica(p uint32, r *partition.Partition) {
 		return
 	}
 	defer n.reps.release(p)
+	n.metrics.forget(p)
 	if err := r.Close(); err != nil {
 		n.log.Warn("close retired replica", "partition", p, "err", err)
 	}
