@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/meta"
@@ -43,6 +46,9 @@ type nodeOptions struct {
 	wrap func(*cluster.Node) gateway.Cluster
 	// partition, if set, adjusts the replicas' configuration.
 	partition func(*partition.Config)
+	// metrics serves the node's series at /metrics with the gateway's, as
+	// herald server does (unless gateway.Metrics is set).
+	metrics bool
 }
 
 // startNode starts a node with 4 partitions and fast Raft timers, waits
@@ -91,6 +97,10 @@ func startNode(t testing.TB, o nodeOptions) *node {
 	}
 	if o.gateway.Logger == nil {
 		o.gateway.Logger = log
+	}
+	if o.metrics && o.gateway.Metrics == nil {
+		o.gateway.Metrics = prometheus.NewRegistry()
+		o.gateway.Metrics.MustRegister(n.Metrics(), collectors.NewGoCollector())
 	}
 	var cl gateway.Cluster = n
 	if o.wrap != nil {

@@ -70,14 +70,22 @@ type hub struct {
 	ctx  context.Context // ends all pumps and catch-ups at close
 	wg   sync.WaitGroup
 	skip uint64 // Config.UnsafeSkipEvent
+	m    *gwMetrics
 
 	mu     sync.Mutex // guards following
 	topics map[string]*topic
 	closed bool // no goroutine starts once set: wait may be running
 }
 
-func newHub(ctx context.Context, cl Cluster, log *slog.Logger, skip uint64) *hub {
-	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic), skip: skip}
+func newHub(ctx context.Context, cl Cluster, log *slog.Logger, skip uint64, m *gwMetrics) *hub {
+	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic), skip: skip, m: m}
+}
+
+// topicCount is the number of upstream streams the hub holds.
+func (h *hub) topicCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.topics)
 }
 
 // topic is one channel's upstream stream and its subscribers.
@@ -143,9 +151,11 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 		switch {
 		case start > head:
 			resync.Reason = heraldv1.ResyncRequired_CURSOR_AHEAD
-			return nil, &resyncError{resync}
 		case oldest > 0 && start+1 < oldest:
 			resync.Reason = heraldv1.ResyncRequired_CURSOR_EXPIRED
+		}
+		if resync.Reason != heraldv1.ResyncRequired_REASON_UNSPECIFIED {
+			h.m.resync(resync)
 			return nil, &resyncError{resync}
 		}
 	}
@@ -170,6 +180,7 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 	t.mu.Unlock()
 	h.wg.Go(func() { h.catchUp(cctx, s) })
 	h.mu.Unlock()
+	h.m.subs.Inc()
 	return s, nil
 }
 
@@ -229,6 +240,7 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 			t.mu.Unlock()
 			return
 		}
+		from := s.sent
 		for _, ev := range evs {
 			if ev.GetSeq() == h.skip && ev.GetSeq() == s.sent+1 {
 				s.sent = ev.GetSeq() // the planted defect
@@ -236,15 +248,18 @@ func (h *hub) catchUp(ctx context.Context, s *subscription) {
 			}
 			if ev.GetSeq() != s.sent+1 || !s.sink.deliverEvent(newOutEvent(ev)) {
 				t.mu.Unlock()
+				h.m.eventsOut.Add(float64(s.sent - from))
 				return // a full sink ends itself
 			}
 			s.sent = ev.GetSeq()
 			if s.left(ev) {
 				t.mu.Unlock()
+				h.m.eventsOut.Add(float64(s.sent - from))
 				h.end(s, reason{err: leftErr(s.channel)})
 				return
 			}
 		}
+		h.m.eventsOut.Add(float64(s.sent - from))
 		if len(evs) < limit && s.sent >= t.last {
 			s.live = true
 			t.mu.Unlock()
@@ -277,6 +292,7 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 			return
 		}
 		var broken, left []*subscription
+		var in, out int
 		t.mu.Lock()
 		for _, ev := range evs {
 			seq := ev.GetSeq()
@@ -284,6 +300,7 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 				continue
 			}
 			t.last = seq
+			in++
 			o := newOutEvent(ev)
 			for s := range t.subs {
 				switch {
@@ -297,6 +314,7 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 					broken = append(broken, s)
 				case s.sink.deliverEvent(o):
 					s.sent = seq
+					out++
 					if s.left(ev) {
 						s.live = false
 						left = append(left, s)
@@ -307,6 +325,8 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 			}
 		}
 		t.mu.Unlock()
+		h.m.eventsIn.Add(float64(in))
+		h.m.eventsOut.Add(float64(out))
 		for _, s := range broken {
 			h.end(s, reason{err: fmt.Errorf("gateway: event stream of %q skipped past seq %d", s.channel, s.sent)})
 		}
@@ -373,6 +393,9 @@ func resyncOf(channel string, why heraldv1.ResyncRequired_Reason, lastSent uint6
 // end removes s and tells its sink why.
 func (h *hub) end(s *subscription, r reason) {
 	if _, ok := h.unsubscribe(s); ok {
+		if r.resync != nil {
+			h.m.resync(r.resync)
+		}
 		s.sink.end(s, r.resync, r.err)
 	}
 }
@@ -391,6 +414,9 @@ func (h *hub) unsubscribe(s *subscription) (uint64, bool) {
 	delete(t.subs, s)
 	empty := len(t.subs) == 0
 	t.mu.Unlock()
+	if was {
+		h.m.subs.Dec()
+	}
 	if empty && h.topics[t.channel] == t {
 		delete(h.topics, t.channel)
 		t.cancel()

@@ -49,7 +49,7 @@ func TestCatchUpWithoutProgress(t *testing.T) {
 	}
 	postN(5)
 	cl := &countedEvents{Node: n}
-	h := newHub(ctx, cl, slog.New(slog.DiscardHandler), 0)
+	h := newHub(ctx, cl, slog.New(slog.DiscardHandler), 0, newGWMetrics())
 	start := func(sent uint64) (*subscription, *streamSink, <-chan struct{}) {
 		tp := &topic{channel: ch, cancel: func() {}, subs: map[*subscription]struct{}{}, last: 10}
 		k := newStreamSink(64)

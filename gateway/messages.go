@@ -38,6 +38,7 @@ func (s *Server) post(ctx context.Context, req *heraldv1.PostMessageRequest) (*h
 	if err != nil {
 		return nil, err
 	}
+	s.m.posts.Inc()
 	return &heraldv1.PostMessageResponse{Message: res.Message, Duplicate: res.Duplicate}, nil
 }
 
@@ -211,6 +212,8 @@ func (h *messageService) Subscribe(ctx context.Context, req *heraldv1.SubscribeR
 		defer t.Stop()
 		expired = t.C
 	}
+	h.s.m.streams.Add(1)
+	defer h.s.m.streams.Add(-1)
 	snk := newStreamSink(h.s.cfg.QueueFrames)
 	sub, err := h.s.hub.subscribe(ctx, id.Caller, snk, req.GetChannelId(), req.AfterSeq, "")
 	if re, ok := errors.AsType[*resyncError](err); ok {
@@ -236,9 +239,11 @@ func (h *messageService) Subscribe(ctx context.Context, req *heraldv1.SubscribeR
 				ResyncRequired: end.resync}})
 		case overflow:
 			sent, _ := h.s.hub.unsubscribe(sub)
+			resync := &heraldv1.ResyncRequired{ChannelId: req.GetChannelId(),
+				Reason: heraldv1.ResyncRequired_SLOW_CONSUMER, LastSentSeq: sent}
+			h.s.m.resync(resync)
 			return stream.Send(&heraldv1.SubscribeResponse{Kind: &heraldv1.SubscribeResponse_ResyncRequired{
-				ResyncRequired: &heraldv1.ResyncRequired{ChannelId: req.GetChannelId(),
-					Reason: heraldv1.ResyncRequired_SLOW_CONSUMER, LastSentSeq: sent}}})
+				ResyncRequired: resync}})
 		case len(items) > 0:
 			continue
 		}

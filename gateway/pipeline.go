@@ -43,6 +43,7 @@ func (s *Server) submitPost(ctx context.Context, req *heraldv1.PostMessageReques
 		if err != nil {
 			return nil, connectError(s.log, err)
 		}
+		s.m.posts.Inc()
 		return &heraldv1.PostMessageResponse{Message: res.Message, Duplicate: res.Duplicate}, nil
 	}
 }

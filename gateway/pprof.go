@@ -12,16 +12,19 @@ import (
 //
 //	go tool pprof -http :0 'http://NODE/debug/pprof/profile?seconds=30'
 func (s *Server) handlePprof(mux *http.ServeMux) {
-	mux.Handle("GET /debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
-	mux.Handle("GET /debug/pprof/cmdline", s.adminOnly(http.HandlerFunc(pprof.Cmdline)))
-	mux.Handle("GET /debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))
-	mux.Handle("GET /debug/pprof/symbol", s.adminOnly(http.HandlerFunc(pprof.Symbol)))
-	mux.Handle("GET /debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /debug/pprof/", s.adminOnly(profiling, http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/cmdline", s.adminOnly(profiling, http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET /debug/pprof/profile", s.adminOnly(profiling, http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", s.adminOnly(profiling, http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", s.adminOnly(profiling, http.HandlerFunc(pprof.Trace)))
 }
 
+// profiling is what the profiler's endpoints need an admin token for.
+const profiling = "profiling a node"
+
 // adminOnly serves h to a request with an admin's bearer token: 401
-// without a valid token, 403 with a user's.
-func (s *Server) adminOnly(h http.Handler) http.Handler {
+// without a valid token, 403 with a user's, saying that what needs one.
+func (s *Server) adminOnly(what string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.authenticate(r.Header)
 		switch {
@@ -29,7 +32,7 @@ func (s *Server) adminOnly(h http.Handler) http.Handler {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "unauthenticated: send an admin token as Authorization: Bearer TOKEN (mint one with \"herald token --user NAME --admin\")", http.StatusUnauthorized)
 		case !id.Admin:
-			http.Error(w, "permission denied: profiling a node needs an admin token", http.StatusForbidden)
+			http.Error(w, "permission denied: "+what+" needs an admin token", http.StatusForbidden)
 		default:
 			h.ServeHTTP(w, r)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
@@ -85,6 +86,10 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Pprof serves Go's profiler at /debug/pprof/ to admins (pprof.go).
 	Pprof bool
+	// Metrics is the registry the gateway adds its series to and serves
+	// at /metrics (to admins; see MetricsHandler). Nil means a registry of
+	// the gateway's series only.
+	Metrics *prometheus.Registry
 	// UnsafeSkipEvent is a planted defect, for herald torture's canary
 	// only: no subscriber is sent the event with this seq (0: none) of any
 	// channel, a gap.
@@ -161,6 +166,8 @@ type Server struct {
 	conns   *connLimiter
 	handler http.Handler
 	cancel  context.CancelFunc
+	m       *gwMetrics
+	gather  prometheus.Gatherer
 
 	closeOnce sync.Once
 }
@@ -174,10 +181,20 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, cl: cl, log: cfg.Logger, cancel: cancel,
 		posts: newRateLimiter(cfg.MaxPostsPerUser), conns: newConnLimiter(cfg.MaxConnsPerUser)}
-	s.hub = newHub(ctx, cl, cfg.Logger, cfg.UnsafeSkipEvent)
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s.m, s.gather = newGWMetrics(), reg
+	if err := s.m.register(reg, s); err != nil {
+		cancel()
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
+	s.hub = newHub(ctx, cl, cfg.Logger, cfg.UnsafeSkipEvent, s.m)
 	s.ws = newWSServer(ctx, s)
 
 	opts := []connect.HandlerOption{
+		connect.WithInterceptors(s.m.interceptor()),
 		connect.WithRequestGate(s.requestGate),
 		connect.WithReadMaxBytes(cfg.MaxRequestBytes),
 		connect.WithSendMaxBytes(s.sendMaxBytes()),
@@ -198,10 +215,11 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 	if admin, ok := cl.(Admin); ok {
 		// Restores stream whole snapshots: no message limit beyond the chunk.
 		mux.Handle(heraldv1connect.NewAdminServiceHandler(&adminService{s: s, a: admin},
-			connect.WithRequestGate(s.requestGate),
+			connect.WithInterceptors(s.m.interceptor()), connect.WithRequestGate(s.requestGate),
 			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20), connect.WithCompressMinBytes(compressMinBytes)))
 	}
 	mux.Handle("GET /ws", s.ws)
+	mux.Handle("GET /metrics", s.adminOnly("reading a node's metrics", s.MetricsHandler()))
 	if cfg.Pprof {
 		s.handlePprof(mux)
 	}

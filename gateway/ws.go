@@ -123,6 +123,25 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.mu.Unlock()
 }
 
+// connections is the number of WebSocket connections open.
+func (w *wsServer) connections() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.conns)
+}
+
+// queued is the number of frames queued to connections and not yet
+// written, summed over connections.
+func (w *wsServer) queued() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for k := range w.conns {
+		n += k.pending.Load()
+	}
+	return n
+}
+
 func (w *wsServer) pingLoop() {
 	t := time.NewTicker(w.s.cfg.PingInterval)
 	defer t.Stop()
@@ -325,9 +344,11 @@ func (k *wsConn) overflow() {
 		k.mu.Unlock()
 		for _, s := range subs {
 			sent, _ := k.w.s.hub.unsubscribe(s)
+			resync := &heraldv1.ResyncRequired{ChannelId: s.channel,
+				Reason: heraldv1.ResyncRequired_SLOW_CONSUMER, LastSentSeq: sent}
+			k.w.s.m.resync(resync)
 			k.send(&heraldv1.ServerFrame{ReplyTo: s.replyTo, Kind: &heraldv1.ServerFrame_ResyncRequired{
-				ResyncRequired: &heraldv1.ResyncRequired{ChannelId: s.channel,
-					Reason: heraldv1.ResyncRequired_SLOW_CONSUMER, LastSentSeq: sent}}})
+				ResyncRequired: resync}})
 		}
 		k.c.Async(func() { _ = k.c.WriteClose(1008, []byte("slow consumer")) })
 	})
