@@ -41,6 +41,7 @@ type adminClient struct {
 	// http:// addresses, which client streaming needs.
 	api       heraldv1connect.AdminServiceClient
 	restore   heraldv1connect.AdminServiceClient
+	http      *http.Client // plain HTTP requests (/metrics), with the token
 	closeIdle func()
 	// addrHint is " --addr X" when --addr was given, for the commands the
 	// output suggests.
@@ -90,6 +91,7 @@ out, 64-bit integers as strings) for programs.`,
 		newAdminDigestCmd(o),
 		newAdminRecoverCmd(o),
 		newAdminSnapshotCmd(o),
+		newAdminTopCmd(o),
 	)
 	return cmd
 }
@@ -172,6 +174,7 @@ func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
 	c := &adminClient{
 		opts:    *o,
 		api:     heraldv1connect.NewAdminServiceClient(wrap(general), base),
+		http:    wrap(general),
 		restore: heraldv1connect.NewAdminServiceClient(wrap(h2), base),
 		closeIdle: func() {
 			general.CloseIdleConnections()

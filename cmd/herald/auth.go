@@ -19,6 +19,7 @@ type limitFlags struct {
 	conns          int
 	requestTimeout time.Duration
 	pprof          bool
+	metricsAddr    string
 }
 
 // Limits that apply when authentication is on and no flag says otherwise;
@@ -38,6 +39,8 @@ func (l *limitFlags) add(cmd *cobra.Command) {
 		"longest a request may take inside the cluster; one that cannot reach its partition's leader comes back unavailable (or indeterminate) within it")
 	f.BoolVar(&l.pprof, "pprof", false,
 		"serve Go's profiler at /debug/pprof/ on the HTTP port, to admin tokens only (to everyone with authentication off), e.g. go tool pprof 'http://NODE/debug/pprof/profile?seconds=30'")
+	f.StringVar(&l.metricsAddr, "metrics-addr", "",
+		"also serve /metrics, without authentication, on this address (e.g. 127.0.0.1:9464; herald dev --nodes N: node i on its port + i-1), for a Prometheus without an admin token; the HTTP port serves it to admin tokens (to everyone with authentication off)")
 }
 
 // resolve fills in the defaults for flags the user did not set.

@@ -43,6 +43,13 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 	fmt.Fprintf(out, "Herald %s: %d nodes in one process, every role, loopback only; auth %s\n", buildVersion(), n, authLine(sec.secret != nil))
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
+		limits := sec.limits
+		if limits.metricsAddr != "" {
+			// Like HTTP: node i on --metrics-addr's port + i-1.
+			if limits.metricsAddr, err = shiftPort(limits.metricsAddr, i); err != nil {
+				return err
+			}
+		}
 		o := nodeOptions{
 			nodeID:          id,
 			dataDir:         filepath.Join(dataDir, id),
@@ -53,7 +60,7 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 			partitions:      partitions,
 			secret:          sec.secret,
 			userAuth:        sec.secret != nil,
-			limits:          sec.limits,
+			limits:          limits,
 			space:           sec.space,
 			log:             log.With("dev_node", id),
 			started: func(h, r string) {
@@ -95,4 +102,14 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// shiftPort returns HOST:PORT+i for addr HOST:PORT.
+func shiftPort(addr string, i int) (string, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	port, perr := strconv.Atoi(portStr)
+	if err != nil || perr != nil || port <= 0 || port+i > 65535 {
+		return "", fmt.Errorf("--metrics-addr %q: want HOST:PORT with room for a port per node", addr)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port+i)), nil
 }

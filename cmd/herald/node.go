@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/partition"
 	"github.com/heraldhq/herald/gateway"
@@ -82,9 +85,12 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		_ = raftLn.Close() // best effort: report the start error
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		node.Metrics())
 	gc := gateway.Config{Logger: o.log, Version: buildVersion(),
 		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns, Pprof: o.limits.pprof,
-		UnsafeSkipEvent: o.defects.skipEvent}
+		Metrics: reg, UnsafeSkipEvent: o.defects.skipEvent}
 	if o.userAuth {
 		gc.Auth = gateway.NewAuthenticator(o.secret)
 	}
@@ -92,11 +98,18 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	if err != nil {
 		return errors.Join(err, node.Close())
 	}
+	serveErr := make(chan error, 2)
+	if o.limits.metricsAddr != "" {
+		stop, err := serveMetrics(o.limits.metricsAddr, gw, o.log, serveErr)
+		if err != nil {
+			return errors.Join(err, gw.Close(), node.Close())
+		}
+		defer stop()
+	}
 	mux := http.NewServeMux()
 	mux.Handle(node.RPCHandler())
 	mux.Handle("/", gw.Handler())
 	srv := gateway.NewHTTPServer(mux, o.log)
-	serveErr := make(chan error, 1)
 	if o.tls != nil {
 		srv.TLSConfig = o.tls.HTTP.Clone() // the server edits its copy
 		go func() { serveErr <- srv.ServeTLS(httpLn, "", "") }()
@@ -125,6 +138,25 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		err = errors.Join(err, serr)
 	}
 	return errors.Join(err, node.Close())
+}
+
+// serveMetrics serves /metrics on its own listener at addr, without
+// authentication; stop closes it. A serving error goes to errs.
+func serveMetrics(addr string, gw *gateway.Server, log *slog.Logger, errs chan<- error) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --metrics-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", gw.MetricsHandler())
+	srv := gateway.NewHTTPServer(mux, log)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("serve --metrics-addr: %w", err)
+		}
+	}()
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil // nothing to report at exit
 }
 
 // waitReady polls until the node is ready, then calls ready.
