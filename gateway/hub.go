@@ -175,12 +175,12 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 		cancel: cancel, sent: start}
 	t.mu.Lock()
 	t.subs[s] = struct{}{}
+	h.m.subs.Inc() // before anyone can end s: see unsubscribe
 	snk.deliver(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Subscribed{
 		Subscribed: &heraldv1.Subscribed{ChannelId: channel, HeadSeq: head}}})
 	t.mu.Unlock()
 	h.wg.Go(func() { h.catchUp(cctx, s) })
 	h.mu.Unlock()
-	h.m.subs.Inc()
 	return s, nil
 }
 
