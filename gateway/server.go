@@ -19,6 +19,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/gateway/console"
 	"github.com/heraldhq/herald/storage"
 )
 
@@ -219,6 +220,9 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20), connect.WithCompressMinBytes(compressMinBytes)))
 	}
 	mux.Handle("GET /ws", s.ws)
+	page := console.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET "+console.Prefix, page)
 	mux.Handle("GET /metrics", s.adminOnly("reading a node's metrics", s.MetricsHandler()))
 	if cfg.Pprof {
 		s.handlePprof(mux)

@@ -229,6 +229,7 @@ func TestBannerCurlExample(t *testing.T) {
 	for _, want := range []string{
 		"HTTP       " + p.URL + " ",
 		"WebSocket  ws://" + p.HTTPAddr + "/ws",
+		"console    " + p.URL + "/",
 		"Raft       " + p.RaftAddr,
 		"data       " + p.dataDir,
 	} {

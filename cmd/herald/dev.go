@@ -154,11 +154,12 @@ func printDevBanner(w io.Writer, dataDir, httpAddr, raftAddr, tokenCmd string) {
   data       %s
   HTTP       %s  (Connect, gRPC and gRPC-Web; /healthz, /readyz)
   WebSocket  ws://%s/ws
+  console    %s/
   Raft       %s
   auth       %s
 
 Try it:
-`, buildVersion(), os.Getpid(), abs, base, httpAddr, raftAddr, authLine(auth))
+`, buildVersion(), os.Getpid(), abs, base, httpAddr, base, raftAddr, authLine(auth))
 	h := "-H 'Content-Type: application/json'"
 	if auth {
 		fmt.Fprintf(w, "  TOKEN=$(%s)\n", tokenCmd)

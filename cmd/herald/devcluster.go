@@ -64,7 +64,7 @@ func runDevCluster(ctx context.Context, out io.Writer, n int, dataDir, httpAddr 
 			space:           sec.space,
 			log:             log.With("dev_node", id),
 			started: func(h, r string) {
-				fmt.Fprintf(out, "  %s  HTTP http://%s  WebSocket ws://%s/ws  Raft %s  data %s\n", id, h, h, r, filepath.Join(dataDir, id))
+				fmt.Fprintf(out, "  %s  HTTP http://%s  WebSocket ws://%s/ws  console http://%s/  Raft %s  data %s\n", id, h, h, h, r, filepath.Join(dataDir, id))
 			},
 			ready: func(time.Duration) {
 				mu.Lock()
