@@ -131,12 +131,16 @@ function route() {
   }
 }
 
-// refreshing redraws an admin view every REFRESH_MS while it is shown.
+// refreshing redraws an admin view every REFRESH_MS while it is shown;
+// draw returns the view's new content, dropped if the view has gone.
 function refreshing(view, draw) {
   let stopped = false, timer = 0;
   const tick = async () => {
-    await draw(view);
-    if (!stopped) timer = setTimeout(tick, REFRESH_MS);
+    const content = await draw();
+    if (stopped) return;
+    view.replaceChildren(...content);
+    stamp();
+    timer = setTimeout(tick, REFRESH_MS);
   };
   tick();
   return { stop() { stopped = true; clearTimeout(timer); } };
@@ -211,7 +215,8 @@ function channelsTable(channels, more) {
 
 function channelView(view, id) {
   const live = el("span", { id: "live", "data-state": "connecting" }, "connecting…");
-  const head = el("div", { class: "channel-head" }, el("h1", { id: "channel-title" }, id), live);
+  const title = el("h1", { id: "channel-title" }, id);
+  const head = el("div", { class: "channel-head" }, title, live);
   const info = el("p", { class: "muted", id: "channel-info" });
   const notice = el("div", { id: "channel-notice" });
   const messages = el("ul", { id: "messages" });
@@ -278,7 +283,7 @@ function channelView(view, id) {
   async function loadInfo() {
     const r = await call("ChannelService", "GetChannel", { channelId: id });
     const c = r.channel || {};
-    document.getElementById("channel-title").textContent = c.name && c.name !== id ? `${c.name} (${id})` : id;
+    title.textContent = c.name && c.name !== id ? `${c.name} (${id})` : id;
     info.replaceChildren(
       `${num(c.memberCount)} member${num(c.memberCount) === 1 ? "" : "s"}`,
       c.topic ? ` · ${c.topic}` : "", c.private ? " · private" : "", c.archived ? " · archived" : "", " ",
@@ -401,13 +406,13 @@ function health(h) {
   return el("span", { class: "badge " + cls }, label);
 }
 
-async function ringView(view) {
+async function ringView() {
   try {
     const r = await call("AdminService", "GetRing", {});
     const parts = r.partitions || [];
     const counts = {};
     for (const p of parts) counts[p.health] = (counts[p.health] || 0) + 1;
-    view.replaceChildren(
+    return [
       el("h1", {}, "Ring", el("small", {}, `${num(r.partitionCount)} partitions · placement epoch ${num(r.placementEpoch)}`)),
       el("p", { id: "ring-summary" }, Object.keys(HEALTH).map((h, i) =>
         [i ? " · " : "", `${counts[h] || 0} `, health(h)])),
@@ -423,10 +428,9 @@ async function ringView(view) {
           el("td", {}, (p.replicas || []).map((x) => el("span", {
             class: "replica" + (x.nodeId === p.leader ? " leader" : ""), "data-node": x.nodeId,
             title: `${x.voter ? "voter" : "non-voter"}, commit ${num(x.commitIndex)}`,
-          }, `${x.nodeId} ${(x.state || "").toLowerCase()} ${num(x.appliedIndex)}`))))))));
-    stamp();
+          }, `${x.nodeId} ${(x.state || "").toLowerCase()} ${num(x.appliedIndex)}`)))))))];
   } catch (err) {
-    view.replaceChildren(el("h1", {}, "Ring"), explain(err, "The ring"));
+    return [el("h1", {}, "Ring"), explain(err, "The ring")];
   }
 }
 
@@ -435,11 +439,11 @@ function tokenRange(p) {
   return `${hex(p.firstToken)}–${hex(p.lastToken)}`;
 }
 
-async function nodesView(view) {
+async function nodesView() {
   try {
     const r = await call("AdminService", "ListNodes", {});
     const nodes = r.nodes || [];
-    view.replaceChildren(
+    return [
       el("h1", {}, "Nodes", el("small", {}, `${nodes.length} nodes · metadata leader ${r.metaLeader || "none"}`)),
       el("table", { id: "nodes-table" },
         el("thead", {}, el("tr", {}, el("th", {}, "Node"), el("th", {}, "HTTP"), el("th", {}, "Raft"), el("th", {}, "Roles"),
@@ -456,10 +460,9 @@ async function nodesView(view) {
           el("td", {}, n.reachable ? el("span", { class: "badge ok" }, "yes") : el("span", { class: "badge bad" }, "no")),
           el("td", {}, n.id === r.metaLeader ? "leader" : n.metaVoter ? "voter" : ""),
           el("td", { class: "num" }, num(n.replicas)),
-          el("td", { class: "num" }, num(n.leaders)))))));
-    stamp();
+          el("td", { class: "num" }, num(n.leaders))))))];
   } catch (err) {
-    view.replaceChildren(el("h1", {}, "Nodes"), explain(err, "The node list"));
+    return [el("h1", {}, "Nodes"), explain(err, "The node list")];
   }
 }
 
