@@ -102,6 +102,10 @@ func Counts(s *clusterv1.MetaState) (replicas, leaders map[string]int) {
 // (partitions in order, ties broken by node id), safe from any goroutine;
 // s is not modified.
 //
+// A node without the channel role (HoldsReplicas) is planned as DRAINING
+// whatever its state: it never gains a replica, and any it holds (it was
+// restarted without the role) move off as a drain's do.
+//
 // The concerns, in order, each taking only partitions no earlier one
 // changed in this call:
 //
@@ -184,6 +188,11 @@ func newPlanner(s *clusterv1.MetaState, settled func(uint32) bool) *planner {
 		st := node.GetState()
 		if st == heraldv1.Node_STATE_UNSPECIFIED {
 			st = heraldv1.Node_STATE_ACTIVE // Apply never stores it; read it as the default
+		}
+		if st == heraldv1.Node_STATE_ACTIVE && !HoldsReplicas(node) {
+			// Restarted without the channel role: plan it as draining, so
+			// that its replicas and leaderships move off as a drain's do.
+			st = heraldv1.Node_STATE_DRAINING
 		}
 		pl.state[node.GetId()] = st
 		if st == heraldv1.Node_STATE_ACTIVE {
