@@ -313,7 +313,8 @@ func (n *Node) register(ctx context.Context) {
 					ErrStateLost, me.GetId(), n.cfg.DataDir, n.rejoinHint()))
 				return
 			case node.GetHttpAddr() == me.GetHttpAddr() && node.GetRaftAddr() == me.GetRaftAddr() &&
-				node.GetRegion() == me.GetRegion() && node.GetIncarnation() == me.GetIncarnation():
+				node.GetRegion() == me.GetRegion() && node.GetIncarnation() == me.GetIncarnation() &&
+				slices.Equal(node.GetRoles(), me.GetRoles()):
 				return
 			}
 			break
@@ -409,9 +410,15 @@ func (c *controller) initCluster(ctx context.Context) {
 	if len(nodes) < len(servers) {
 		return // a founder has not registered yet
 	}
-	ids := make([]string, len(nodes))
-	for i, node := range nodes {
-		ids[i] = node.GetId()
+	var ids []string // the founders that hold replicas
+	for _, node := range nodes {
+		if meta.HoldsReplicas(node) {
+			ids = append(ids, node.GetId())
+		}
+	}
+	if len(ids) == 0 {
+		n.log.Warn("cannot place the partitions: no founding node has the channel role")
+		return
 	}
 	replication := min(n.cfg.Replication, uint32(len(ids)))
 	init := &clusterv1.InitCluster{

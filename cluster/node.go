@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,11 @@ type Config struct {
 	MetaVoters  int
 	// Region is recorded in the metadata.
 	Region string
+	// Roles are the roles the node serves (meta.AllRoles: edge, admin,
+	// channel, gateway), recorded in the metadata; nil means all of them.
+	// Placement puts replicas only on nodes with the channel role; a node
+	// restarted without it hands its replicas over as a drain does.
+	Roles []string
 	// Secret is the cluster secret; node-to-node traffic is authenticated
 	// with a key derived from it. Empty means no authentication.
 	Secret []byte
@@ -118,10 +124,19 @@ func (c *Config) Validate() error {
 	case c.MetaVoters != 0 && c.MetaVoters != 1 && c.MetaVoters != 3 && c.MetaVoters != 5:
 		return fmt.Errorf("cluster: MetaVoters %d: want 1, 3 or 5", c.MetaVoters)
 	}
+	if c.Roles != nil {
+		if err := validRoles(c.Roles); err != nil {
+			return fmt.Errorf("cluster: Roles: %w", err)
+		}
+	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
+	if c.Roles == nil {
+		c.Roles = meta.AllRoles
+	}
+	c.Roles = sortRoles(c.Roles)
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
@@ -328,7 +343,7 @@ func (n *Node) self() *heraldv1.Node {
 		Id:          n.cfg.NodeID,
 		HttpAddr:    n.cfg.HTTPAddr,
 		RaftAddr:    n.mux.Addr().String(),
-		Roles:       []string{"edge", "admin", "channel", "gateway"},
+		Roles:       slices.Clone(n.cfg.Roles),
 		Region:      n.cfg.Region,
 		State:       heraldv1.Node_STATE_ACTIVE,
 		Incarnation: n.incarnation,

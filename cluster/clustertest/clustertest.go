@@ -117,6 +117,7 @@ type Node struct {
 	c       *Cluster
 	peerMap map[string]cluster.PeerAddrs // with Options.Faults: the proxies to its peers
 	mu      sync.Mutex                   // guards following
+	roles   []string                     // cluster.Config.Roles at the next start; nil = all
 	n       *cluster.Node
 	srv     *http.Server
 	// listeners reserved by newNode, so no other test takes the ports
@@ -224,6 +225,7 @@ func (n *Node) start(join []string, expect int) {
 	n.mu.Lock()
 	httpLn, raftLn := n.httpLn, n.raftLn
 	n.httpLn, n.raftLn = nil, nil
+	roles := n.roles
 	n.mu.Unlock()
 	var err error
 	if httpLn == nil {
@@ -257,6 +259,7 @@ func (n *Node) start(join []string, expect int) {
 		Partition:         n.c.opts.Partition,
 		Meta:              mc,
 		Space:             n.c.opts.Space,
+		Roles:             roles,
 		Logger:            log,
 	})
 	if err != nil {
@@ -387,11 +390,21 @@ func (n *Node) Restart() {
 	n.start(n.c.joinList(), 0)
 }
 
-// AddNode starts a new node that joins the cluster.
-func (c *Cluster) AddNode() *Node {
+// SetRoles sets the roles the node serves from its next start (Restart);
+// nil means every role.
+func (n *Node) SetRoles(roles ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.roles = roles
+}
+
+// AddNode starts a new node that joins the cluster, serving roles (none
+// given: every role).
+func (c *Cluster) AddNode(roles ...string) *Node {
 	c.t.Helper()
 	c.mu.Lock()
 	n := c.newNode(fmt.Sprintf("n%d", len(c.nodes)+1))
+	n.roles = roles
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()
 	n.start(c.joinList(), 0)
