@@ -144,7 +144,10 @@ func (s *Server) authenticate(h http.Header) (Identity, error) {
 
 // requestGate authenticates a Connect, gRPC or gRPC-Web call from its
 // headers, before its body is read or decoded.
-func (s *Server) requestGate(ctx context.Context, _ connect.Spec, _ connect.Peer, h http.Header) (context.Context, error) {
+func (s *Server) requestGate(ctx context.Context, spec connect.Spec, _ connect.Peer, h http.Header) (context.Context, error) {
+	if err := s.checkRole(spec); err != nil {
+		return nil, err
+	}
 	id, err := s.authenticate(h)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnauthenticated, err)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/meta"
 	"github.com/heraldhq/herald/gateway/console"
 	"github.com/heraldhq/herald/storage"
 )
@@ -87,6 +90,10 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Pprof serves Go's profiler at /debug/pprof/ to admins (pprof.go).
 	Pprof bool
+	// Roles are the node's roles (meta.AllRoles); nil means all. Without
+	// edge, the public API answers unimplemented; without gateway, so do
+	// Subscribe and /ws (501); without admin, the admin API (roles.go).
+	Roles []string
 	// Metrics is the registry the gateway adds its series to and serves
 	// at /metrics (to admins; see MetricsHandler). Nil means a registry of
 	// the gateway's series only.
@@ -119,11 +126,19 @@ func (c Config) Validate() error {
 		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
+	for _, r := range c.Roles {
+		if !slices.Contains(meta.AllRoles, r) {
+			return fmt.Errorf("gateway: unknown role %q: want one or more of %s", r, strings.Join(meta.AllRoles, ", "))
+		}
+	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
+	if c.Roles == nil {
+		c.Roles = meta.AllRoles
+	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = d.MaxRequestBytes
 	}
@@ -219,7 +234,7 @@ func New(cfg Config, cl Cluster) (*Server, error) {
 			connect.WithInterceptors(s.m.interceptor()), connect.WithRequestGate(s.requestGate),
 			connect.WithReadMaxBytes(8<<20), connect.WithSendMaxBytes(8<<20), connect.WithCompressMinBytes(compressMinBytes)))
 	}
-	mux.Handle("GET /ws", s.ws)
+	mux.Handle("GET /ws", s.gatewayOnly(s.ws))
 	page := console.Handler()
 	mux.Handle("GET /{$}", page)
 	mux.Handle("GET "+console.Prefix, page)
