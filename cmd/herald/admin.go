@@ -323,6 +323,8 @@ func newAdminNodesCmd(o *adminOptions) *cobra.Command {
   RAFT       where peers reach its Raft port
   STATE      active (takes replicas), draining (giving its leaderships and
              replicas away) or removed (forgotten; holds nothing)
+  ROLES      what it serves (herald server --roles): edge, admin, channel
+             (holds replicas), gateway
   META       leader of the metadata group, voter in it, or -
   REPLICAS   how many partitions it holds a replica of
   LEADERS    how many partitions it leads

@@ -196,11 +196,11 @@ func yesNo(b bool) string {
 // leader.
 func writeNodes(w io.Writer, r *heraldv1.ListNodesResponse) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tHTTP\tRAFT\tSTATE\tMETA\tREPLICAS\tLEADERS\tREACHABLE")
+	fmt.Fprintln(tw, "ID\tHTTP\tRAFT\tSTATE\tROLES\tMETA\tREPLICAS\tLEADERS\tREACHABLE")
 	for _, n := range r.GetNodes() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
 			n.GetId(), orDash(n.GetHttpAddr()), orDash(n.GetRaftAddr()), nodeStateName(n.GetState()),
-			metaColumn(n, r.GetMetaLeader()), n.GetReplicas(), n.GetLeaders(), yesNo(n.GetReachable()))
+			orDash(strings.Join(n.GetRoles(), ",")), metaColumn(n, r.GetMetaLeader()), n.GetReplicas(), n.GetLeaders(), yesNo(n.GetReachable()))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -77,19 +77,19 @@ func TestAdminFormat(t *testing.T) {
 	t.Run("nodes", func(t *testing.T) {
 		resp := &heraldv1.ListNodesResponse{MetaLeader: "n2", Nodes: []*heraldv1.Node{
 			{Id: "n1", HttpAddr: "10.0.0.1:7700", RaftAddr: "10.0.0.1:7800", State: heraldv1.Node_STATE_ACTIVE,
-				MetaVoter: true, Replicas: 16, Leaders: 6, Reachable: true},
+				MetaVoter: true, Replicas: 16, Leaders: 6, Reachable: true, Roles: []string{"edge", "admin", "channel", "gateway"}},
 			{Id: "n2", HttpAddr: "10.0.0.2:7700", RaftAddr: "10.0.0.2:7800", State: heraldv1.Node_STATE_DRAINING,
-				MetaVoter: true, Replicas: 3, Leaders: 0, Reachable: true},
+				MetaVoter: true, Replicas: 3, Leaders: 0, Reachable: true, Roles: []string{"edge", "gateway"}},
 			{Id: "n10", HttpAddr: "10.0.0.10:7700", State: heraldv1.Node_STATE_REMOVED},
 		}}
 		var b bytes.Buffer
 		if err := writeNodes(&b, resp); err != nil {
 			t.Fatal(err)
 		}
-		want := `ID   HTTP            RAFT           STATE     META    REPLICAS  LEADERS  REACHABLE
-n1   10.0.0.1:7700   10.0.0.1:7800  active    voter   16        6        yes
-n2   10.0.0.2:7700   10.0.0.2:7800  draining  leader  3         0        yes
-n10  10.0.0.10:7700  -              removed   -       0         0        no
+		want := `ID   HTTP            RAFT           STATE     ROLES                       META    REPLICAS  LEADERS  REACHABLE
+n1   10.0.0.1:7700   10.0.0.1:7800  active    edge,admin,channel,gateway  voter   16        6        yes
+n2   10.0.0.2:7700   10.0.0.2:7800  draining  edge,gateway                leader  3         0        yes
+n10  10.0.0.10:7700  -              removed   -                           -       0         0        no
 
 3 nodes, metadata leader n2
 `
@@ -636,7 +636,7 @@ func TestAdminCluster(t *testing.T) {
 		}
 		for i, row := range rows {
 			want := map[string]string{"ID": fmt.Sprintf("n%d", i+1), "HTTP": old.Addrs[i], "STATE": "active",
-				"REPLICAS": strconv.Itoa(partitions), "REACHABLE": "yes"}
+				"REPLICAS": strconv.Itoa(partitions), "REACHABLE": "yes", "ROLES": "edge,admin,channel,gateway"}
 			for k, v := range want {
 				if row[k] != v {
 					t.Errorf("herald admin nodes: row %d: got %s %q, want %q (row %v)", i, k, row[k], v, row)

@@ -82,6 +82,10 @@ func TestDevFlags(t *testing.T) {
 			{[]string{"dev", "extra"}, `unknown command "extra"`},
 			{[]string{"bogus"}, `unknown command "bogus"`},
 			{[]string{"version", "--bogus"}, "unknown flag: --bogus"},
+			{[]string{"server", "--insecure", "--node-id", "n1", "--bootstrap-expect", "1", "--data-dir", filepath.Join(t.TempDir(), "data"), "--roles", "edge,gatway"},
+				`--roles "edge,gatway": unknown role "gatway": want one or more of edge, admin, channel, gateway`},
+			{[]string{"server", "--insecure", "--node-id", "n1", "--bootstrap-expect", "1", "--data-dir", filepath.Join(t.TempDir(), "data"), "--roles", ""},
+				`--roles "": no roles: give one or more of edge, admin, channel, gateway`},
 		} {
 			// A data dir of its own, so a regression that starts the node
 			// anyway leaves nothing behind in the package directory.

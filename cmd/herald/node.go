@@ -30,8 +30,9 @@ type nodeOptions struct {
 	partitions      uint32
 	metaVoters      int
 	region          string
-	secret          []byte // node-to-node key, and user tokens when auth is on
-	userAuth        bool   // verify user bearer tokens (needs secret)
+	roles           []string // nil = every role
+	secret          []byte   // node-to-node key, and user tokens when auth is on
+	userAuth        bool     // verify user bearer tokens (needs secret)
 	limits          limitFlags
 	space           spaceFlags
 	peerMap         map[string]cluster.PeerAddrs
@@ -72,6 +73,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		Partitions:      o.partitions,
 		MetaVoters:      o.metaVoters,
 		Region:          o.region,
+		Roles:           o.roles,
 		Secret:          o.secret,
 		PeerMap:         o.peerMap,
 		TLS:             o.tls,
@@ -90,7 +92,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 		node.Metrics())
 	gc := gateway.Config{Logger: o.log, Version: buildVersion(),
 		MaxPostsPerUser: o.limits.posts, MaxConnsPerUser: o.limits.conns, Pprof: o.limits.pprof,
-		Metrics: reg, UnsafeSkipEvent: o.defects.skipEvent}
+		Metrics: reg, UnsafeSkipEvent: o.defects.skipEvent, Roles: node.Roles()}
 	if o.userAuth {
 		gc.Auth = gateway.NewAuthenticator(o.secret)
 	}

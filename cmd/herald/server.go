@@ -26,11 +26,16 @@ func newServerCmd() *cobra.Command {
 		defectList []string
 		tlsF       tlsFlags
 		logs       logFlags
+		roles      string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a Herald node of a cluster",
-		Long: `Run one node of a Herald cluster with every role. The first
+		Long: `Run one node of a Herald cluster, with every role unless --roles
+narrows them: a node without the channel role holds no replicas (a
+gateway-only node: --roles gateway,edge), one without edge or gateway
+answers those calls unimplemented, and a node restarted without the
+channel role hands its replicas over as a drain does. The first
 --bootstrap-expect nodes that find each other through --join found the
 cluster together; nodes started later join it. A restarted node rejoins
 from its --data-dir with the same flags.
@@ -100,6 +105,9 @@ failed Raft log write or fsync stops the process.`,
 			if !cmd.Flags().Changed("partitions") {
 				o.partitions = 0
 			}
+			if o.roles, err = cluster.ParseRoles(roles); err != nil {
+				return fmt.Errorf("--roles %q: %w", roles, err)
+			}
 			out := cmd.OutOrStdout()
 			o.log = log
 			scheme := "HTTP"
@@ -128,6 +136,7 @@ failed Raft log write or fsync stops the process.`,
 	f.Uint32Var(&o.partitions, "partitions", cluster.DefaultPartitions, "partition count of a new cluster (fixed once founded)")
 	f.IntVar(&o.metaVoters, "meta-voters", cluster.DefaultMetaVoters, "how many nodes vote in the metadata group: 3 or 5")
 	f.StringVar(&o.region, "region", "", "region label recorded for this node")
+	f.StringVar(&roles, "roles", "all", "comma-separated roles: edge (the public API), gateway (WebSockets and Subscribe), channel (holds replicas), admin (the admin API)")
 	f.StringVar(&secretFile, "secret-file", "", "file holding the cluster secret (or set "+secretEnv+")")
 	f.BoolVar(&insecure, "insecure", false, "run without a cluster secret: no authentication at all")
 	tlsF.addServer(cmd)
