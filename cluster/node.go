@@ -189,6 +189,7 @@ type Node struct {
 	ledger    *ledger
 	shared    *raftstore.SharedLog // the Raft log of every partition replica
 	metrics   *metrics
+	sig       *signals
 	metaTrans *transport.Transport
 	// incarnation identifies the data directory (see identity).
 	incarnation string
@@ -245,6 +246,7 @@ func New(cfg Config) (*Node, error) {
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
 	n.metrics = newMetrics(n)
+	n.sig = newSignals(n)
 	shared.ObserveAppends(n.metrics.logAppend)
 	n.fwd = &forwarders{n: n}
 	n.peers = newPeers(n)

@@ -326,6 +326,13 @@ func (s *rpcServer) Watch(ctx context.Context, req *clusterv1.WatchRequest, stre
 	}
 }
 
+func (s *rpcServer) Signal(_ context.Context, req *clusterv1.SignalRequest) (*clusterv1.SignalResponse, error) {
+	if err := s.n.sig.receive(req); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return &clusterv1.SignalResponse{}, nil
+}
+
 func (s *rpcServer) NodeStatus(context.Context, *clusterv1.NodeStatusRequest) (*clusterv1.NodeStatusResponse, error) {
 	return s.n.localStatus(), nil
 }

@@ -71,6 +71,10 @@ type hub struct {
 	wg   sync.WaitGroup
 	skip uint64 // Config.UnsafeSkipEvent
 	m    *gwMetrics
+	// signaler relays typing and presence to other nodes' gateways; nil
+	// when the cluster cannot (signal.go).
+	signaler Signaler
+	typing   *userLimiter
 
 	mu     sync.Mutex // guards following
 	topics map[string]*topic
@@ -78,7 +82,13 @@ type hub struct {
 }
 
 func newHub(ctx context.Context, cl Cluster, log *slog.Logger, skip uint64, m *gwMetrics) *hub {
-	return &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic), skip: skip, m: m}
+	h := &hub{cl: cl, log: log, ctx: ctx, topics: make(map[string]*topic), skip: skip, m: m,
+		typing: newUserLimiter(typingInterval)}
+	if sg, ok := cl.(Signaler); ok {
+		h.signaler = sg
+		sg.OnSignal(h.receiveSignal)
+	}
+	return h
 }
 
 // topicCount is the number of upstream streams the hub holds.
@@ -94,9 +104,10 @@ type topic struct {
 	stream  Stream
 	cancel  context.CancelFunc
 
-	mu   sync.Mutex // guards following, and every subscription's sent/live/ended
-	subs map[*subscription]struct{}
-	last uint64 // seq of the last event the pump received
+	mu    sync.Mutex // guards following, and every subscription's sent/live/ended
+	subs  map[*subscription]struct{}
+	users map[string]int // subscriptions per user, for presence (signal.go)
+	last  uint64         // seq of the last event the pump received
 }
 
 // subscription is one sink's interest in one channel.
@@ -178,7 +189,9 @@ func (h *hub) subscribe(ctx context.Context, c storage.Caller, snk sink, channel
 	h.m.subs.Inc() // before anyone can end s: see unsubscribe
 	snk.deliver(&heraldv1.ServerFrame{ReplyTo: replyTo, Kind: &heraldv1.ServerFrame_Subscribed{
 		Subscribed: &heraldv1.Subscribed{ChannelId: channel, HeadSeq: head}}})
+	presence := t.presenceLocked(s, +1)
 	t.mu.Unlock()
+	h.signalPresence(channel, presence)
 	h.wg.Go(func() { h.catchUp(cctx, s) })
 	h.mu.Unlock()
 	return s, nil
@@ -413,7 +426,12 @@ func (h *hub) unsubscribe(s *subscription) (uint64, bool) {
 	s.ended = true
 	delete(t.subs, s)
 	empty := len(t.subs) == 0
+	var presence *heraldv1.Presence
+	if was {
+		presence = t.presenceLocked(s, -1)
+	}
 	t.mu.Unlock()
+	h.signalPresence(t.channel, presence)
 	if was {
 		h.m.subs.Dec()
 	}

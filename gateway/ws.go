@@ -567,7 +567,6 @@ func (k *wsConn) typingFrame(id, channel string) {
 		return
 	}
 	if relay {
-		k.w.s.hub.relay(channel, k, &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{
-			Typing: &heraldv1.Typing{ChannelId: channel, User: k.id.User}}})
+		k.w.s.hub.typingFrom(channel, k, k.id.User)
 	}
 }

@@ -334,6 +334,9 @@ func TestWSAuth(t *testing.T) {
 			c.subscribe("s1", ch, nil)
 			watcher := dialWSToken(t, n.node, mint(t, "alice", time.Hour), "alice")
 			watcher.subscribe("w1", ch, nil)
+			if p := c.expect("presence").GetPresence(); p.GetUser() != "alice" || p.GetStatus() != "online" {
+				t.Fatalf("bob: got presence %v, want alice online", p)
+			}
 
 			if _, err := bob.Channels.LeaveChannel(apiCtx(t), &heraldv1.LeaveChannelRequest{ChannelId: ch}); err != nil {
 				t.Fatal(err)
@@ -346,6 +349,9 @@ func TestWSAuth(t *testing.T) {
 			seq := wsPostAs(t, alice, ch, "after bob left")
 			if ev := watcher.nextEvent(); ev.GetMemberLeft().GetUser() != "bob" {
 				t.Fatalf("watcher: got %v, want member_left bob", ev)
+			}
+			if p := watcher.expect("presence").GetPresence(); p.GetUser() != "bob" || p.GetStatus() != "away" {
+				t.Fatalf("watcher: got presence %v, want bob away (his subscription ended)", p)
 			}
 			if ev := watcher.nextEvent(); ev.GetSeq() != seq {
 				t.Fatalf("watcher: got %v, want the post at seq %d", ev, seq)

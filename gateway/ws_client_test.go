@@ -250,9 +250,15 @@ func wsKind(f *heraldv1.ServerFrame) string {
 }
 
 // expect returns the next frame, failing the test unless it is of kind.
+// Presence frames are skipped unless kind is presence: other users'
+// subscriptions starting and ending announce them at any point (tests
+// share channels), and they never bear on the stream's order.
 func (c *wsClient) expect(kind string) *heraldv1.ServerFrame {
 	c.t.Helper()
 	f := c.next()
+	for kind != "presence" && wsKind(f) == "presence" {
+		f = c.next()
+	}
 	if got := wsKind(f); got != kind {
 		c.t.Fatalf("frame: got %s %v, want %s", got, f, kind)
 	}

@@ -411,17 +411,17 @@ func freeBase(t *testing.T, n int) string {
 	return ""
 }
 
-// startDevCluster starts `herald dev --nodes n` on free loopback ports,
+// startDevCluster starts `herald dev --nodes n` (and args) on free loopback ports,
 // waits until it says every node is ready and each node's /readyz answers
 // 200, and kills it at cleanup. It retries on other ports when a port was
 // taken in between.
-func startDevCluster(t *testing.T, n int) *devCluster {
+func startDevCluster(t *testing.T, n int, args ...string) *devCluster {
 	t.Helper()
 	const attempts = 5
 	for i := 1; ; i++ {
 		base := freeBase(t, n)
 		p := launchDev(t, devOptions{dataDir: t.TempDir(), httpAddr: base, raftAddr: freeAddr(t),
-			args: []string{"--nodes", strconv.Itoa(n)}})
+			args: append([]string{"--nodes", strconv.Itoa(n)}, args...)})
 		host, portStr, _ := net.SplitHostPort(base)
 		port, _ := strconv.Atoi(portStr)
 		c := &devCluster{proc: p}

@@ -87,7 +87,133 @@ func (x DomainError_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DomainError_Kind.Descriptor instead.
 func (DomainError_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{7, 0}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{9, 0}
+}
+
+type SignalRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChannelId string                 `protobuf:"bytes,1,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*SignalRequest_Typing
+	//	*SignalRequest_Presence
+	Kind          isSignalRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalRequest) Reset() {
+	*x = SignalRequest{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalRequest) ProtoMessage() {}
+
+func (x *SignalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
+func (*SignalRequest) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SignalRequest) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *SignalRequest) GetKind() isSignalRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *SignalRequest) GetTyping() *v1.Typing {
+	if x != nil {
+		if x, ok := x.Kind.(*SignalRequest_Typing); ok {
+			return x.Typing
+		}
+	}
+	return nil
+}
+
+func (x *SignalRequest) GetPresence() *v1.Presence {
+	if x != nil {
+		if x, ok := x.Kind.(*SignalRequest_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+type isSignalRequest_Kind interface {
+	isSignalRequest_Kind()
+}
+
+type SignalRequest_Typing struct {
+	Typing *v1.Typing `protobuf:"bytes,2,opt,name=typing,proto3,oneof"`
+}
+
+type SignalRequest_Presence struct {
+	Presence *v1.Presence `protobuf:"bytes,3,opt,name=presence,proto3,oneof"`
+}
+
+func (*SignalRequest_Typing) isSignalRequest_Kind() {}
+
+func (*SignalRequest_Presence) isSignalRequest_Kind() {}
+
+type SignalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalResponse) Reset() {
+	*x = SignalResponse{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalResponse) ProtoMessage() {}
+
+func (x *SignalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalResponse.ProtoReflect.Descriptor instead.
+func (*SignalResponse) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
 }
 
 type HelloRequest struct {
@@ -99,7 +225,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +237,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +250,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HelloRequest) GetNode() *v1.Node {
@@ -153,7 +279,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +291,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +304,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HelloResponse) GetNode() *v1.Node {
@@ -225,7 +351,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +363,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +376,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinRequest) GetNode() *v1.Node {
@@ -270,7 +396,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +408,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +421,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JoinResponse) GetState() *MetaState {
@@ -321,7 +447,7 @@ type MetaProposeRequest struct {
 
 func (x *MetaProposeRequest) Reset() {
 	*x = MetaProposeRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +459,7 @@ func (x *MetaProposeRequest) String() string {
 func (*MetaProposeRequest) ProtoMessage() {}
 
 func (x *MetaProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +472,7 @@ func (x *MetaProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaProposeRequest.ProtoReflect.Descriptor instead.
 func (*MetaProposeRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MetaProposeRequest) GetCommand() *MetaCommand {
@@ -367,7 +493,7 @@ type MetaProposeResponse struct {
 
 func (x *MetaProposeResponse) Reset() {
 	*x = MetaProposeResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +505,7 @@ func (x *MetaProposeResponse) String() string {
 func (*MetaProposeResponse) ProtoMessage() {}
 
 func (x *MetaProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +518,7 @@ func (x *MetaProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaProposeResponse.ProtoReflect.Descriptor instead.
 func (*MetaProposeResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MetaProposeResponse) GetState() *MetaState {
@@ -427,7 +553,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +565,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[6]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +578,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -480,7 +606,7 @@ type DomainError struct {
 
 func (x *DomainError) Reset() {
 	*x = DomainError{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +618,7 @@ func (x *DomainError) String() string {
 func (*DomainError) ProtoMessage() {}
 
 func (x *DomainError) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[7]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +631,7 @@ func (x *DomainError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainError.ProtoReflect.Descriptor instead.
 func (*DomainError) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DomainError) GetKind() DomainError_Kind {
@@ -540,7 +666,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +678,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[8]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +691,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Outcome) GetMaybeApplied() bool {
@@ -603,7 +729,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +741,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[9]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +754,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ApplyRequest) GetPartition() uint32 {
@@ -667,7 +793,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +805,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[10]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +818,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyResponse) GetResult() isApplyResponse_Result {
@@ -777,7 +903,7 @@ type ApplyStreamRequest struct {
 
 func (x *ApplyStreamRequest) Reset() {
 	*x = ApplyStreamRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +915,7 @@ func (x *ApplyStreamRequest) String() string {
 func (*ApplyStreamRequest) ProtoMessage() {}
 
 func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[11]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +928,7 @@ func (x *ApplyStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamRequest.ProtoReflect.Descriptor instead.
 func (*ApplyStreamRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyStreamRequest) GetId() uint64 {
@@ -829,7 +955,7 @@ type ApplyStreamResponse struct {
 
 func (x *ApplyStreamResponse) Reset() {
 	*x = ApplyStreamResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +967,7 @@ func (x *ApplyStreamResponse) String() string {
 func (*ApplyStreamResponse) ProtoMessage() {}
 
 func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[12]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +980,7 @@ func (x *ApplyStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyStreamResponse.ProtoReflect.Descriptor instead.
 func (*ApplyStreamResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyStreamResponse) GetId() uint64 {
@@ -883,7 +1009,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1021,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[13]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1034,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CommandResult) GetChannel() *v1.Channel {
@@ -943,7 +1069,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1081,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[14]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1094,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Caller) GetUser() string {
@@ -1006,7 +1132,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1144,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[15]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1157,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadRequest) GetPartition() uint32 {
@@ -1159,7 +1285,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1297,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[16]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1310,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EventsRequest) GetChannelId() string {
@@ -1219,7 +1345,7 @@ type EventsResponse struct {
 
 func (x *EventsResponse) Reset() {
 	*x = EventsResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1357,7 @@ func (x *EventsResponse) String() string {
 func (*EventsResponse) ProtoMessage() {}
 
 func (x *EventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[17]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1370,7 @@ func (x *EventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsResponse.ProtoReflect.Descriptor instead.
 func (*EventsResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EventsResponse) GetEvents() []*v1.Event {
@@ -1287,7 +1413,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1425,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[18]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1438,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadResponse) GetResult() isReadResponse_Result {
@@ -1457,7 +1583,7 @@ type ListChannelsPage struct {
 
 func (x *ListChannelsPage) Reset() {
 	*x = ListChannelsPage{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1595,7 @@ func (x *ListChannelsPage) String() string {
 func (*ListChannelsPage) ProtoMessage() {}
 
 func (x *ListChannelsPage) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[19]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1608,7 @@ func (x *ListChannelsPage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsPage.ProtoReflect.Descriptor instead.
 func (*ListChannelsPage) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListChannelsPage) GetChannels() []*v1.Channel {
@@ -1510,7 +1636,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1648,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[20]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1661,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchRequest) GetPartition() uint32 {
@@ -1568,7 +1694,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1706,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[21]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1719,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchResponse) GetEvents() []*v1.Event {
@@ -1611,7 +1737,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1749,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[22]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1762,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 type NodeStatusResponse struct {
@@ -1660,7 +1786,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1798,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[23]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1811,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeStatusResponse) GetNode() *v1.Node {
@@ -1747,7 +1873,7 @@ type SpaceStatus struct {
 
 func (x *SpaceStatus) Reset() {
 	*x = SpaceStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1885,7 @@ func (x *SpaceStatus) String() string {
 func (*SpaceStatus) ProtoMessage() {}
 
 func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1898,7 @@ func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpaceStatus.ProtoReflect.Descriptor instead.
 func (*SpaceStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SpaceStatus) GetFreeBytes() uint64 {
@@ -1816,7 +1942,7 @@ type ReplicaSpace struct {
 
 func (x *ReplicaSpace) Reset() {
 	*x = ReplicaSpace{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1954,7 @@ func (x *ReplicaSpace) String() string {
 func (*ReplicaSpace) ProtoMessage() {}
 
 func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +1967,7 @@ func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpace.ProtoReflect.Descriptor instead.
 func (*ReplicaSpace) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicaSpace) GetPartition() uint32 {
@@ -1877,7 +2003,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2015,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2028,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplicaStatus) GetPartition() uint32 {
@@ -1977,7 +2103,7 @@ type ReplicaOpRequest struct {
 
 func (x *ReplicaOpRequest) Reset() {
 	*x = ReplicaOpRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2115,7 @@ func (x *ReplicaOpRequest) String() string {
 func (*ReplicaOpRequest) ProtoMessage() {}
 
 func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2128,7 @@ func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaOpRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplicaOpRequest) GetPartition() uint32 {
@@ -2092,7 +2218,7 @@ type SnapshotOp struct {
 
 func (x *SnapshotOp) Reset() {
 	*x = SnapshotOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2230,7 @@ func (x *SnapshotOp) String() string {
 func (*SnapshotOp) ProtoMessage() {}
 
 func (x *SnapshotOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2243,7 @@ func (x *SnapshotOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotOp.ProtoReflect.Descriptor instead.
 func (*SnapshotOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 type TransferLeadershipOp struct {
@@ -2129,7 +2255,7 @@ type TransferLeadershipOp struct {
 
 func (x *TransferLeadershipOp) Reset() {
 	*x = TransferLeadershipOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2267,7 @@ func (x *TransferLeadershipOp) String() string {
 func (*TransferLeadershipOp) ProtoMessage() {}
 
 func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2280,7 @@ func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipOp.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TransferLeadershipOp) GetToNodeId() string {
@@ -2172,7 +2298,7 @@ type DigestOp struct {
 
 func (x *DigestOp) Reset() {
 	*x = DigestOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2310,7 @@ func (x *DigestOp) String() string {
 func (*DigestOp) ProtoMessage() {}
 
 func (x *DigestOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2323,7 @@ func (x *DigestOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestOp.ProtoReflect.Descriptor instead.
 func (*DigestOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 type RecoverOp struct {
@@ -2210,7 +2336,7 @@ type RecoverOp struct {
 
 func (x *RecoverOp) Reset() {
 	*x = RecoverOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2348,7 @@ func (x *RecoverOp) String() string {
 func (*RecoverOp) ProtoMessage() {}
 
 func (x *RecoverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2361,7 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RecoverOp) GetGeneration() uint64 {
@@ -2258,7 +2384,7 @@ type ReplicaOpResponse struct {
 
 func (x *ReplicaOpResponse) Reset() {
 	*x = ReplicaOpResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2396,7 @@ func (x *ReplicaOpResponse) String() string {
 func (*ReplicaOpResponse) ProtoMessage() {}
 
 func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2409,7 @@ func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaOpResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplicaOpResponse) GetAppliedIndex() uint64 {
@@ -2330,7 +2456,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2468,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2481,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotRequest) GetPartition() uint32 {
@@ -2375,7 +2501,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2387,7 +2513,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2400,7 +2526,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotResponse) GetAppliedIndex() uint64 {
@@ -2427,7 +2553,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2439,7 +2565,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2452,7 +2578,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RestoreRequest) GetPartition() uint32 {
@@ -2480,7 +2606,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2618,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2631,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{36}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -2533,7 +2659,14 @@ var File_herald_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1fherald/cluster/v1/cluster.proto\x12\x11herald.cluster.v1\x1a\x1fherald/cluster/v1/command.proto\x1a\x1cherald/cluster/v1/meta.proto\x1a\x15herald/v1/admin.proto\x1a\x17herald/v1/channel.proto\x1a\x15herald/v1/event.proto\x1a\x17herald/v1/message.proto\x1a\x1fherald/v1/message_service.proto\"3\n" +
+	"\x1fherald/cluster/v1/cluster.proto\x12\x11herald.cluster.v1\x1a\x1fherald/cluster/v1/command.proto\x1a\x1cherald/cluster/v1/meta.proto\x1a\x15herald/v1/admin.proto\x1a\x17herald/v1/channel.proto\x1a\x15herald/v1/event.proto\x1a\x15herald/v1/frame.proto\x1a\x17herald/v1/message.proto\x1a\x1fherald/v1/message_service.proto\"\x96\x01\n" +
+	"\rSignalRequest\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x01 \x01(\tR\tchannelId\x12+\n" +
+	"\x06typing\x18\x02 \x01(\v2\x11.herald.v1.TypingH\x00R\x06typing\x121\n" +
+	"\bpresence\x18\x03 \x01(\v2\x13.herald.v1.PresenceH\x00R\bpresenceB\x06\n" +
+	"\x04kind\"\x10\n" +
+	"\x0eSignalResponse\"3\n" +
 	"\fHelloRequest\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\"\xc1\x01\n" +
 	"\rHelloResponse\x12#\n" +
@@ -2712,7 +2845,7 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12;\n" +
 	"\n" +
 	"not_leader\x18\x02 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
-	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xbc\a\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\x8d\b\n" +
 	"\x0eClusterService\x12L\n" +
 	"\x05Hello\x12\x1f.herald.cluster.v1.HelloRequest\x1a .herald.cluster.v1.HelloResponse\"\x00\x12I\n" +
 	"\x04Join\x12\x1e.herald.cluster.v1.JoinRequest\x1a\x1f.herald.cluster.v1.JoinResponse\"\x00\x12^\n" +
@@ -2725,7 +2858,8 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"NodeStatus\x12$.herald.cluster.v1.NodeStatusRequest\x1a%.herald.cluster.v1.NodeStatusResponse\"\x00\x12X\n" +
 	"\tReplicaOp\x12#.herald.cluster.v1.ReplicaOpRequest\x1a$.herald.cluster.v1.ReplicaOpResponse\"\x00\x12W\n" +
 	"\bSnapshot\x12\".herald.cluster.v1.SnapshotRequest\x1a#.herald.cluster.v1.SnapshotResponse\"\x000\x01\x12T\n" +
-	"\aRestore\x12!.herald.cluster.v1.RestoreRequest\x1a\".herald.cluster.v1.RestoreResponse\"\x00(\x01B@Z>github.com/heraldhq/herald/api/gen/herald/cluster/v1;clusterv1b\x06proto3"
+	"\aRestore\x12!.herald.cluster.v1.RestoreRequest\x1a\".herald.cluster.v1.RestoreResponse\"\x00(\x01\x12O\n" +
+	"\x06Signal\x12 .herald.cluster.v1.SignalRequest\x1a!.herald.cluster.v1.SignalResponse\"\x00B@Z>github.com/heraldhq/herald/api/gen/herald/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_herald_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -2740,140 +2874,148 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
-	(*HelloRequest)(nil),           // 1: herald.cluster.v1.HelloRequest
-	(*HelloResponse)(nil),          // 2: herald.cluster.v1.HelloResponse
-	(*JoinRequest)(nil),            // 3: herald.cluster.v1.JoinRequest
-	(*JoinResponse)(nil),           // 4: herald.cluster.v1.JoinResponse
-	(*MetaProposeRequest)(nil),     // 5: herald.cluster.v1.MetaProposeRequest
-	(*MetaProposeResponse)(nil),    // 6: herald.cluster.v1.MetaProposeResponse
-	(*NotLeader)(nil),              // 7: herald.cluster.v1.NotLeader
-	(*DomainError)(nil),            // 8: herald.cluster.v1.DomainError
-	(*Outcome)(nil),                // 9: herald.cluster.v1.Outcome
-	(*ApplyRequest)(nil),           // 10: herald.cluster.v1.ApplyRequest
-	(*ApplyResponse)(nil),          // 11: herald.cluster.v1.ApplyResponse
-	(*ApplyStreamRequest)(nil),     // 12: herald.cluster.v1.ApplyStreamRequest
-	(*ApplyStreamResponse)(nil),    // 13: herald.cluster.v1.ApplyStreamResponse
-	(*CommandResult)(nil),          // 14: herald.cluster.v1.CommandResult
-	(*Caller)(nil),                 // 15: herald.cluster.v1.Caller
-	(*ReadRequest)(nil),            // 16: herald.cluster.v1.ReadRequest
-	(*EventsRequest)(nil),          // 17: herald.cluster.v1.EventsRequest
-	(*EventsResponse)(nil),         // 18: herald.cluster.v1.EventsResponse
-	(*ReadResponse)(nil),           // 19: herald.cluster.v1.ReadResponse
-	(*ListChannelsPage)(nil),       // 20: herald.cluster.v1.ListChannelsPage
-	(*WatchRequest)(nil),           // 21: herald.cluster.v1.WatchRequest
-	(*WatchResponse)(nil),          // 22: herald.cluster.v1.WatchResponse
-	(*NodeStatusRequest)(nil),      // 23: herald.cluster.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 24: herald.cluster.v1.NodeStatusResponse
-	(*SpaceStatus)(nil),            // 25: herald.cluster.v1.SpaceStatus
-	(*ReplicaSpace)(nil),           // 26: herald.cluster.v1.ReplicaSpace
-	(*ReplicaStatus)(nil),          // 27: herald.cluster.v1.ReplicaStatus
-	(*ReplicaOpRequest)(nil),       // 28: herald.cluster.v1.ReplicaOpRequest
-	(*SnapshotOp)(nil),             // 29: herald.cluster.v1.SnapshotOp
-	(*TransferLeadershipOp)(nil),   // 30: herald.cluster.v1.TransferLeadershipOp
-	(*DigestOp)(nil),               // 31: herald.cluster.v1.DigestOp
-	(*RecoverOp)(nil),              // 32: herald.cluster.v1.RecoverOp
-	(*ReplicaOpResponse)(nil),      // 33: herald.cluster.v1.ReplicaOpResponse
-	(*SnapshotRequest)(nil),        // 34: herald.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 35: herald.cluster.v1.SnapshotResponse
-	(*RestoreRequest)(nil),         // 36: herald.cluster.v1.RestoreRequest
-	(*RestoreResponse)(nil),        // 37: herald.cluster.v1.RestoreResponse
-	(*v1.Node)(nil),                // 38: herald.v1.Node
-	(*MetaState)(nil),              // 39: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 40: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 41: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 42: herald.v1.Channel
-	(*v1.Message)(nil),             // 43: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 44: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 45: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 46: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 47: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 48: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 49: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 50: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 51: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 52: herald.v1.Replica
+	(*SignalRequest)(nil),          // 1: herald.cluster.v1.SignalRequest
+	(*SignalResponse)(nil),         // 2: herald.cluster.v1.SignalResponse
+	(*HelloRequest)(nil),           // 3: herald.cluster.v1.HelloRequest
+	(*HelloResponse)(nil),          // 4: herald.cluster.v1.HelloResponse
+	(*JoinRequest)(nil),            // 5: herald.cluster.v1.JoinRequest
+	(*JoinResponse)(nil),           // 6: herald.cluster.v1.JoinResponse
+	(*MetaProposeRequest)(nil),     // 7: herald.cluster.v1.MetaProposeRequest
+	(*MetaProposeResponse)(nil),    // 8: herald.cluster.v1.MetaProposeResponse
+	(*NotLeader)(nil),              // 9: herald.cluster.v1.NotLeader
+	(*DomainError)(nil),            // 10: herald.cluster.v1.DomainError
+	(*Outcome)(nil),                // 11: herald.cluster.v1.Outcome
+	(*ApplyRequest)(nil),           // 12: herald.cluster.v1.ApplyRequest
+	(*ApplyResponse)(nil),          // 13: herald.cluster.v1.ApplyResponse
+	(*ApplyStreamRequest)(nil),     // 14: herald.cluster.v1.ApplyStreamRequest
+	(*ApplyStreamResponse)(nil),    // 15: herald.cluster.v1.ApplyStreamResponse
+	(*CommandResult)(nil),          // 16: herald.cluster.v1.CommandResult
+	(*Caller)(nil),                 // 17: herald.cluster.v1.Caller
+	(*ReadRequest)(nil),            // 18: herald.cluster.v1.ReadRequest
+	(*EventsRequest)(nil),          // 19: herald.cluster.v1.EventsRequest
+	(*EventsResponse)(nil),         // 20: herald.cluster.v1.EventsResponse
+	(*ReadResponse)(nil),           // 21: herald.cluster.v1.ReadResponse
+	(*ListChannelsPage)(nil),       // 22: herald.cluster.v1.ListChannelsPage
+	(*WatchRequest)(nil),           // 23: herald.cluster.v1.WatchRequest
+	(*WatchResponse)(nil),          // 24: herald.cluster.v1.WatchResponse
+	(*NodeStatusRequest)(nil),      // 25: herald.cluster.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 26: herald.cluster.v1.NodeStatusResponse
+	(*SpaceStatus)(nil),            // 27: herald.cluster.v1.SpaceStatus
+	(*ReplicaSpace)(nil),           // 28: herald.cluster.v1.ReplicaSpace
+	(*ReplicaStatus)(nil),          // 29: herald.cluster.v1.ReplicaStatus
+	(*ReplicaOpRequest)(nil),       // 30: herald.cluster.v1.ReplicaOpRequest
+	(*SnapshotOp)(nil),             // 31: herald.cluster.v1.SnapshotOp
+	(*TransferLeadershipOp)(nil),   // 32: herald.cluster.v1.TransferLeadershipOp
+	(*DigestOp)(nil),               // 33: herald.cluster.v1.DigestOp
+	(*RecoverOp)(nil),              // 34: herald.cluster.v1.RecoverOp
+	(*ReplicaOpResponse)(nil),      // 35: herald.cluster.v1.ReplicaOpResponse
+	(*SnapshotRequest)(nil),        // 36: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 37: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 38: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 39: herald.cluster.v1.RestoreResponse
+	(*v1.Typing)(nil),              // 40: herald.v1.Typing
+	(*v1.Presence)(nil),            // 41: herald.v1.Presence
+	(*v1.Node)(nil),                // 42: herald.v1.Node
+	(*MetaState)(nil),              // 43: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 44: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 45: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 46: herald.v1.Channel
+	(*v1.Message)(nil),             // 47: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 48: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 49: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 50: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 51: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 52: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 53: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 54: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 55: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 56: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	38, // 0: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	38, // 1: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	38, // 2: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	38, // 3: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
-	38, // 4: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	39, // 5: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
-	7,  // 6: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	40, // 7: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	39, // 8: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
-	7,  // 9: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 10: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
-	0,  // 11: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	41, // 12: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
-	14, // 13: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
-	8,  // 14: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 15: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	9,  // 16: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
-	10, // 17: herald.cluster.v1.ApplyStreamRequest.request:type_name -> herald.cluster.v1.ApplyRequest
-	11, // 18: herald.cluster.v1.ApplyStreamResponse.response:type_name -> herald.cluster.v1.ApplyResponse
-	42, // 19: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	43, // 20: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
-	15, // 21: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	44, // 22: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	45, // 23: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	46, // 24: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	47, // 25: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
-	17, // 26: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	48, // 27: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	49, // 28: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	50, // 29: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	51, // 30: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
-	20, // 31: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
-	18, // 32: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
-	8,  // 33: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 34: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	42, // 35: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	48, // 36: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	38, // 37: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
-	27, // 38: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	25, // 39: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
-	26, // 40: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
-	52, // 41: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	30, // 42: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	31, // 43: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	32, // 44: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	29, // 45: herald.cluster.v1.ReplicaOpRequest.snapshot:type_name -> herald.cluster.v1.SnapshotOp
-	7,  // 46: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 47: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	7,  // 48: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	8,  // 49: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	1,  // 50: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	3,  // 51: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	5,  // 52: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	10, // 53: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	12, // 54: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
-	16, // 55: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	21, // 56: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	23, // 57: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	28, // 58: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	34, // 59: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	36, // 60: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	2,  // 61: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	4,  // 62: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	6,  // 63: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	11, // 64: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	13, // 65: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
-	19, // 66: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	22, // 67: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	24, // 68: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	33, // 69: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	35, // 70: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	37, // 71: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	61, // [61:72] is the sub-list for method output_type
-	50, // [50:61] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	40, // 0: herald.cluster.v1.SignalRequest.typing:type_name -> herald.v1.Typing
+	41, // 1: herald.cluster.v1.SignalRequest.presence:type_name -> herald.v1.Presence
+	42, // 2: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	42, // 3: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	42, // 4: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	42, // 5: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
+	42, // 6: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	43, // 7: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	9,  // 8: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	44, // 9: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	43, // 10: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	9,  // 11: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	10, // 12: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
+	0,  // 13: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
+	45, // 14: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	16, // 15: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
+	10, // 16: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
+	9,  // 17: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	11, // 18: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
+	12, // 19: herald.cluster.v1.ApplyStreamRequest.request:type_name -> herald.cluster.v1.ApplyRequest
+	13, // 20: herald.cluster.v1.ApplyStreamResponse.response:type_name -> herald.cluster.v1.ApplyResponse
+	46, // 21: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	47, // 22: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	17, // 23: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
+	48, // 24: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	49, // 25: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	50, // 26: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	51, // 27: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	19, // 28: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
+	52, // 29: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	53, // 30: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	54, // 31: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	55, // 32: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	22, // 33: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
+	20, // 34: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
+	10, // 35: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
+	9,  // 36: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	46, // 37: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	52, // 38: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	42, // 39: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	29, // 40: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
+	27, // 41: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
+	28, // 42: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
+	56, // 43: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	32, // 44: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	33, // 45: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	34, // 46: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	31, // 47: herald.cluster.v1.ReplicaOpRequest.snapshot:type_name -> herald.cluster.v1.SnapshotOp
+	9,  // 48: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	10, // 49: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	9,  // 50: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	10, // 51: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	3,  // 52: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	5,  // 53: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	7,  // 54: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	12, // 55: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	14, // 56: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
+	18, // 57: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	23, // 58: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	25, // 59: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	30, // 60: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	36, // 61: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	38, // 62: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	1,  // 63: herald.cluster.v1.ClusterService.Signal:input_type -> herald.cluster.v1.SignalRequest
+	4,  // 64: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	6,  // 65: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	8,  // 66: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	13, // 67: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	15, // 68: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
+	21, // 69: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	24, // 70: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	26, // 71: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	35, // 72: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	37, // 73: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	39, // 74: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	2,  // 75: herald.cluster.v1.ClusterService.Signal:output_type -> herald.cluster.v1.SignalResponse
+	64, // [64:76] is the sub-list for method output_type
+	52, // [52:64] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -2883,20 +3025,24 @@ func file_herald_cluster_v1_cluster_proto_init() {
 	}
 	file_herald_cluster_v1_command_proto_init()
 	file_herald_cluster_v1_meta_proto_init()
-	file_herald_cluster_v1_cluster_proto_msgTypes[10].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[0].OneofWrappers = []any{
+		(*SignalRequest_Typing)(nil),
+		(*SignalRequest_Presence)(nil),
+	}
+	file_herald_cluster_v1_cluster_proto_msgTypes[12].OneofWrappers = []any{
 		(*ApplyResponse_Ok)(nil),
 		(*ApplyResponse_Error)(nil),
 		(*ApplyResponse_NotLeader)(nil),
 		(*ApplyResponse_Failed)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[15].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[17].OneofWrappers = []any{
 		(*ReadRequest_GetChannel)(nil),
 		(*ReadRequest_History)(nil),
 		(*ReadRequest_Thread)(nil),
 		(*ReadRequest_ListChannels)(nil),
 		(*ReadRequest_Events)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[18].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[20].OneofWrappers = []any{
 		(*ReadResponse_GetChannel)(nil),
 		(*ReadResponse_History)(nil),
 		(*ReadResponse_Thread)(nil),
@@ -2906,7 +3052,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ReadResponse_NotLeader)(nil),
 		(*ReadResponse_TooStale)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[27].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[29].OneofWrappers = []any{
 		(*ReplicaOpRequest_TransferLeadership)(nil),
 		(*ReplicaOpRequest_Digest)(nil),
 		(*ReplicaOpRequest_Recover)(nil),
@@ -2918,7 +3064,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

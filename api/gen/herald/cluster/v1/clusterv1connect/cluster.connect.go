@@ -59,6 +59,8 @@ const (
 	ClusterServiceSnapshotProcedure = "/herald.cluster.v1.ClusterService/Snapshot"
 	// ClusterServiceRestoreProcedure is the fully-qualified name of the ClusterService's Restore RPC.
 	ClusterServiceRestoreProcedure = "/herald.cluster.v1.ClusterService/Restore"
+	// ClusterServiceSignalProcedure is the fully-qualified name of the ClusterService's Signal RPC.
+	ClusterServiceSignalProcedure = "/herald.cluster.v1.ClusterService/Signal"
 )
 
 // ClusterServiceClient is a client for the herald.cluster.v1.ClusterService service.
@@ -91,6 +93,9 @@ type ClusterServiceClient interface {
 	// Restore replaces a partition's state with a saved snapshot, through
 	// this node's replica, which must lead.
 	Restore(context.Context) (*connect.ClientStreamForClientSimple[v1.RestoreRequest, v1.RestoreResponse], error)
+	// Signal hands this node's gateway an ephemeral frame for a channel's
+	// subscribers (typing, presence): never stored, best-effort.
+	Signal(context.Context, *v1.SignalRequest) (*v1.SignalResponse, error)
 }
 
 // NewClusterServiceClient constructs a client for the herald.cluster.v1.ClusterService service. By
@@ -170,6 +175,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Restore")),
 			connect.WithClientOptions(opts...),
 		),
+		signal: connect.NewClient[v1.SignalRequest, v1.SignalResponse](
+			httpClient,
+			baseURL+ClusterServiceSignalProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Signal")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -186,6 +197,7 @@ type clusterServiceClient struct {
 	replicaOp   *connect.Client[v1.ReplicaOpRequest, v1.ReplicaOpResponse]
 	snapshot    *connect.Client[v1.SnapshotRequest, v1.SnapshotResponse]
 	restore     *connect.Client[v1.RestoreRequest, v1.RestoreResponse]
+	signal      *connect.Client[v1.SignalRequest, v1.SignalResponse]
 }
 
 // Hello calls herald.cluster.v1.ClusterService.Hello.
@@ -271,6 +283,15 @@ func (c *clusterServiceClient) Restore(ctx context.Context) (*connect.ClientStre
 	return c.restore.CallClientStreamSimple(ctx)
 }
 
+// Signal calls herald.cluster.v1.ClusterService.Signal.
+func (c *clusterServiceClient) Signal(ctx context.Context, req *v1.SignalRequest) (*v1.SignalResponse, error) {
+	response, err := c.signal.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // ClusterServiceHandler is an implementation of the herald.cluster.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Hello exchanges node identities; a starting node calls it on its
@@ -301,6 +322,9 @@ type ClusterServiceHandler interface {
 	// Restore replaces a partition's state with a saved snapshot, through
 	// this node's replica, which must lead.
 	Restore(context.Context, *connect.ClientStream[v1.RestoreRequest]) (*v1.RestoreResponse, error)
+	// Signal hands this node's gateway an ephemeral frame for a channel's
+	// subscribers (typing, presence): never stored, best-effort.
+	Signal(context.Context, *v1.SignalRequest) (*v1.SignalResponse, error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -376,6 +400,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Restore")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceSignalHandler := connect.NewUnaryHandlerSimple(
+		ClusterServiceSignalProcedure,
+		svc.Signal,
+		connect.WithSchema(clusterServiceMethods.ByName("Signal")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/herald.cluster.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceHelloProcedure:
@@ -400,6 +430,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceSnapshotHandler.ServeHTTP(w, r)
 		case ClusterServiceRestoreProcedure:
 			clusterServiceRestoreHandler.ServeHTTP(w, r)
+		case ClusterServiceSignalProcedure:
+			clusterServiceSignalHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -451,4 +483,8 @@ func (UnimplementedClusterServiceHandler) Snapshot(context.Context, *v1.Snapshot
 
 func (UnimplementedClusterServiceHandler) Restore(context.Context, *connect.ClientStream[v1.RestoreRequest]) (*v1.RestoreResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Restore is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Signal(context.Context, *v1.SignalRequest) (*v1.SignalResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Signal is not implemented"))
 }
