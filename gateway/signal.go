@@ -69,7 +69,7 @@ func (h *hub) signalPresence(channel string, p *heraldv1.Presence) {
 		Kind: &clusterv1.SignalRequest_Presence{Presence: p}})
 }
 
-// typing relays user's typing in channel to its other subscribers here
+// typingFrom relays user's typing in channel to its other subscribers here
 // and on the other nodes, at most once per typingInterval per user and
 // channel, however many connections the user has.
 func (h *hub) typingFrom(channel string, from sink, user string) {
