@@ -135,6 +135,23 @@ func TestRoles(t *testing.T) {
 	})
 }
 
+// TestFoundWithGatewayOnlyNode: a cluster founded by three full nodes and
+// a gateway-only one places every partition on the three.
+func TestFoundWithGatewayOnlyNode(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: 4,
+		Roles: map[string][]string{"n4": {meta.RoleEdge, meta.RoleGateway}}})
+	c.WaitSettled(30 * time.Second)
+	r := c.Ring()
+	for _, p := range r.GetPartitions() {
+		if len(p.GetDesiredReplicas()) != 3 || slices.Contains(p.GetDesiredReplicas(), "n4") {
+			t.Errorf("partition %d placed on %v, want three replicas, none on n4", p.GetId(), p.GetDesiredReplicas())
+		}
+	}
+	clustertest.MustCreate(t, c.Member(3).Cluster(), "founded")
+	clustertest.MustPost(t, c.Member(3).Cluster(), "founded", "through n4", "f-1")
+}
+
 // TestParseRoles reads --roles.
 func TestParseRoles(t *testing.T) {
 	for _, c := range []struct {

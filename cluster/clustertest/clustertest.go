@@ -89,6 +89,9 @@ type Options struct {
 	// WrapHTTP, if non-nil, wraps each node's HTTP handler, for example to
 	// record the internal RPCs its peers send it; id is the node's.
 	WrapHTTP func(id string, h http.Handler) http.Handler
+	// Roles gives founding nodes, by id, the roles they serve; a node not
+	// in it serves every role.
+	Roles map[string][]string
 	// Dir holds the nodes' data directories, Dir/n1, Dir/n2, ...; "" means
 	// a new t.TempDir(). A test can mount a filesystem on a node's
 	// directory before New.
@@ -193,7 +196,7 @@ func New(t testing.TB, opts Options) *Cluster {
 // newNode reserves ports (by listening on them) and a directory for a
 // node.
 func (c *Cluster) newNode(id string) *Node {
-	n := &Node{ID: id, Dir: filepath.Join(c.dir, id), c: c}
+	n := &Node{ID: id, Dir: filepath.Join(c.dir, id), c: c, roles: c.opts.Roles[id]}
 	n.httpLn, n.HTTP = reserve(c.t)
 	n.raftLn, n.Raft = reserve(c.t)
 	return n
