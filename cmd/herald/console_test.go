@@ -299,7 +299,7 @@ func TestConsoleToken(t *testing.T) {
 		}
 		return strings.TrimSpace(r.stdout)
 	}
-	alice, admin := mint("--user", "alice"), mint("--user", "ops", "--admin")
+	alice, bob, admin := mint("--user", "alice"), mint("--user", "bob"), mint("--user", "ops", "--admin")
 	p := startDev(t, devOptions{args: []string{"--secret-file", secret}})
 
 	tab := b.tab(p.URL + "/#/channels")
@@ -323,12 +323,35 @@ func TestConsoleToken(t *testing.T) {
 		document.querySelector("#messages li[data-seq] .user").textContent === "alice" &&
 		document.querySelector("#who").textContent === "alice"`)
 
+	// bob opens the channel in a tab of his own: alice's page sees him come
+	// online and type, and go when his tab closes.
+	bobTab := b.tab(p.URL + "/#/channels/alices")
+	b.waitJS(bobTab, "a request for bob's token", `document.querySelector("#error")?.dataset.code === "unauthenticated"`)
+	b.run(bobTab,
+		chromedp.SendKeys(chromedp.ID("token-input"), bob),
+		chromedp.Click(chromedp.ID("token-save")))
+	b.waitJS(bobTab, "bob subscribed, not a member", `document.querySelector("#live")?.dataset.state === "live" && !!document.querySelector("#join")`)
+	b.run(bobTab, chromedp.Click(chromedp.ID("join")))
+	b.waitJS(bobTab, "bob a member", `document.querySelector("#channel-info").textContent.startsWith("2 members")`)
+	b.waitJS(tab, "bob online and a member on alice's page", `document.querySelector("#presence").textContent === "seen online: bob" &&
+		document.querySelector("#channel-info").textContent.startsWith("2 members")`)
+	b.run(bobTab, chromedp.SendKeys(chromedp.ID("post-text"), "hi alice"))
+	b.waitJS(tab, "bob typing on alice's page", `document.querySelector("#typing").textContent === "bob is typing…"`)
+	b.screenshot(tab, "channel-typing")
+	b.run(bobTab, chromedp.Click(chromedp.ID("post-send")))
+	b.waitJS(tab, "bob's post, and his typing gone", `JSON.stringify(`+messagesShown+`) === '["posted with a token","hi alice"]' &&
+		document.querySelector("#typing").textContent === ""`)
+	if err := chromedp.Cancel(bobTab); err != nil {
+		t.Fatalf("close bob's tab: %v", err)
+	}
+	b.waitJS(tab, "bob gone from alice's page", `document.querySelector("#presence").textContent === ""`)
+
 	if stored, err := b.eval(tab, `sessionStorage.getItem("herald.token")`); err != nil || stored != alice {
 		t.Errorf("session storage holds %q (%v), want alice's token", stored, err)
 	}
 	b.run(tab, chromedp.Reload())
 	b.waitJS(tab, "the channel after a reload, without pasting again", `document.querySelector("#live")?.dataset.state === "live" &&
-		JSON.stringify(`+messagesShown+`) === '["posted with a token"]'`)
+		JSON.stringify(`+messagesShown+`) === '["posted with a token","hi alice"]'`)
 
 	// The node restarts under the page: told to reconnect, the page comes
 	// back by itself and resumes after the last event it showed.
@@ -343,7 +366,7 @@ func TestConsoleToken(t *testing.T) {
 		t.Fatalf("post after the restart: %v", err)
 	}
 	b.waitJS(tab, "the post after the restart, once", `document.querySelector("#live").dataset.state === "live" &&
-		JSON.stringify(`+messagesShown+`) === '["posted with a token","after the restart"]'`)
+		JSON.stringify(`+messagesShown+`) === '["posted with a token","hi alice","after the restart"]'`)
 
 	b.run(tab, chromedp.Navigate(p.URL+"/#/ring"))
 	b.waitJS(tab, "the ring refused to a user", `document.querySelector("#error")?.dataset.code === "permission_denied" &&

@@ -224,7 +224,30 @@ function channelView(view, id) {
   const send = el("button", { id: "post-send", type: "submit" }, "Send");
   const postErr = el("p", { class: "error", id: "post-error" });
   const form = el("form", { id: "post-form" }, text, send);
-  view.append(head, info, notice, messages, form, postErr);
+  const typingLine = el("p", { class: "muted", id: "typing" });
+  const presenceLine = el("p", { class: "muted", id: "presence" });
+  view.append(head, info, presenceLine, notice, messages, typingLine, form, postErr);
+
+  // Typing and presence are best-effort frames, not events (no seq).
+  let me = "";
+  const typers = new Map(); // user -> timer that forgets them
+  const online = new Map(); // user -> online announcements minus away ones
+  function showTyping() {
+    const users = [...typers.keys()];
+    typingLine.textContent = users.length === 0 ? "" :
+      `${users.join(", ")} ${users.length === 1 ? "is" : "are"} typing…`;
+  }
+  function showPresence() {
+    const users = [...online.keys()].sort();
+    presenceLine.textContent = users.length === 0 ? "" : "seen online: " + users.join(", ");
+  }
+  let lastTyping = 0;
+  text.addEventListener("input", () => {
+    const now = Date.now();
+    if (now - lastTyping < 3000 || !ws || ws.readyState !== WebSocket.OPEN) return;
+    lastTyping = now;
+    ws.send(JSON.stringify({ id: "typing", typing: { channelId: id } }));
+  });
 
   const byseq = new Map(); // message seq -> { li, msg }
   let lastSeq = 0;         // the last event seq shown: where a resubscribe resumes
@@ -274,8 +297,8 @@ function channelView(view, id) {
       if (m) render({ ...m.msg, deleted: true, text: "" });
     } else if (ev.reactionAdded) react(ev.reactionAdded.messageSeq, ev.reactionAdded.name, ev.reactionAdded.user, true);
     else if (ev.reactionRemoved) react(ev.reactionRemoved.messageSeq, ev.reactionRemoved.name, ev.reactionRemoved.user, false);
-    else if (ev.memberJoined) system(`${ev.memberJoined.user} joined`);
-    else if (ev.memberLeft) system(`${ev.memberLeft.user} left`);
+    else if (ev.memberJoined) { system(`${ev.memberJoined.user} joined`); loadInfo().catch(() => {}); }
+    else if (ev.memberLeft) { system(`${ev.memberLeft.user} left`); loadInfo().catch(() => {}); }
     else if (ev.channelUpdated) loadInfo();
     messages.scrollTop = messages.scrollHeight;
   }
@@ -342,11 +365,26 @@ function channelView(view, id) {
       const what = f.replyTo ? pending.get(f.replyTo) : undefined;
       if (f.replyTo) pending.delete(f.replyTo);
       if (f.hello) {
-        if (f.hello.user) document.getElementById("who").textContent = f.hello.user;
+        me = f.hello.user || "";
+        if (me) document.getElementById("who").textContent = me;
+      } else if (f.typing) {
+        const u = f.typing.user;
+        if (f.typing.channelId !== id || !u || u === me) return;
+        clearTimeout(typers.get(u));
+        typers.set(u, setTimeout(() => { typers.delete(u); showTyping(); }, 5000));
+        showTyping();
+      } else if (f.presence) {
+        const u = f.presence.user;
+        if (!u || u === me) return;
+        const n = (online.get(u) || 0) + (f.presence.status === "online" ? 1 : -1);
+        if (n > 0) online.set(u, n); else online.delete(u);
+        showPresence();
       } else if (f.subscribed) {
         retry = 0;
         setLive("live", "live");
       } else if (f.event) {
+        const u = f.event.messagePosted?.message?.author;
+        if (u && typers.has(u)) { clearTimeout(typers.get(u)); typers.delete(u); showTyping(); }
         apply(f.event);
       } else if (f.reply) {
         send.disabled = false;
