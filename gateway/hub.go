@@ -443,23 +443,6 @@ func (h *hub) unsubscribe(s *subscription) (uint64, bool) {
 	return sent, was
 }
 
-// relay sends a frame to every subscriber of channel except from.
-func (h *hub) relay(channel string, from sink, f *heraldv1.ServerFrame) {
-	h.mu.Lock()
-	t := h.topics[channel]
-	h.mu.Unlock()
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for s := range t.subs {
-		if s.sink != from {
-			s.sink.deliver(f)
-		}
-	}
-}
-
 // close stops new subscriptions and waits for every pump and catch-up
 // goroutine; the hub's ctx must have ended.
 func (h *hub) close() {

@@ -17,6 +17,13 @@ type Signaler interface {
 	OnSignal(cluster.SignalHandler)
 }
 
+// maxSignalSubs is the most subscriptions a channel may have on a node
+// for its typing and presence to be delivered there. Past it they are
+// not: a presence to every subscriber each time one comes or goes is
+// quadratic in a reconnect storm, and a flood of best-effort frames could
+// push a reader past its queue bound and cost it its stream.
+const maxSignalSubs = 100
+
 // Presence statuses, as the presence frame carries them.
 const (
 	presenceOnline = "online"
@@ -44,6 +51,8 @@ func (t *topic) presenceLocked(s *subscription, delta int) *heraldv1.Presence {
 	}
 	var p *heraldv1.Presence
 	switch {
+	case len(t.subs) > maxSignalSubs:
+		return nil
 	case before == 0 && after > 0:
 		p = &heraldv1.Presence{User: s.user, Status: presenceOnline}
 	case before > 0 && after <= 0:
@@ -51,13 +60,36 @@ func (t *topic) presenceLocked(s *subscription, delta int) *heraldv1.Presence {
 	default:
 		return nil
 	}
-	f := &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Presence{Presence: p}}
+	t.signalLocked(&heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Presence{Presence: p}}, nil, s.user)
+	return p
+}
+
+// signalLocked delivers a typing or presence frame to t's subscribers
+// but from and those of user (a user's own connections need no word of
+// their typing or presence), unless t has more than maxSignalSubs. t.mu
+// is held.
+func (t *topic) signalLocked(f *heraldv1.ServerFrame, from sink, user string) {
+	if len(t.subs) > maxSignalSubs {
+		return
+	}
 	for o := range t.subs {
-		if o.user != s.user { // a user's own connections need no word of it
+		if o.sink != from && o.user != user {
 			o.sink.deliver(f)
 		}
 	}
-	return p
+}
+
+// signal delivers f to channel's subscribers here as signalLocked does.
+func (h *hub) signal(channel string, f *heraldv1.ServerFrame, from sink, user string) {
+	h.mu.Lock()
+	t := h.topics[channel]
+	h.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.signalLocked(f, from, user)
 }
 
 // signalPresence relays p (if any) for channel to the other nodes.
@@ -77,7 +109,7 @@ func (h *hub) typingFrom(channel string, from sink, user string) {
 		return
 	}
 	t := &heraldv1.Typing{ChannelId: channel, User: user}
-	h.relay(channel, from, &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{Typing: t}})
+	h.signal(channel, &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{Typing: t}}, from, "")
 	if h.signaler != nil {
 		h.signaler.Signal(&clusterv1.SignalRequest{ChannelId: channel,
 			Kind: &clusterv1.SignalRequest_Typing{Typing: t}})
@@ -88,6 +120,7 @@ func (h *hub) typingFrom(channel string, from sink, user string) {
 // subscribers of its channel.
 func (h *hub) receiveSignal(req *clusterv1.SignalRequest) {
 	var f *heraldv1.ServerFrame
+	var user string // whose own connections are not told
 	switch k := req.GetKind().(type) {
 	case *clusterv1.SignalRequest_Typing:
 		f = &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Typing{Typing: &heraldv1.Typing{
@@ -95,10 +128,11 @@ func (h *hub) receiveSignal(req *clusterv1.SignalRequest) {
 	case *clusterv1.SignalRequest_Presence:
 		f = &heraldv1.ServerFrame{Kind: &heraldv1.ServerFrame_Presence{Presence: &heraldv1.Presence{
 			User: k.Presence.GetUser(), Status: k.Presence.GetStatus()}}}
+		user = k.Presence.GetUser()
 	default:
 		return
 	}
-	h.relay(req.GetChannelId(), nil, f)
+	h.signal(req.GetChannelId(), f, nil, user)
 }
 
 // userLimiter lets one event through per user and channel per interval.
