@@ -125,7 +125,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cluster: MetaVoters %d: want 1, 3 or 5", c.MetaVoters)
 	}
 	if c.Roles != nil {
-		if err := validRoles(c.Roles); err != nil {
+		if err := meta.CheckRoles(c.Roles); err != nil {
 			return fmt.Errorf("cluster: Roles: %w", err)
 		}
 	}
@@ -136,7 +136,7 @@ func (c Config) withDefaults() Config {
 	if c.Roles == nil {
 		c.Roles = meta.AllRoles
 	}
-	c.Roles = sortRoles(c.Roles)
+	c.Roles = meta.SortRoles(c.Roles)
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}

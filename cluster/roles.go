@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
@@ -22,41 +21,11 @@ func ParseRoles(s string) ([]string, error) {
 			roles = append(roles, r)
 		}
 	}
-	if err := validRoles(roles); err != nil {
+	if err := meta.CheckRoles(roles); err != nil {
 		return nil, err
 	}
-	return sortRoles(roles), nil
+	return meta.SortRoles(roles), nil
 }
-
-// validRoles checks that roles is a non-empty set of known roles.
-func validRoles(roles []string) error {
-	if len(roles) == 0 {
-		return fmt.Errorf("no roles: give one or more of %s", strings.Join(meta.AllRoles, ", "))
-	}
-	for i, r := range roles {
-		if !slices.Contains(meta.AllRoles, r) {
-			return fmt.Errorf("unknown role %q: want one or more of %s", r, strings.Join(meta.AllRoles, ", "))
-		}
-		if slices.Contains(roles[:i], r) {
-			return fmt.Errorf("role %q given twice", r)
-		}
-	}
-	return nil
-}
-
-// sortRoles returns roles in meta.AllRoles order.
-func sortRoles(roles []string) []string {
-	var out []string
-	for _, r := range meta.AllRoles {
-		if slices.Contains(roles, r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// HasRole reports whether the node serves role.
-func (n *Node) HasRole(role string) bool { return slices.Contains(n.cfg.Roles, role) }
 
 // Roles returns the roles the node serves, in the metadata's order.
 func (n *Node) Roles() []string { return slices.Clone(n.cfg.Roles) }

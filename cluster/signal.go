@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -51,7 +50,7 @@ func (n *Node) Signal(req *clusterv1.SignalRequest) {
 	}
 	for _, node := range n.meta.State().GetNodes() {
 		id := node.GetId()
-		if id == n.cfg.NodeID || node.GetState() == heraldv1.Node_STATE_REMOVED || !servesGateway(node) {
+		if id == n.cfg.NodeID || node.GetState() == heraldv1.Node_STATE_REMOVED || !meta.HasRole(node, meta.RoleGateway) {
 			continue
 		}
 		select {
@@ -77,13 +76,6 @@ func (n *Node) Signal(req *clusterv1.SignalRequest) {
 			}
 		}()
 	}
-}
-
-// servesGateway reports whether node holds WebSockets and streams: it has
-// the gateway role, or records no roles (a node from before roles).
-func servesGateway(node *heraldv1.Node) bool {
-	roles := node.GetRoles()
-	return len(roles) == 0 || slices.Contains(roles, meta.RoleGateway)
 }
 
 // receive hands a relayed signal to the gateway, if one listens.

@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -126,9 +124,9 @@ func (c Config) Validate() error {
 		c.MaxPostsPerUser < 0 || c.MaxConnsPerUser < 0 || c.AuthTimeout < 0 || c.BodyTimeout < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
-	for _, r := range c.Roles {
-		if !slices.Contains(meta.AllRoles, r) {
-			return fmt.Errorf("gateway: unknown role %q: want one or more of %s", r, strings.Join(meta.AllRoles, ", "))
+	if len(c.Roles) > 0 {
+		if err := meta.CheckRoles(c.Roles); err != nil {
+			return fmt.Errorf("gateway: %w", err)
 		}
 	}
 	return nil

@@ -21,8 +21,9 @@ import (
 // close frame.
 const closeWait = time.Second
 
-// typingInterval is the least time between two typing frames a connection
-// relays for one channel; extra ones are dropped.
+// typingInterval is the least time between two typing frames of a user
+// relayed for one channel, however many connections they have; extra
+// ones are dropped (hub.typingFrom).
 const typingInterval = 3 * time.Second
 
 // wsServer is the WebSocket endpoint GET /ws. Each connection gets one read
@@ -105,7 +106,7 @@ func (w *wsServer) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(w.ctx)
 	conn := &wsConn{w: w, c: c, binary: binary,
 		ctx: ctx, cancel: cancel, subs: make(map[string]*subscription), drained: make(chan struct{}, 1),
-		typing: make(map[string]time.Time), posts: make(chan struct{}, max(w.s.cfg.QueueFrames/2, 1))}
+		posts: make(chan struct{}, max(w.s.cfg.QueueFrames/2, 1))}
 	if id != nil {
 		conn.id, conn.counted = *id, true
 		conn.authed.Store(true)
@@ -194,8 +195,8 @@ func (w *wsServer) close() {
 }
 
 // wsConn is one WebSocket connection: a sink for its subscriptions. The
-// read loop owns subs and typing (it alone changes them, under mu, which
-// the slow-consumer path also takes).
+// read loop owns subs (it alone changes them, under mu, which the
+// slow-consumer path also takes).
 type wsConn struct {
 	w      *wsServer
 	c      *gws.Conn
@@ -214,9 +215,8 @@ type wsConn struct {
 	drained    chan struct{} // size 1: a coalesced signal that pending fell
 	posts      chan struct{} // a slot per pipelined post in flight
 
-	mu     sync.Mutex // guards following
-	subs   map[string]*subscription
-	typing map[string]time.Time
+	mu   sync.Mutex // guards following
+	subs map[string]*subscription
 }
 
 func (k *wsConn) limit() int64 { return int64(k.w.s.cfg.QueueFrames) }
@@ -497,7 +497,6 @@ func (k *wsConn) handle(f *heraldv1.ClientFrame) {
 		k.mu.Lock()
 		s := k.subs[kind.Unsubscribe.GetChannelId()]
 		delete(k.subs, kind.Unsubscribe.GetChannelId())
-		delete(k.typing, kind.Unsubscribe.GetChannelId())
 		k.mu.Unlock()
 		if s != nil {
 			k.w.s.hub.unsubscribe(s)
@@ -554,19 +553,11 @@ func (k *wsConn) subscribe(ctx context.Context, id string, req *heraldv1.Subscri
 func (k *wsConn) typingFrame(id, channel string) {
 	k.mu.Lock()
 	_, subscribed := k.subs[channel]
-	last := k.typing[channel]
-	now := time.Now()
-	relay := subscribed && now.Sub(last) >= typingInterval
-	if relay {
-		k.typing[channel] = now
-	}
 	k.mu.Unlock()
 	if !subscribed {
 		k.sendError(id, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"subscribe to channel %q before sending typing", channel)))
 		return
 	}
-	if relay {
-		k.w.s.hub.typingFrom(channel, k, k.id.User)
-	}
+	k.w.s.hub.typingFrom(channel, k, k.id.User) // limited per user and channel
 }

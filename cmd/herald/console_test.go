@@ -140,19 +140,27 @@ func (b *browser) eval(ctx context.Context, expr string) (string, error) {
 // waitJS waits until expr is true in the page.
 func (b *browser) waitJS(ctx context.Context, what, expr string) {
 	b.t.Helper()
-	deadline := time.Now().Add(browserWait)
-	for {
+	checkFor(b.t, browserWait, 50*time.Millisecond, func() error {
 		c, cancel := context.WithTimeout(ctx, browserWait)
+		defer cancel()
 		ok, err := chromedp.Run(c, chromedp.Evaluate[bool](expr))
-		cancel()
 		if err == nil && ok {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("page never showed %s (%s: %v)\npage errors: %v\n<main>: %s", what, expr, err, b.pageErrors(), b.main(ctx))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return pageError{b: b, ctx: ctx, msg: fmt.Sprintf("page never showed %s (%s: %v)", what, expr, err)}
+	})
+}
+
+// pageError is a wait that gave up; it reads what the page shows only
+// when the failure is reported, not at every poll.
+type pageError struct {
+	b   *browser
+	ctx context.Context
+	msg string
+}
+
+func (e pageError) Error() string {
+	return fmt.Sprintf("%s\npage errors: %v\n<main>: %s", e.msg, e.b.pageErrors(), e.b.main(e.ctx))
 }
 
 // screenshot saves the tab as name.png in the test's artifact directory

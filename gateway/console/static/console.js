@@ -131,16 +131,16 @@ function route() {
   }
 }
 
-// refreshing redraws an admin view every REFRESH_MS while it is shown;
-// draw returns the view's new content, dropped if the view has gone.
-function refreshing(view, draw) {
+// refreshing redraws into el every ms (REFRESH_MS by default) while it is
+// shown; draw returns the new content, dropped if the view has gone.
+function refreshing(el, draw, ms = REFRESH_MS) {
   let stopped = false, timer = 0;
   const tick = async () => {
     const content = await draw();
     if (stopped) return;
-    view.replaceChildren(...content);
+    el.replaceChildren(...content);
     stamp();
-    timer = setTimeout(tick, REFRESH_MS);
+    timer = setTimeout(tick, ms);
   };
   tick();
   return { stop() { stopped = true; clearTimeout(timer); } };
@@ -171,8 +171,7 @@ function channelsView(view) {
   });
   view.append(el("h1", {}, "Channels"), form, status, list);
 
-  let stopped = false, timer = 0;
-  const load = async () => {
+  return refreshing(list, async () => {
     try {
       const channels = [];
       let cursor = "";
@@ -182,16 +181,11 @@ function channelsView(view) {
         cursor = r.nextCursor || "";
         if (!cursor) break;
       }
-      if (stopped) return;
-      list.replaceChildren(channelsTable(channels, cursor !== ""));
-      stamp();
+      return [channelsTable(channels, cursor !== "")];
     } catch (err) {
-      if (!stopped) list.replaceChildren(explain(err));
+      return [explain(err)];
     }
-    if (!stopped) timer = setTimeout(load, 5000);
-  };
-  load();
-  return { stop() { stopped = true; clearTimeout(timer); } };
+  }, 5000);
 }
 
 function channelsTable(channels, more) {
