@@ -223,6 +223,7 @@ func (n *Node) join(ctx context.Context, addr string) error {
 			}
 			continue
 		case nl == nil:
+			n.admitting.Store(true)
 			return n.noteFounder(resp.GetState())
 		}
 		select {
@@ -301,6 +302,9 @@ func (n *Node) register(ctx context.Context) {
 	}
 	for _, node := range st.GetNodes() {
 		if node.GetId() == me.GetId() {
+			if node.GetIncarnation() == me.GetIncarnation() {
+				n.admitting.Store(false) // the replica has applied the admission
+			}
 			switch {
 			case node.GetState() == heraldv1.Node_STATE_REMOVED && node.GetIncarnation() == me.GetIncarnation():
 				n.fail(fmt.Errorf("node %q was removed from the cluster (herald admin remove); to rejoin, "+
@@ -308,6 +312,11 @@ func (n *Node) register(ctx context.Context) {
 				return
 			case node.GetState() == heraldv1.Node_STATE_REMOVED:
 				return // rejoining: the metadata has not caught up with the admission yet
+			case node.GetIncarnation() != "" && node.GetIncarnation() != me.GetIncarnation() && n.admitting.Load():
+				// Admitted as a new member, this node's metadata replica is
+				// still replaying the log from before its admission, which
+				// records the id's old data directory: wait for it.
+				return
 			case node.GetIncarnation() != "" && node.GetIncarnation() != me.GetIncarnation():
 				n.fail(fmt.Errorf("%w: the cluster has node %q with another data directory than %s; %s",
 					ErrStateLost, me.GetId(), n.cfg.DataDir, n.rejoinHint()))

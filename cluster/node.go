@@ -193,6 +193,9 @@ type Node struct {
 	metaTrans *transport.Transport
 	// incarnation identifies the data directory (see identity).
 	incarnation string
+	// admitting is set when the node joined as a new member, until its
+	// metadata replica has applied its admission (see register).
+	admitting atomic.Bool
 
 	failed   chan struct{} // closed by fail
 	failOnce sync.Once
