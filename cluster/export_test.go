@@ -9,3 +9,15 @@ const RPCClockWindow = rpcClockWindow
 // SkewRPCClock sets the clock n checks internal RPC credentials against d
 // ahead of the real one (behind if negative); 0 puts it back.
 func SkewRPCClock(n *Node, d time.Duration) { n.auth.skew.Store(int64(d)) }
+
+// WatchSource says where a stream from Node.Watch reads: "" for its own
+// node's replica, else the peer it reads from.
+func WatchSource(s Stream) string {
+	w := s.(*watchStream)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if rs, ok := w.src.(*remoteStream); ok {
+		return "peer " + rs.source
+	}
+	return ""
+}

@@ -183,6 +183,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	reps      *replicaSet
+	cur       *currency // which replicas are current, for event streams
 	ctl       *controller
 	reach     *reachability
 	fwd       *forwarders // Submit's ordered streams to peers
@@ -248,6 +249,7 @@ func New(cfg Config) (*Node, error) {
 		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
+	n.cur = newCurrency(n.current)
 	n.metrics = newMetrics(n)
 	n.sig = newSignals(n)
 	shared.ObserveAppends(n.metrics.logAppend)
@@ -296,6 +298,7 @@ func New(cfg Config) (*Node, error) {
 	addrs.ready.Store(true)
 	n.wg.Go(n.ctl.run)
 	n.wg.Go(n.watchSpace)
+	n.wg.Go(n.trackCurrency)
 	return n, nil
 }
 

@@ -152,6 +152,17 @@ func (l *ackLoad) waitMore(k int, total time.Duration) time.Duration {
 
 // longestGap returns the longest time between consecutive
 // acknowledgements of the writer of ch.
+// lastSeq is the highest seq acknowledged in ch.
+func (l *ackLoad) lastSeq(ch string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last uint64
+	for _, seq := range l.acked[ch] {
+		last = max(last, seq)
+	}
+	return last
+}
+
 func (l *ackLoad) longestGap(ch string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -470,6 +481,14 @@ func testDrain(t *testing.T, voter bool) {
 	createChannels(t, via, []string{ch})
 	load := startLoad(t, func(int) *cluster.Node { return via }, []string{ch})
 	load.waitMore(20, 30*time.Second)
+	// A stream through the drained node reads its replica at first, and
+	// must go on from the others' once the replica has moved away.
+	watch, err := drained.Cluster().Watch(ch, 0)
+	if err != nil {
+		t.Fatalf("Watch via %s: %v", drained.ID, err)
+	}
+	defer watch.Close()
+	streamed := collectStream(t, watch)
 
 	begin := time.Now()
 	node, err := via.DrainNode(context.Background(), drained.ID)
@@ -508,6 +527,10 @@ func testDrain(t *testing.T, voter bool) {
 		return true
 	})
 	t.Logf("%s retired every local replica after %v", drained.ID, time.Since(begin).Round(time.Millisecond))
+	load.waitMore(20, 30*time.Second)
+	waitStreamed(t, streamed, load.lastSeq(ch), 20*time.Second, "posts acknowledged after the drain, through "+drained.ID)
+	t.Logf("the stream through %s reads from %s", drained.ID, cluster.WatchSource(watch))
+	checkStreamed(t, streamed.stop(), via, ch)
 	drained.Stop()
 	load.waitMore(20, 30*time.Second)
 	t.Logf("longest gap between acknowledged posts to %s (partition %d, led by %s at first): %v",

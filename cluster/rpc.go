@@ -310,13 +310,26 @@ func (s *rpcServer) Watch(ctx context.Context, req *clusterv1.WatchRequest, stre
 	if err := s.n.leaderCursorAhead(ctx, r, req.GetChannelId(), req.GetAfterSeq()); err != nil {
 		return watchError(err)
 	}
+	// A replica that is not current would serve late or never: the
+	// watcher reads from another (watchStream), told so now or when this
+	// one stops being current.
+	lapsed, ok := s.n.cur.lease(r.ID(), r, 0)
+	if !ok {
+		return s.notCurrent(r)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(lapsed, cancel)()
 	w := r.Feed().Watch(req.GetChannelId(), req.GetAfterSeq())
 	defer w.Close()
 	for {
-		evs, err := w.Next(ctx, watchBatch)
+		evs, err := w.Next(wctx, watchBatch)
 		if err != nil {
-			if ctx.Err() != nil {
+			switch {
+			case ctx.Err() != nil:
 				return nil
+			case lapsed.Err() != nil:
+				return s.notCurrent(r)
 			}
 			return watchError(err)
 		}
@@ -324,6 +337,15 @@ func (s *rpcServer) Watch(ctx context.Context, req *clusterv1.WatchRequest, stre
 			return nil
 		}
 	}
+}
+
+// notCurrent is Watch's answer from a replica that is not current.
+func (s *rpcServer) notCurrent(r *partition.Partition) error {
+	err := s.n.current(r)
+	if err == nil {
+		err = fmt.Errorf("%w: partition %d stopped being current", partition.ErrNotCurrent, r.ID())
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
 }
 
 func (s *rpcServer) Signal(_ context.Context, req *clusterv1.SignalRequest) (*clusterv1.SignalResponse, error) {

@@ -23,26 +23,6 @@ type Stream interface {
 	Close()
 }
 
-// Watch starts a stream of a channel's events with seq > after: from this
-// node's replica of the channel's partition if it has one, else from a
-// replica on another node, reconnecting (from the last seq delivered) to
-// another when the connection fails. The caller must Close it.
-func (n *Node) Watch(channel string, after uint64) (Stream, error) {
-	if err := storage.ValidateChannelID(channel); err != nil {
-		return nil, err
-	}
-	if n.Partitions() == 0 {
-		return nil, ErrNotApplied
-	}
-	p := n.PartitionOf(channel)
-	if r := n.Replica(p); r != nil {
-		return r.Feed().Watch(channel, after), nil
-	}
-	ctx, cancel := context.WithCancel(n.ctx)
-	return &remoteStream{n: n, p: p, channel: channel, next: after + 1, ctx: ctx, cancel: cancel,
-		failed: map[string]bool{}}, nil
-}
-
 // remoteStream reads a channel's events from a replica on another node.
 type remoteStream struct {
 	n       *Node

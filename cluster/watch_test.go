@@ -1,0 +1,138 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
+	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
+	"github.com/heraldhq/herald/cluster"
+	"github.com/heraldhq/herald/cluster/clustertest"
+)
+
+// TestWatchLeavesACutOffReplica watches a channel through a follower
+// node, then cuts that node off from the partition's leader, both ways,
+// while it can still reach the third node. Its replica stops hearing of
+// commits, so the stream must go on from another node's replica: every
+// post acknowledged through the third node arrives, and, once the link
+// heals and the local replica has been current a while, the stream reads
+// it again. Before, the stream stalled on the cut-off replica, with no
+// event and no error, until the link healed. The events streamed are the
+// channel's history, each once, in order.
+func TestWatchLeavesACutOffReplica(t *testing.T) {
+	c, ch, leader, others := faultCluster(t, "watch-cut-1")
+	edge, third := others[0], others[1]
+	s, err := edge.Cluster().Watch(ch, 0)
+	if err != nil {
+		t.Fatalf("Watch via %s: %v", edge.ID, err)
+	}
+	defer s.Close()
+	col := collectStream(t, s)
+	last := postThrough(t, leader.Cluster(), ch, "before", 5)
+	waitStreamed(t, col, last, 10*time.Second, "posts before the cut")
+	if src := cluster.WatchSource(s); src != "" {
+		t.Fatalf("stream through %s, which holds a current replica, reads from %s, want its own", edge.ID, src)
+	}
+
+	c.Net.Partition(edge.ID, leader.ID)
+	cut := time.Now()
+	t.Logf("%s", c.Net)
+	last = postThrough(t, third.Cluster(), ch, "cut", 10)
+	waitStreamed(t, col, last, 20*time.Second, "posts while "+edge.ID+" is cut off from "+leader.ID)
+	t.Logf("the posts made while %s was cut off streamed through it %v after the cut, from %s",
+		edge.ID, since(cut), cluster.WatchSource(s))
+
+	// A peer's stream from the cut-off replica is refused, so that a node
+	// reading through it goes elsewhere.
+	rpc, err := rawClient(edge.HTTP, staticHeader("")).Watch(t.Context(),
+		&clusterv1.WatchRequest{Partition: 0, ChannelId: ch, AfterSeq: last})
+	if err == nil {
+		if rpc.Receive() {
+			t.Errorf("Watch RPC to %s, cut off from its leader: got events, want unavailable", edge.ID)
+		}
+		err = rpc.Err()
+		_ = rpc.Close()
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "not current") {
+		t.Errorf("Watch RPC to %s, cut off from its leader: got %v, want unavailable, not current", edge.ID, err)
+	}
+
+	c.Net.Heal()
+	healed := time.Now()
+	for i := 0; cluster.WatchSource(s) != ""; i++ {
+		if time.Since(healed) > 20*time.Second {
+			t.Fatalf("stream through %s still reads from %s 20s after the link healed, want its own replica",
+				edge.ID, cluster.WatchSource(s))
+		}
+		last = postThrough(t, edge.Cluster(), ch, fmt.Sprintf("healed-%d", i), 1)
+		waitStreamed(t, col, last, 10*time.Second, "posts after the heal")
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("back on %s's own replica %v after the heal", edge.ID, since(healed))
+	last = postThrough(t, third.Cluster(), ch, "after", 5)
+	waitStreamed(t, col, last, 10*time.Second, "posts after the stream came back")
+	checkStreamed(t, col.stop(), leader.Cluster(), ch)
+}
+
+// postThrough posts k messages to ch through n, retrying as a client
+// would, and returns the last one's seq.
+func postThrough(t *testing.T, n *cluster.Node, ch, prefix string, k int) uint64 {
+	t.Helper()
+	var seq uint64
+	for i := range k {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		a, err := postAcked(ctx, func() *cluster.Node { return n }, ch, fmt.Sprintf("%s-%d", prefix, i))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = a.seq
+	}
+	return seq
+}
+
+// waitStreamed waits until col has received the event of seq.
+func waitStreamed(t *testing.T, col *streamCollector, seq uint64, total time.Duration, what string) {
+	t.Helper()
+	clustertest.CheckFor(t, total, 10*time.Millisecond, fmt.Sprintf("%s streamed (seq %d)", what, seq), func() bool {
+		return col.last() >= seq
+	})
+}
+
+// checkStreamed checks that evs, streamed from seq 1, are ch's events as n
+// reads them linearizably: each once, in seq order, none missing.
+func checkStreamed(t *testing.T, evs []*heraldv1.Event, n *cluster.Node, ch string) {
+	t.Helper()
+	var want []*heraldv1.Event
+	for after := uint64(0); ; {
+		page, head, _, err := n.Events(t.Context(), ch, after, 500)
+		if err != nil {
+			t.Fatalf("events of %s after %d: %v", ch, after, err)
+		}
+		want = append(want, page...)
+		if len(page) == 0 || page[len(page)-1].GetSeq() >= head {
+			break
+		}
+		after = page[len(page)-1].GetSeq()
+	}
+	for i, ev := range evs {
+		if ev.GetSeq() != uint64(i+1) {
+			t.Fatalf("streamed event %d has seq %d, want %d: a gap or a duplicate", i, ev.GetSeq(), i+1)
+		}
+	}
+	if len(evs) > len(want) {
+		t.Fatalf("streamed %d events, the channel has %d", len(evs), len(want))
+	}
+	for i, ev := range evs {
+		if !proto.Equal(ev, want[i]) {
+			t.Fatalf("streamed event seq %d is %v, the channel's is %v", ev.GetSeq(), ev, want[i])
+		}
+	}
+	t.Logf("streamed %d events of %s, each once and in order, as the channel holds them (%d)", len(evs), ch, len(want))
+}
