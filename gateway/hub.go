@@ -306,11 +306,18 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 		}
 		var broken, left []*subscription
 		var in, out int
+		gap := false
 		t.mu.Lock()
 		for _, ev := range evs {
 			seq := ev.GetSeq()
 			if seq <= t.last {
 				continue
+			}
+			if seq != t.last+1 {
+				// A gap, which the upstream's contract rules out: deliver
+				// nothing past it, and read again from the last seq.
+				gap = true
+				break
 			}
 			t.last = seq
 			in++
@@ -346,7 +353,36 @@ func (h *hub) pump(ctx context.Context, t *topic) {
 		for _, s := range left {
 			h.end(s, reason{err: leftErr(s.channel)})
 		}
+		if gap && !h.rewatch(t) {
+			return
+		}
 	}
+}
+
+// rewatch replaces the topic's upstream stream with one from its last
+// seq, after the old one skipped an event. false means the pump must stop:
+// the topic was retired, or the new stream failed it.
+func (h *hub) rewatch(t *topic) bool {
+	t.mu.Lock()
+	last := t.last
+	t.mu.Unlock()
+	h.log.Warn("channel stream skipped an event; reading it again", "channel", t.channel, "after", last)
+	h.mu.Lock()
+	if h.topics[t.channel] != t {
+		h.mu.Unlock()
+		return false // retired: its stream was closed
+	}
+	stream, err := h.cl.Watch(t.channel, last)
+	if err == nil {
+		t.stream.Close()
+		t.stream = stream
+	}
+	h.mu.Unlock()
+	if err != nil {
+		h.failTopic(t, err)
+		return false
+	}
+	return true
 }
 
 // failTopic retires a topic whose upstream failed and ends each of its

@@ -101,3 +101,92 @@ func TestCatchUpWithoutProgress(t *testing.T) {
 		t.Errorf("after the head reached 10: live %v, sent %d; want live at 10", live, sent)
 	}
 }
+
+// skippingCluster is a real node as the hub's cluster whose first Watch
+// stream drops the event of seq skip: an upstream that breaks its contract.
+type skippingCluster struct {
+	*cluster.Node
+	skip    uint64
+	watches atomic.Int64
+}
+
+func (c *skippingCluster) Watch(channel string, after uint64) (cluster.Stream, error) {
+	s, err := c.Node.Watch(channel, after)
+	if err != nil || c.watches.Add(1) > 1 {
+		return s, err
+	}
+	return &skippingStream{Stream: s, skip: c.skip}, nil
+}
+
+type skippingStream struct {
+	cluster.Stream
+	skip uint64
+}
+
+func (s *skippingStream) Next(ctx context.Context, max int) ([]*heraldv1.Event, error) {
+	evs, err := s.Stream.Next(ctx, max)
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if ev.GetSeq() != s.skip {
+			out = append(out, ev)
+		}
+	}
+	return out, err
+}
+
+// TestUpstreamGapRewatches gives the hub an upstream stream that skips an
+// event: the hub must read the channel again from the last seq it had,
+// and its subscriber get every event once, in order. Before, the
+// subscription ended with an error at the gap.
+func TestUpstreamGapRewatches(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 1, Partitions: 1})
+	n := c.Node(0)
+	const ch = "gappy"
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := n.Apply(ctx, clustertest.Create(ch)); err != nil {
+		t.Fatal(err)
+	}
+	info, _, err := n.GetChannel(ctx, clustertest.Alice, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := info.GetHeadSeq()
+	cl := &skippingCluster{Node: n, skip: head + 3}
+	h := newHub(ctx, cl, slog.New(slog.DiscardHandler), 0, newGWMetrics())
+	k := newStreamSink(64)
+	if _, err := h.subscribe(ctx, clustertest.Alice, k, ch, nil, ""); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	const posts = 8
+	for range posts {
+		if _, err := n.Apply(ctx, clustertest.Post(ch, "text", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []uint64
+	for len(got) < posts {
+		select {
+		case <-k.notify:
+		case <-ctx.Done():
+			t.Fatalf("got seqs %v, want %d events after %d", got, posts, head)
+		}
+		items, end, _ := k.take()
+		for _, it := range items {
+			if ev := it.GetEvent(); ev != nil {
+				got = append(got, ev.GetSeq())
+			}
+		}
+		if end != nil {
+			t.Fatalf("subscription ended after seqs %v: %+v", got, end)
+		}
+	}
+	for i, seq := range got {
+		if seq != head+uint64(i)+1 {
+			t.Fatalf("got seqs %v, want %d..%d, each once", got, head+1, head+posts)
+		}
+	}
+	if w := cl.watches.Load(); w != 2 {
+		t.Errorf("upstream watched %d times, want 2: once, and again after the gap", w)
+	}
+}
