@@ -16,8 +16,12 @@ func WatchSource(s Stream) string {
 	w := s.(*watchStream)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if rs, ok := w.src.(*remoteStream); ok {
-		return "peer " + rs.source
+	if rw, ok := w.src.(*remoteWatch); ok {
+		return "peer " + rw.sourceOf()
 	}
 	return ""
 }
+
+// Upstreams is the number of partitions n reads events of from peers: its
+// WatchPartition streams.
+func Upstreams(n *Node) int { return n.ups.count() }

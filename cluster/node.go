@@ -183,7 +183,8 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	reps      *replicaSet
-	cur       *currency // which replicas are current, for event streams
+	cur       *currency  // which replicas are current, for event streams
+	ups       *upstreams // event streams from peers, one per partition
 	ctl       *controller
 	reach     *reachability
 	fwd       *forwarders // Submit's ordered streams to peers
@@ -250,6 +251,7 @@ func New(cfg Config) (*Node, error) {
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
 	n.cur = newCurrency(n.current)
+	n.ups = newUpstreams(n)
 	n.metrics = newMetrics(n)
 	n.sig = newSignals(n)
 	shared.ObserveAppends(n.metrics.logAppend)

@@ -121,16 +121,13 @@ func (s *watchStream) source() (Stream, error) {
 }
 
 // switchTo closes the open source and opens one at the cursor: r's feed if
-// r is set, else a peer's replica, skipping this node until every other
-// has failed.
+// r is set, else a watch on the partition's stream from a peer (upstream).
 func (s *watchStream) switchTo(r *partition.Partition, lapsed context.Context) Stream {
 	var src Stream
 	if r != nil {
 		src = r.Feed().Watch(s.channel, s.next-1)
 	} else {
-		ctx, cancel := context.WithCancel(s.ctx)
-		src = &remoteStream{n: s.n, p: s.p, channel: s.channel, next: s.next, ctx: ctx, cancel: cancel,
-			failed: map[string]bool{s.n.cfg.NodeID: true}}
+		src = s.n.ups.watch(s.p, s.channel, s.next-1)
 		s.lookLocal = time.Now().Add(localRetry)
 	}
 	s.local, s.lapsed = r, lapsed

@@ -14,6 +14,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster"
 	"github.com/heraldhq/herald/cluster/clustertest"
+	"github.com/heraldhq/herald/cluster/meta"
 )
 
 // TestWatchLeavesACutOffReplica watches a channel through a follower
@@ -135,4 +136,65 @@ func checkStreamed(t *testing.T, evs []*heraldv1.Event, n *cluster.Node, ch stri
 		}
 	}
 	t.Logf("streamed %d events of %s, each once and in order, as the channel holds them (%d)", len(evs), ch, len(want))
+}
+
+// TestOneUpstreamPerPartition watches seven channels of two partitions
+// through a gateway-only node, which holds no replica: it reads them over
+// two streams, one per partition, whatever the number of channels, and
+// each watch gets its own channel's events, each once and in order. The
+// streams close with their partition's last watch.
+func TestOneUpstreamPerPartition(t *testing.T) {
+	t.Parallel()
+	const parts = 4
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
+	c.WaitSettled(30 * time.Second)
+	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
+	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	spread := spreadChannels("mux", parts, 5)
+	channels := append(append([]string{}, spread[:5]...), spread[5:7]...) // 5 of partition 0, 2 of 1
+	gw := g.Cluster()
+	streams := map[string]cluster.Stream{}
+	cols := map[string]*streamCollector{}
+	for _, ch := range channels {
+		clustertest.MustCreate(t, c.Node(0), ch)
+		s, err := gw.Watch(ch, 0)
+		if err != nil {
+			t.Fatalf("Watch %s through %s: %v", ch, g.ID, err)
+		}
+		streams[ch], cols[ch] = s, collectStream(t, s)
+	}
+	last := map[string]uint64{}
+	for i := range 3 {
+		for k, ch := range channels {
+			last[ch] = clustertest.MustPost(t, c.Node(k%3), ch, "text", fmt.Sprintf("%s-%d", ch, i))
+		}
+	}
+	for _, ch := range channels {
+		waitStreamed(t, cols[ch], last[ch], 20*time.Second, "posts to "+ch)
+	}
+	if got := cluster.Upstreams(gw); got != 2 {
+		t.Errorf("%s reads %d channels of 2 partitions over %d streams, want 2", g.ID, len(channels), got)
+	}
+	for _, ch := range channels {
+		evs := cols[ch].stop()
+		for _, ev := range evs {
+			if ev.GetChannelId() != ch {
+				t.Fatalf("the watch of %s got an event of %s", ch, ev.GetChannelId())
+			}
+		}
+		checkStreamed(t, evs, c.Node(0), ch)
+	}
+	for i, ch := range channels {
+		streams[ch].Close()
+		want := 2
+		switch {
+		case i >= 6:
+			want = 0
+		case i >= 4:
+			want = 1
+		}
+		if got := cluster.Upstreams(gw); got != want {
+			t.Errorf("after closing %d of the watches: %d streams, want %d", i+1, got, want)
+		}
+	}
 }

@@ -1729,6 +1729,225 @@ func (x *WatchResponse) GetEvents() []*v1.Event {
 	return nil
 }
 
+type WatchPartitionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The partition, the same in every message of a stream.
+	Partition uint32 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchPartitionRequest_Watch
+	//	*WatchPartitionRequest_Unwatch
+	Kind          isWatchPartitionRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPartitionRequest) Reset() {
+	*x = WatchPartitionRequest{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPartitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPartitionRequest) ProtoMessage() {}
+
+func (x *WatchPartitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPartitionRequest.ProtoReflect.Descriptor instead.
+func (*WatchPartitionRequest) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchPartitionRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *WatchPartitionRequest) GetKind() isWatchPartitionRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchPartitionRequest) GetWatch() *ChannelWatch {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPartitionRequest_Watch); ok {
+			return x.Watch
+		}
+	}
+	return nil
+}
+
+func (x *WatchPartitionRequest) GetUnwatch() uint64 {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchPartitionRequest_Unwatch); ok {
+			return x.Unwatch
+		}
+	}
+	return 0
+}
+
+type isWatchPartitionRequest_Kind interface {
+	isWatchPartitionRequest_Kind()
+}
+
+type WatchPartitionRequest_Watch struct {
+	// Start streaming a channel's events with seq > after_seq.
+	Watch *ChannelWatch `protobuf:"bytes,2,opt,name=watch,proto3,oneof"`
+}
+
+type WatchPartitionRequest_Unwatch struct {
+	// Stop the watch of this id.
+	Unwatch uint64 `protobuf:"varint,3,opt,name=unwatch,proto3,oneof"`
+}
+
+func (*WatchPartitionRequest_Watch) isWatchPartitionRequest_Kind() {}
+
+func (*WatchPartitionRequest_Unwatch) isWatchPartitionRequest_Kind() {}
+
+type ChannelWatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id names the watch in responses; the caller chooses it, unique on the
+	// stream.
+	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	ChannelId     string `protobuf:"bytes,2,opt,name=channel_id,json=channelId,proto3" json:"channel_id,omitempty"`
+	AfterSeq      uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelWatch) Reset() {
+	*x = ChannelWatch{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelWatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelWatch) ProtoMessage() {}
+
+func (x *ChannelWatch) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelWatch.ProtoReflect.Descriptor instead.
+func (*ChannelWatch) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ChannelWatch) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChannelWatch) GetChannelId() string {
+	if x != nil {
+		return x.ChannelId
+	}
+	return ""
+}
+
+func (x *ChannelWatch) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+type WatchPartitionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The watch the events or the end belong to.
+	WatchId uint64 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	// The channel's next events, in seq order.
+	Events []*v1.Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Set when the watch ended: the cursor cannot be served (expired, past
+	// the head for good) or the channel does not exist. No event follows.
+	Ended         *DomainError `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPartitionResponse) Reset() {
+	*x = WatchPartitionResponse{}
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPartitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPartitionResponse) ProtoMessage() {}
+
+func (x *WatchPartitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPartitionResponse.ProtoReflect.Descriptor instead.
+func (*WatchPartitionResponse) Descriptor() ([]byte, []int) {
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WatchPartitionResponse) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *WatchPartitionResponse) GetEvents() []*v1.Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchPartitionResponse) GetEnded() *DomainError {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
 type NodeStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1737,7 +1956,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1968,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[24]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1981,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeStatusResponse struct {
@@ -1786,7 +2005,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2017,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[25]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2030,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatusResponse) GetNode() *v1.Node {
@@ -1873,7 +2092,7 @@ type SpaceStatus struct {
 
 func (x *SpaceStatus) Reset() {
 	*x = SpaceStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2104,7 @@ func (x *SpaceStatus) String() string {
 func (*SpaceStatus) ProtoMessage() {}
 
 func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[26]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2117,7 @@ func (x *SpaceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpaceStatus.ProtoReflect.Descriptor instead.
 func (*SpaceStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SpaceStatus) GetFreeBytes() uint64 {
@@ -1942,7 +2161,7 @@ type ReplicaSpace struct {
 
 func (x *ReplicaSpace) Reset() {
 	*x = ReplicaSpace{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2173,7 @@ func (x *ReplicaSpace) String() string {
 func (*ReplicaSpace) ProtoMessage() {}
 
 func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[27]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2186,7 @@ func (x *ReplicaSpace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSpace.ProtoReflect.Descriptor instead.
 func (*ReplicaSpace) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReplicaSpace) GetPartition() uint32 {
@@ -2003,7 +2222,7 @@ type ReplicaStatus struct {
 
 func (x *ReplicaStatus) Reset() {
 	*x = ReplicaStatus{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2234,7 @@ func (x *ReplicaStatus) String() string {
 func (*ReplicaStatus) ProtoMessage() {}
 
 func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[28]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2247,7 @@ func (x *ReplicaStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatus.ProtoReflect.Descriptor instead.
 func (*ReplicaStatus) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReplicaStatus) GetPartition() uint32 {
@@ -2103,7 +2322,7 @@ type ReplicaOpRequest struct {
 
 func (x *ReplicaOpRequest) Reset() {
 	*x = ReplicaOpRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2334,7 @@ func (x *ReplicaOpRequest) String() string {
 func (*ReplicaOpRequest) ProtoMessage() {}
 
 func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[29]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2347,7 @@ func (x *ReplicaOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaOpRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReplicaOpRequest) GetPartition() uint32 {
@@ -2218,7 +2437,7 @@ type SnapshotOp struct {
 
 func (x *SnapshotOp) Reset() {
 	*x = SnapshotOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2449,7 @@ func (x *SnapshotOp) String() string {
 func (*SnapshotOp) ProtoMessage() {}
 
 func (x *SnapshotOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[30]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2462,7 @@ func (x *SnapshotOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotOp.ProtoReflect.Descriptor instead.
 func (*SnapshotOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 type TransferLeadershipOp struct {
@@ -2255,7 +2474,7 @@ type TransferLeadershipOp struct {
 
 func (x *TransferLeadershipOp) Reset() {
 	*x = TransferLeadershipOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2486,7 @@ func (x *TransferLeadershipOp) String() string {
 func (*TransferLeadershipOp) ProtoMessage() {}
 
 func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[31]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2499,7 @@ func (x *TransferLeadershipOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipOp.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TransferLeadershipOp) GetToNodeId() string {
@@ -2298,7 +2517,7 @@ type DigestOp struct {
 
 func (x *DigestOp) Reset() {
 	*x = DigestOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2529,7 @@ func (x *DigestOp) String() string {
 func (*DigestOp) ProtoMessage() {}
 
 func (x *DigestOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[32]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2542,7 @@ func (x *DigestOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestOp.ProtoReflect.Descriptor instead.
 func (*DigestOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{32}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
 }
 
 type RecoverOp struct {
@@ -2336,7 +2555,7 @@ type RecoverOp struct {
 
 func (x *RecoverOp) Reset() {
 	*x = RecoverOp{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2348,7 +2567,7 @@ func (x *RecoverOp) String() string {
 func (*RecoverOp) ProtoMessage() {}
 
 func (x *RecoverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[33]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2361,7 +2580,7 @@ func (x *RecoverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverOp.ProtoReflect.Descriptor instead.
 func (*RecoverOp) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{33}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecoverOp) GetGeneration() uint64 {
@@ -2384,7 +2603,7 @@ type ReplicaOpResponse struct {
 
 func (x *ReplicaOpResponse) Reset() {
 	*x = ReplicaOpResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2615,7 @@ func (x *ReplicaOpResponse) String() string {
 func (*ReplicaOpResponse) ProtoMessage() {}
 
 func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[34]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2628,7 @@ func (x *ReplicaOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOpResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaOpResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{34}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReplicaOpResponse) GetAppliedIndex() uint64 {
@@ -2456,7 +2675,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2687,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[35]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2700,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{35}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SnapshotRequest) GetPartition() uint32 {
@@ -2501,7 +2720,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2732,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[36]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2745,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{36}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotResponse) GetAppliedIndex() uint64 {
@@ -2553,7 +2772,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2784,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[37]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2797,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{37}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RestoreRequest) GetPartition() uint32 {
@@ -2606,7 +2825,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2837,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[38]
+	mi := &file_herald_cluster_v1_cluster_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2850,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{38}
+	return file_herald_cluster_v1_cluster_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RestoreResponse) GetAppliedIndex() uint64 {
@@ -2779,7 +2998,21 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"channel_id\x18\x02 \x01(\tR\tchannelId\x12\x1b\n" +
 	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"9\n" +
 	"\rWatchResponse\x12(\n" +
-	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\"\x13\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.herald.v1.EventR\x06events\"\x92\x01\n" +
+	"\x15WatchPartitionRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x127\n" +
+	"\x05watch\x18\x02 \x01(\v2\x1f.herald.cluster.v1.ChannelWatchH\x00R\x05watch\x12\x1a\n" +
+	"\aunwatch\x18\x03 \x01(\x04H\x00R\aunwatchB\x06\n" +
+	"\x04kind\"Z\n" +
+	"\fChannelWatch\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"channel_id\x18\x02 \x01(\tR\tchannelId\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"\x93\x01\n" +
+	"\x16WatchPartitionResponse\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12(\n" +
+	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\x124\n" +
+	"\x05ended\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05ended\"\x13\n" +
 	"\x11NodeStatusRequest\"\xf0\x01\n" +
 	"\x12NodeStatusResponse\x12#\n" +
 	"\x04node\x18\x01 \x01(\v2\x0f.herald.v1.NodeR\x04node\x12<\n" +
@@ -2845,7 +3078,7 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12;\n" +
 	"\n" +
 	"not_leader\x18\x02 \x01(\v2\x1c.herald.cluster.v1.NotLeaderR\tnotLeader\x124\n" +
-	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\x8d\b\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.herald.cluster.v1.DomainErrorR\x05error2\xfa\b\n" +
 	"\x0eClusterService\x12L\n" +
 	"\x05Hello\x12\x1f.herald.cluster.v1.HelloRequest\x1a .herald.cluster.v1.HelloResponse\"\x00\x12I\n" +
 	"\x04Join\x12\x1e.herald.cluster.v1.JoinRequest\x1a\x1f.herald.cluster.v1.JoinResponse\"\x00\x12^\n" +
@@ -2853,7 +3086,8 @@ const file_herald_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05Apply\x12\x1f.herald.cluster.v1.ApplyRequest\x1a .herald.cluster.v1.ApplyResponse\"\x00\x12b\n" +
 	"\vApplyStream\x12%.herald.cluster.v1.ApplyStreamRequest\x1a&.herald.cluster.v1.ApplyStreamResponse\"\x00(\x010\x01\x12I\n" +
 	"\x04Read\x12\x1e.herald.cluster.v1.ReadRequest\x1a\x1f.herald.cluster.v1.ReadResponse\"\x00\x12N\n" +
-	"\x05Watch\x12\x1f.herald.cluster.v1.WatchRequest\x1a .herald.cluster.v1.WatchResponse\"\x000\x01\x12[\n" +
+	"\x05Watch\x12\x1f.herald.cluster.v1.WatchRequest\x1a .herald.cluster.v1.WatchResponse\"\x000\x01\x12k\n" +
+	"\x0eWatchPartition\x12(.herald.cluster.v1.WatchPartitionRequest\x1a).herald.cluster.v1.WatchPartitionResponse\"\x00(\x010\x01\x12[\n" +
 	"\n" +
 	"NodeStatus\x12$.herald.cluster.v1.NodeStatusRequest\x1a%.herald.cluster.v1.NodeStatusResponse\"\x00\x12X\n" +
 	"\tReplicaOp\x12#.herald.cluster.v1.ReplicaOpRequest\x1a$.herald.cluster.v1.ReplicaOpResponse\"\x00\x12W\n" +
@@ -2874,7 +3108,7 @@ func file_herald_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_herald_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(DomainError_Kind)(0),          // 0: herald.cluster.v1.DomainError.Kind
 	(*SignalRequest)(nil),          // 1: herald.cluster.v1.SignalRequest
@@ -2901,121 +3135,129 @@ var file_herald_cluster_v1_cluster_proto_goTypes = []any{
 	(*ListChannelsPage)(nil),       // 22: herald.cluster.v1.ListChannelsPage
 	(*WatchRequest)(nil),           // 23: herald.cluster.v1.WatchRequest
 	(*WatchResponse)(nil),          // 24: herald.cluster.v1.WatchResponse
-	(*NodeStatusRequest)(nil),      // 25: herald.cluster.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 26: herald.cluster.v1.NodeStatusResponse
-	(*SpaceStatus)(nil),            // 27: herald.cluster.v1.SpaceStatus
-	(*ReplicaSpace)(nil),           // 28: herald.cluster.v1.ReplicaSpace
-	(*ReplicaStatus)(nil),          // 29: herald.cluster.v1.ReplicaStatus
-	(*ReplicaOpRequest)(nil),       // 30: herald.cluster.v1.ReplicaOpRequest
-	(*SnapshotOp)(nil),             // 31: herald.cluster.v1.SnapshotOp
-	(*TransferLeadershipOp)(nil),   // 32: herald.cluster.v1.TransferLeadershipOp
-	(*DigestOp)(nil),               // 33: herald.cluster.v1.DigestOp
-	(*RecoverOp)(nil),              // 34: herald.cluster.v1.RecoverOp
-	(*ReplicaOpResponse)(nil),      // 35: herald.cluster.v1.ReplicaOpResponse
-	(*SnapshotRequest)(nil),        // 36: herald.cluster.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 37: herald.cluster.v1.SnapshotResponse
-	(*RestoreRequest)(nil),         // 38: herald.cluster.v1.RestoreRequest
-	(*RestoreResponse)(nil),        // 39: herald.cluster.v1.RestoreResponse
-	(*v1.Typing)(nil),              // 40: herald.v1.Typing
-	(*v1.Presence)(nil),            // 41: herald.v1.Presence
-	(*v1.Node)(nil),                // 42: herald.v1.Node
-	(*MetaState)(nil),              // 43: herald.cluster.v1.MetaState
-	(*MetaCommand)(nil),            // 44: herald.cluster.v1.MetaCommand
-	(*Command)(nil),                // 45: herald.cluster.v1.Command
-	(*v1.Channel)(nil),             // 46: herald.v1.Channel
-	(*v1.Message)(nil),             // 47: herald.v1.Message
-	(*v1.GetChannelRequest)(nil),   // 48: herald.v1.GetChannelRequest
-	(*v1.GetHistoryRequest)(nil),   // 49: herald.v1.GetHistoryRequest
-	(*v1.GetThreadRequest)(nil),    // 50: herald.v1.GetThreadRequest
-	(*v1.ListChannelsRequest)(nil), // 51: herald.v1.ListChannelsRequest
-	(*v1.Event)(nil),               // 52: herald.v1.Event
-	(*v1.GetChannelResponse)(nil),  // 53: herald.v1.GetChannelResponse
-	(*v1.GetHistoryResponse)(nil),  // 54: herald.v1.GetHistoryResponse
-	(*v1.GetThreadResponse)(nil),   // 55: herald.v1.GetThreadResponse
-	(*v1.Replica)(nil),             // 56: herald.v1.Replica
+	(*WatchPartitionRequest)(nil),  // 25: herald.cluster.v1.WatchPartitionRequest
+	(*ChannelWatch)(nil),           // 26: herald.cluster.v1.ChannelWatch
+	(*WatchPartitionResponse)(nil), // 27: herald.cluster.v1.WatchPartitionResponse
+	(*NodeStatusRequest)(nil),      // 28: herald.cluster.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 29: herald.cluster.v1.NodeStatusResponse
+	(*SpaceStatus)(nil),            // 30: herald.cluster.v1.SpaceStatus
+	(*ReplicaSpace)(nil),           // 31: herald.cluster.v1.ReplicaSpace
+	(*ReplicaStatus)(nil),          // 32: herald.cluster.v1.ReplicaStatus
+	(*ReplicaOpRequest)(nil),       // 33: herald.cluster.v1.ReplicaOpRequest
+	(*SnapshotOp)(nil),             // 34: herald.cluster.v1.SnapshotOp
+	(*TransferLeadershipOp)(nil),   // 35: herald.cluster.v1.TransferLeadershipOp
+	(*DigestOp)(nil),               // 36: herald.cluster.v1.DigestOp
+	(*RecoverOp)(nil),              // 37: herald.cluster.v1.RecoverOp
+	(*ReplicaOpResponse)(nil),      // 38: herald.cluster.v1.ReplicaOpResponse
+	(*SnapshotRequest)(nil),        // 39: herald.cluster.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 40: herald.cluster.v1.SnapshotResponse
+	(*RestoreRequest)(nil),         // 41: herald.cluster.v1.RestoreRequest
+	(*RestoreResponse)(nil),        // 42: herald.cluster.v1.RestoreResponse
+	(*v1.Typing)(nil),              // 43: herald.v1.Typing
+	(*v1.Presence)(nil),            // 44: herald.v1.Presence
+	(*v1.Node)(nil),                // 45: herald.v1.Node
+	(*MetaState)(nil),              // 46: herald.cluster.v1.MetaState
+	(*MetaCommand)(nil),            // 47: herald.cluster.v1.MetaCommand
+	(*Command)(nil),                // 48: herald.cluster.v1.Command
+	(*v1.Channel)(nil),             // 49: herald.v1.Channel
+	(*v1.Message)(nil),             // 50: herald.v1.Message
+	(*v1.GetChannelRequest)(nil),   // 51: herald.v1.GetChannelRequest
+	(*v1.GetHistoryRequest)(nil),   // 52: herald.v1.GetHistoryRequest
+	(*v1.GetThreadRequest)(nil),    // 53: herald.v1.GetThreadRequest
+	(*v1.ListChannelsRequest)(nil), // 54: herald.v1.ListChannelsRequest
+	(*v1.Event)(nil),               // 55: herald.v1.Event
+	(*v1.GetChannelResponse)(nil),  // 56: herald.v1.GetChannelResponse
+	(*v1.GetHistoryResponse)(nil),  // 57: herald.v1.GetHistoryResponse
+	(*v1.GetThreadResponse)(nil),   // 58: herald.v1.GetThreadResponse
+	(*v1.Replica)(nil),             // 59: herald.v1.Replica
 }
 var file_herald_cluster_v1_cluster_proto_depIdxs = []int32{
-	40, // 0: herald.cluster.v1.SignalRequest.typing:type_name -> herald.v1.Typing
-	41, // 1: herald.cluster.v1.SignalRequest.presence:type_name -> herald.v1.Presence
-	42, // 2: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
-	42, // 3: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
-	42, // 4: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
-	42, // 5: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
-	42, // 6: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
-	43, // 7: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
+	43, // 0: herald.cluster.v1.SignalRequest.typing:type_name -> herald.v1.Typing
+	44, // 1: herald.cluster.v1.SignalRequest.presence:type_name -> herald.v1.Presence
+	45, // 2: herald.cluster.v1.HelloRequest.node:type_name -> herald.v1.Node
+	45, // 3: herald.cluster.v1.HelloResponse.node:type_name -> herald.v1.Node
+	45, // 4: herald.cluster.v1.HelloResponse.known:type_name -> herald.v1.Node
+	45, // 5: herald.cluster.v1.HelloResponse.you:type_name -> herald.v1.Node
+	45, // 6: herald.cluster.v1.JoinRequest.node:type_name -> herald.v1.Node
+	46, // 7: herald.cluster.v1.JoinResponse.state:type_name -> herald.cluster.v1.MetaState
 	9,  // 8: herald.cluster.v1.JoinResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	44, // 9: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
-	43, // 10: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
+	47, // 9: herald.cluster.v1.MetaProposeRequest.command:type_name -> herald.cluster.v1.MetaCommand
+	46, // 10: herald.cluster.v1.MetaProposeResponse.state:type_name -> herald.cluster.v1.MetaState
 	9,  // 11: herald.cluster.v1.MetaProposeResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	10, // 12: herald.cluster.v1.MetaProposeResponse.error:type_name -> herald.cluster.v1.DomainError
 	0,  // 13: herald.cluster.v1.DomainError.kind:type_name -> herald.cluster.v1.DomainError.Kind
-	45, // 14: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
+	48, // 14: herald.cluster.v1.ApplyRequest.command:type_name -> herald.cluster.v1.Command
 	16, // 15: herald.cluster.v1.ApplyResponse.ok:type_name -> herald.cluster.v1.CommandResult
 	10, // 16: herald.cluster.v1.ApplyResponse.error:type_name -> herald.cluster.v1.DomainError
 	9,  // 17: herald.cluster.v1.ApplyResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
 	11, // 18: herald.cluster.v1.ApplyResponse.failed:type_name -> herald.cluster.v1.Outcome
 	12, // 19: herald.cluster.v1.ApplyStreamRequest.request:type_name -> herald.cluster.v1.ApplyRequest
 	13, // 20: herald.cluster.v1.ApplyStreamResponse.response:type_name -> herald.cluster.v1.ApplyResponse
-	46, // 21: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
-	47, // 22: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
+	49, // 21: herald.cluster.v1.CommandResult.channel:type_name -> herald.v1.Channel
+	50, // 22: herald.cluster.v1.CommandResult.message:type_name -> herald.v1.Message
 	17, // 23: herald.cluster.v1.ReadRequest.caller:type_name -> herald.cluster.v1.Caller
-	48, // 24: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
-	49, // 25: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
-	50, // 26: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
-	51, // 27: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
+	51, // 24: herald.cluster.v1.ReadRequest.get_channel:type_name -> herald.v1.GetChannelRequest
+	52, // 25: herald.cluster.v1.ReadRequest.history:type_name -> herald.v1.GetHistoryRequest
+	53, // 26: herald.cluster.v1.ReadRequest.thread:type_name -> herald.v1.GetThreadRequest
+	54, // 27: herald.cluster.v1.ReadRequest.list_channels:type_name -> herald.v1.ListChannelsRequest
 	19, // 28: herald.cluster.v1.ReadRequest.events:type_name -> herald.cluster.v1.EventsRequest
-	52, // 29: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
-	53, // 30: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
-	54, // 31: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
-	55, // 32: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
+	55, // 29: herald.cluster.v1.EventsResponse.events:type_name -> herald.v1.Event
+	56, // 30: herald.cluster.v1.ReadResponse.get_channel:type_name -> herald.v1.GetChannelResponse
+	57, // 31: herald.cluster.v1.ReadResponse.history:type_name -> herald.v1.GetHistoryResponse
+	58, // 32: herald.cluster.v1.ReadResponse.thread:type_name -> herald.v1.GetThreadResponse
 	22, // 33: herald.cluster.v1.ReadResponse.list_channels:type_name -> herald.cluster.v1.ListChannelsPage
 	20, // 34: herald.cluster.v1.ReadResponse.events:type_name -> herald.cluster.v1.EventsResponse
 	10, // 35: herald.cluster.v1.ReadResponse.error:type_name -> herald.cluster.v1.DomainError
 	9,  // 36: herald.cluster.v1.ReadResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	46, // 37: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
-	52, // 38: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
-	42, // 39: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
-	29, // 40: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
-	27, // 41: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
-	28, // 42: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
-	56, // 43: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
-	32, // 44: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
-	33, // 45: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
-	34, // 46: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
-	31, // 47: herald.cluster.v1.ReplicaOpRequest.snapshot:type_name -> herald.cluster.v1.SnapshotOp
-	9,  // 48: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	10, // 49: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
-	9,  // 50: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
-	10, // 51: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
-	3,  // 52: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
-	5,  // 53: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
-	7,  // 54: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
-	12, // 55: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
-	14, // 56: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
-	18, // 57: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
-	23, // 58: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
-	25, // 59: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
-	30, // 60: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
-	36, // 61: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
-	38, // 62: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
-	1,  // 63: herald.cluster.v1.ClusterService.Signal:input_type -> herald.cluster.v1.SignalRequest
-	4,  // 64: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
-	6,  // 65: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
-	8,  // 66: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
-	13, // 67: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
-	15, // 68: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
-	21, // 69: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
-	24, // 70: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
-	26, // 71: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
-	35, // 72: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
-	37, // 73: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
-	39, // 74: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
-	2,  // 75: herald.cluster.v1.ClusterService.Signal:output_type -> herald.cluster.v1.SignalResponse
-	64, // [64:76] is the sub-list for method output_type
-	52, // [52:64] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	49, // 37: herald.cluster.v1.ListChannelsPage.channels:type_name -> herald.v1.Channel
+	55, // 38: herald.cluster.v1.WatchResponse.events:type_name -> herald.v1.Event
+	26, // 39: herald.cluster.v1.WatchPartitionRequest.watch:type_name -> herald.cluster.v1.ChannelWatch
+	55, // 40: herald.cluster.v1.WatchPartitionResponse.events:type_name -> herald.v1.Event
+	10, // 41: herald.cluster.v1.WatchPartitionResponse.ended:type_name -> herald.cluster.v1.DomainError
+	45, // 42: herald.cluster.v1.NodeStatusResponse.node:type_name -> herald.v1.Node
+	32, // 43: herald.cluster.v1.NodeStatusResponse.replicas:type_name -> herald.cluster.v1.ReplicaStatus
+	30, // 44: herald.cluster.v1.NodeStatusResponse.space:type_name -> herald.cluster.v1.SpaceStatus
+	31, // 45: herald.cluster.v1.SpaceStatus.replicas:type_name -> herald.cluster.v1.ReplicaSpace
+	59, // 46: herald.cluster.v1.ReplicaStatus.configuration:type_name -> herald.v1.Replica
+	35, // 47: herald.cluster.v1.ReplicaOpRequest.transfer_leadership:type_name -> herald.cluster.v1.TransferLeadershipOp
+	36, // 48: herald.cluster.v1.ReplicaOpRequest.digest:type_name -> herald.cluster.v1.DigestOp
+	37, // 49: herald.cluster.v1.ReplicaOpRequest.recover:type_name -> herald.cluster.v1.RecoverOp
+	34, // 50: herald.cluster.v1.ReplicaOpRequest.snapshot:type_name -> herald.cluster.v1.SnapshotOp
+	9,  // 51: herald.cluster.v1.ReplicaOpResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	10, // 52: herald.cluster.v1.ReplicaOpResponse.error:type_name -> herald.cluster.v1.DomainError
+	9,  // 53: herald.cluster.v1.RestoreResponse.not_leader:type_name -> herald.cluster.v1.NotLeader
+	10, // 54: herald.cluster.v1.RestoreResponse.error:type_name -> herald.cluster.v1.DomainError
+	3,  // 55: herald.cluster.v1.ClusterService.Hello:input_type -> herald.cluster.v1.HelloRequest
+	5,  // 56: herald.cluster.v1.ClusterService.Join:input_type -> herald.cluster.v1.JoinRequest
+	7,  // 57: herald.cluster.v1.ClusterService.MetaPropose:input_type -> herald.cluster.v1.MetaProposeRequest
+	12, // 58: herald.cluster.v1.ClusterService.Apply:input_type -> herald.cluster.v1.ApplyRequest
+	14, // 59: herald.cluster.v1.ClusterService.ApplyStream:input_type -> herald.cluster.v1.ApplyStreamRequest
+	18, // 60: herald.cluster.v1.ClusterService.Read:input_type -> herald.cluster.v1.ReadRequest
+	23, // 61: herald.cluster.v1.ClusterService.Watch:input_type -> herald.cluster.v1.WatchRequest
+	25, // 62: herald.cluster.v1.ClusterService.WatchPartition:input_type -> herald.cluster.v1.WatchPartitionRequest
+	28, // 63: herald.cluster.v1.ClusterService.NodeStatus:input_type -> herald.cluster.v1.NodeStatusRequest
+	33, // 64: herald.cluster.v1.ClusterService.ReplicaOp:input_type -> herald.cluster.v1.ReplicaOpRequest
+	39, // 65: herald.cluster.v1.ClusterService.Snapshot:input_type -> herald.cluster.v1.SnapshotRequest
+	41, // 66: herald.cluster.v1.ClusterService.Restore:input_type -> herald.cluster.v1.RestoreRequest
+	1,  // 67: herald.cluster.v1.ClusterService.Signal:input_type -> herald.cluster.v1.SignalRequest
+	4,  // 68: herald.cluster.v1.ClusterService.Hello:output_type -> herald.cluster.v1.HelloResponse
+	6,  // 69: herald.cluster.v1.ClusterService.Join:output_type -> herald.cluster.v1.JoinResponse
+	8,  // 70: herald.cluster.v1.ClusterService.MetaPropose:output_type -> herald.cluster.v1.MetaProposeResponse
+	13, // 71: herald.cluster.v1.ClusterService.Apply:output_type -> herald.cluster.v1.ApplyResponse
+	15, // 72: herald.cluster.v1.ClusterService.ApplyStream:output_type -> herald.cluster.v1.ApplyStreamResponse
+	21, // 73: herald.cluster.v1.ClusterService.Read:output_type -> herald.cluster.v1.ReadResponse
+	24, // 74: herald.cluster.v1.ClusterService.Watch:output_type -> herald.cluster.v1.WatchResponse
+	27, // 75: herald.cluster.v1.ClusterService.WatchPartition:output_type -> herald.cluster.v1.WatchPartitionResponse
+	29, // 76: herald.cluster.v1.ClusterService.NodeStatus:output_type -> herald.cluster.v1.NodeStatusResponse
+	38, // 77: herald.cluster.v1.ClusterService.ReplicaOp:output_type -> herald.cluster.v1.ReplicaOpResponse
+	40, // 78: herald.cluster.v1.ClusterService.Snapshot:output_type -> herald.cluster.v1.SnapshotResponse
+	42, // 79: herald.cluster.v1.ClusterService.Restore:output_type -> herald.cluster.v1.RestoreResponse
+	2,  // 80: herald.cluster.v1.ClusterService.Signal:output_type -> herald.cluster.v1.SignalResponse
+	68, // [68:81] is the sub-list for method output_type
+	55, // [55:68] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_herald_cluster_v1_cluster_proto_init() }
@@ -3052,7 +3294,11 @@ func file_herald_cluster_v1_cluster_proto_init() {
 		(*ReadResponse_NotLeader)(nil),
 		(*ReadResponse_TooStale)(nil),
 	}
-	file_herald_cluster_v1_cluster_proto_msgTypes[29].OneofWrappers = []any{
+	file_herald_cluster_v1_cluster_proto_msgTypes[24].OneofWrappers = []any{
+		(*WatchPartitionRequest_Watch)(nil),
+		(*WatchPartitionRequest_Unwatch)(nil),
+	}
+	file_herald_cluster_v1_cluster_proto_msgTypes[32].OneofWrappers = []any{
 		(*ReplicaOpRequest_TransferLeadership)(nil),
 		(*ReplicaOpRequest_Digest)(nil),
 		(*ReplicaOpRequest_Recover)(nil),
@@ -3064,7 +3310,7 @@ func file_herald_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_cluster_v1_cluster_proto_rawDesc), len(file_herald_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,6 +49,9 @@ const (
 	ClusterServiceReadProcedure = "/herald.cluster.v1.ClusterService/Read"
 	// ClusterServiceWatchProcedure is the fully-qualified name of the ClusterService's Watch RPC.
 	ClusterServiceWatchProcedure = "/herald.cluster.v1.ClusterService/Watch"
+	// ClusterServiceWatchPartitionProcedure is the fully-qualified name of the ClusterService's
+	// WatchPartition RPC.
+	ClusterServiceWatchPartitionProcedure = "/herald.cluster.v1.ClusterService/WatchPartition"
 	// ClusterServiceNodeStatusProcedure is the fully-qualified name of the ClusterService's NodeStatus
 	// RPC.
 	ClusterServiceNodeStatusProcedure = "/herald.cluster.v1.ClusterService/NodeStatus"
@@ -84,6 +87,12 @@ type ClusterServiceClient interface {
 	Read(context.Context, *v1.ReadRequest) (*v1.ReadResponse, error)
 	// Watch streams a channel's events from this node's replica.
 	Watch(context.Context, *v1.WatchRequest) (*connect.ServerStreamForClient[v1.WatchResponse], error)
+	// WatchPartition streams the events of the channels the caller watches,
+	// all of one partition, from this node's replica on one stream: the
+	// caller starts and stops watches on it, and a node holds one per
+	// partition it reads from a peer, whatever the number of channels.
+	// The stream ends unavailable when the replica is not current.
+	WatchPartition(context.Context) (*connect.BidiStreamForClientSimple[v1.WatchPartitionRequest, v1.WatchPartitionResponse], error)
 	// NodeStatus reports this node's replicas.
 	NodeStatus(context.Context, *v1.NodeStatusRequest) (*v1.NodeStatusResponse, error)
 	// ReplicaOp runs an operation on this node's replica of a partition.
@@ -151,6 +160,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Watch")),
 			connect.WithClientOptions(opts...),
 		),
+		watchPartition: connect.NewClient[v1.WatchPartitionRequest, v1.WatchPartitionResponse](
+			httpClient,
+			baseURL+ClusterServiceWatchPartitionProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("WatchPartition")),
+			connect.WithClientOptions(opts...),
+		),
 		nodeStatus: connect.NewClient[v1.NodeStatusRequest, v1.NodeStatusResponse](
 			httpClient,
 			baseURL+ClusterServiceNodeStatusProcedure,
@@ -186,18 +201,19 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
-	hello       *connect.Client[v1.HelloRequest, v1.HelloResponse]
-	join        *connect.Client[v1.JoinRequest, v1.JoinResponse]
-	metaPropose *connect.Client[v1.MetaProposeRequest, v1.MetaProposeResponse]
-	apply       *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
-	applyStream *connect.Client[v1.ApplyStreamRequest, v1.ApplyStreamResponse]
-	read        *connect.Client[v1.ReadRequest, v1.ReadResponse]
-	watch       *connect.Client[v1.WatchRequest, v1.WatchResponse]
-	nodeStatus  *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
-	replicaOp   *connect.Client[v1.ReplicaOpRequest, v1.ReplicaOpResponse]
-	snapshot    *connect.Client[v1.SnapshotRequest, v1.SnapshotResponse]
-	restore     *connect.Client[v1.RestoreRequest, v1.RestoreResponse]
-	signal      *connect.Client[v1.SignalRequest, v1.SignalResponse]
+	hello          *connect.Client[v1.HelloRequest, v1.HelloResponse]
+	join           *connect.Client[v1.JoinRequest, v1.JoinResponse]
+	metaPropose    *connect.Client[v1.MetaProposeRequest, v1.MetaProposeResponse]
+	apply          *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	applyStream    *connect.Client[v1.ApplyStreamRequest, v1.ApplyStreamResponse]
+	read           *connect.Client[v1.ReadRequest, v1.ReadResponse]
+	watch          *connect.Client[v1.WatchRequest, v1.WatchResponse]
+	watchPartition *connect.Client[v1.WatchPartitionRequest, v1.WatchPartitionResponse]
+	nodeStatus     *connect.Client[v1.NodeStatusRequest, v1.NodeStatusResponse]
+	replicaOp      *connect.Client[v1.ReplicaOpRequest, v1.ReplicaOpResponse]
+	snapshot       *connect.Client[v1.SnapshotRequest, v1.SnapshotResponse]
+	restore        *connect.Client[v1.RestoreRequest, v1.RestoreResponse]
+	signal         *connect.Client[v1.SignalRequest, v1.SignalResponse]
 }
 
 // Hello calls herald.cluster.v1.ClusterService.Hello.
@@ -253,6 +269,11 @@ func (c *clusterServiceClient) Read(ctx context.Context, req *v1.ReadRequest) (*
 // Watch calls herald.cluster.v1.ClusterService.Watch.
 func (c *clusterServiceClient) Watch(ctx context.Context, req *v1.WatchRequest) (*connect.ServerStreamForClient[v1.WatchResponse], error) {
 	return c.watch.CallServerStream(ctx, connect.NewRequest(req))
+}
+
+// WatchPartition calls herald.cluster.v1.ClusterService.WatchPartition.
+func (c *clusterServiceClient) WatchPartition(ctx context.Context) (*connect.BidiStreamForClientSimple[v1.WatchPartitionRequest, v1.WatchPartitionResponse], error) {
+	return c.watchPartition.CallBidiStreamSimple(ctx)
 }
 
 // NodeStatus calls herald.cluster.v1.ClusterService.NodeStatus.
@@ -313,6 +334,12 @@ type ClusterServiceHandler interface {
 	Read(context.Context, *v1.ReadRequest) (*v1.ReadResponse, error)
 	// Watch streams a channel's events from this node's replica.
 	Watch(context.Context, *v1.WatchRequest, *connect.ServerStream[v1.WatchResponse]) error
+	// WatchPartition streams the events of the channels the caller watches,
+	// all of one partition, from this node's replica on one stream: the
+	// caller starts and stops watches on it, and a node holds one per
+	// partition it reads from a peer, whatever the number of channels.
+	// The stream ends unavailable when the replica is not current.
+	WatchPartition(context.Context, *connect.BidiStream[v1.WatchPartitionRequest, v1.WatchPartitionResponse]) error
 	// NodeStatus reports this node's replicas.
 	NodeStatus(context.Context, *v1.NodeStatusRequest) (*v1.NodeStatusResponse, error)
 	// ReplicaOp runs an operation on this node's replica of a partition.
@@ -376,6 +403,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Watch")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceWatchPartitionHandler := connect.NewBidiStreamHandler(
+		ClusterServiceWatchPartitionProcedure,
+		svc.WatchPartition,
+		connect.WithSchema(clusterServiceMethods.ByName("WatchPartition")),
+		connect.WithHandlerOptions(opts...),
+	)
 	clusterServiceNodeStatusHandler := connect.NewUnaryHandlerSimple(
 		ClusterServiceNodeStatusProcedure,
 		svc.NodeStatus,
@@ -422,6 +455,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceReadHandler.ServeHTTP(w, r)
 		case ClusterServiceWatchProcedure:
 			clusterServiceWatchHandler.ServeHTTP(w, r)
+		case ClusterServiceWatchPartitionProcedure:
+			clusterServiceWatchPartitionHandler.ServeHTTP(w, r)
 		case ClusterServiceNodeStatusProcedure:
 			clusterServiceNodeStatusHandler.ServeHTTP(w, r)
 		case ClusterServiceReplicaOpProcedure:
@@ -467,6 +502,10 @@ func (UnimplementedClusterServiceHandler) Read(context.Context, *v1.ReadRequest)
 
 func (UnimplementedClusterServiceHandler) Watch(context.Context, *v1.WatchRequest, *connect.ServerStream[v1.WatchResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.Watch is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) WatchPartition(context.Context, *connect.BidiStream[v1.WatchPartitionRequest, v1.WatchPartitionResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("herald.cluster.v1.ClusterService.WatchPartition is not implemented"))
 }
 
 func (UnimplementedClusterServiceHandler) NodeStatus(context.Context, *v1.NodeStatusRequest) (*v1.NodeStatusResponse, error) {
