@@ -25,3 +25,11 @@ func WatchSource(s Stream) string {
 // Upstreams is the number of partitions n reads events of from peers: its
 // WatchPartition streams.
 func Upstreams(n *Node) int { return n.ups.count() }
+
+// SetRemoteBuffer sets how many events a watch n reads from a peer holds
+// for a reader that does not read.
+func SetRemoteBuffer(n *Node, events int) { n.ups.buffer.Store(int64(events)) }
+
+// RemoteOverflows is how many times a reader of a watch from a peer fell
+// the buffer behind, and the watch started again from its cursor.
+func RemoteOverflows(n *Node) int64 { return n.ups.overflows.Load() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -13,7 +14,8 @@ import (
 )
 
 // remoteBuffer bounds the events a remote watch holds for its reader; one
-// that falls further behind drops them and watches again from its cursor.
+// that falls further behind drops them and pauses, and watches again from
+// its cursor when its reader has read what it held.
 const remoteBuffer = 4096
 
 // upstreams holds the node's WatchPartition streams to peers: one per
@@ -21,13 +23,20 @@ const remoteBuffer = 4096
 // such watch of the partition, opened with the first and closed with the
 // last. Lock order: upstreams.mu, then upstream.mu, then remoteWatch.mu.
 type upstreams struct {
-	n     *Node
+	n *Node
+	// buffer is remoteBuffer but in tests; overflows counts the watches
+	// whose reader fell buffer events behind.
+	buffer    atomic.Int64
+	overflows atomic.Int64
+
 	mu    sync.Mutex // guards following
 	parts map[uint32]*upstream
 }
 
 func newUpstreams(n *Node) *upstreams {
-	return &upstreams{n: n, parts: make(map[uint32]*upstream)}
+	u := &upstreams{n: n, parts: make(map[uint32]*upstream)}
+	u.buffer.Store(remoteBuffer)
+	return u
 }
 
 // count is the number of partitions read from peers.
@@ -167,7 +176,9 @@ func (up *upstream) serve(target string) error {
 	for _, w := range up.watches {
 		w.mu.Lock()
 		w.pending = nil // events to come again, from the cursor
-		up.sendLocked(watchRequest(up.p, w))
+		if !w.paused {
+			up.sendLocked(watchRequest(up.p, w))
+		}
 		w.mu.Unlock()
 	}
 	up.mu.Unlock()
@@ -206,14 +217,16 @@ func (up *upstream) dispatch(resp *clusterv1.WatchPartitionResponse) {
 	case resp.GetEnded() != nil:
 		w.err = domainError(resp.GetEnded())
 		delete(up.watches, w.id)
-	case len(w.pending) >= remoteBuffer:
-		// The reader is far behind: drop what it has not read and watch
-		// again from its cursor, under a new id.
-		w.pending = nil
-		delete(up.watches, w.id)
+	case w.paused:
+		return // events of the watch before it paused
+	case int64(len(w.pending)) >= up.u.buffer.Load():
+		// The reader is far behind: drop what it has not read and stop
+		// the watch until it has read what it has; it starts again from
+		// its cursor, under a new id (take).
+		w.pending, w.paused = nil, true
 		up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
 			Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
-		up.registerLocked(w)
+		up.u.overflows.Add(1)
 	default:
 		w.pending = append(w.pending, resp.GetEvents()...)
 	}
@@ -231,6 +244,7 @@ type remoteWatch struct {
 	mu      sync.Mutex // guards following
 	next    uint64     // seq of the next event to deliver
 	pending []*heraldv1.Event
+	paused  bool // the reader fell behind: no events until it reads again
 	err     error
 	closed  bool
 }
@@ -280,9 +294,9 @@ func (w *remoteWatch) take(max int) ([]*heraldv1.Event, error) {
 	if len(evs) > 0 {
 		return evs, nil
 	}
-	if len(w.pending) > 0 {
-		// A gap, which the peer's contract rules out: watch again from
-		// the cursor rather than skip.
+	if len(w.pending) > 0 || w.paused {
+		// A gap, which the peer's contract rules out, or a watch paused
+		// while its reader was behind: watch again from the cursor.
 		w.pending = nil
 		w.mu.Unlock()
 		w.rewatch()
@@ -304,9 +318,12 @@ func (w *remoteWatch) rewatch() {
 		return
 	}
 	delete(up.watches, w.id)
-	up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
-		Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
 	w.mu.Lock()
+	if !w.paused { // a paused watch was unwatched when it paused
+		up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
+			Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
+	}
+	w.paused = false
 	up.registerLocked(w)
 	w.mu.Unlock()
 }

@@ -198,3 +198,55 @@ func TestOneUpstreamPerPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteWatchReaderFallsBehind lets the reader of a watch from a peer
+// fall further behind than the watch buffers: the watch drops what it
+// holds and pauses, once, however many posts follow, and starts again
+// from the reader's cursor when it reads, so the reader gets every event
+// once and in order, and memory stayed bounded.
+func TestRemoteWatchReaderFallsBehind(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1})
+	c.WaitSettled(30 * time.Second)
+	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
+	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	gw := g.Cluster()
+	cluster.SetRemoteBuffer(gw, 4)
+	const ch = "behind-1"
+	clustertest.MustCreate(t, c.Node(0), ch)
+	s, err := gw.Watch(ch, 0)
+	if err != nil {
+		t.Fatalf("Watch %s through %s: %v", ch, g.ID, err)
+	}
+	defer s.Close()
+	// One read opens the stream; then the reader stops.
+	last := clustertest.MustPost(t, c.Node(0), ch, "first", "first")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	evs, err := s.Next(ctx, 1)
+	if err != nil {
+		t.Fatalf("first event through %s: %v", g.ID, err)
+	}
+	for i := range 30 {
+		last = clustertest.MustPost(t, c.Node(i%3), ch, "text", fmt.Sprint("m-", i))
+	}
+	clustertest.CheckFor(t, 20*time.Second, 10*time.Millisecond, "the watch overflowed", func() bool {
+		return cluster.RemoteOverflows(gw) > 0
+	})
+	// Paused, it is sent nothing more until the reader reads.
+	for i := range 5 {
+		last = clustertest.MustPost(t, c.Node(i%3), ch, "text", fmt.Sprint("late-", i))
+	}
+	if n := cluster.RemoteOverflows(gw); n != 1 {
+		t.Errorf("the watch overflowed %d times while its reader did not read, want once", n)
+	}
+	for evs[len(evs)-1].GetSeq() < last {
+		more, err := s.Next(ctx, 3)
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, more...)
+	}
+	t.Logf("the watch overflowed %d times", cluster.RemoteOverflows(gw))
+	checkStreamed(t, evs, c.Node(0), ch)
+}
