@@ -39,6 +39,11 @@ counted, reported, and makes the command exit with status 1. A
 resync_required frame is reported as such, not as a loss; the subscription
 is not checked past it.
 
+--slow adds slow consumers: subscribers of the first channel that stop
+reading once subscribed, with a small socket buffer. They are not counted
+or checked; the report says how many the servers cut off, and the others'
+figures (compare a run without them) show what they cost everyone else.
+
 Without --target it starts --nodes "herald server" processes on loopback in
 a temporary directory, with fsync on, and stops them after.`,
 		Example: `  herald bench fanout                                # 3 nodes, 64 subscribers, 8 channels, 10 s
@@ -46,8 +51,8 @@ a temporary directory, with fsync on, and stops them after.`,
   herald bench fanout --target 127.0.0.1:7700 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Subscribers < 1 || o.Channels < 1 || o.Size < 1 || o.Rate < 0 || (o.Duration <= 0 && o.Count <= 0) {
-				return errors.New("--subscribers, --channels and --size must be positive, --rate 0 or more, and --duration or --count given")
+			if o.Subscribers < 1 || o.Channels < 1 || o.Size < 1 || o.Rate < 0 || o.Slow < 0 || (o.Duration <= 0 && o.Count <= 0) {
+				return errors.New("--subscribers, --channels and --size must be positive, --rate and --slow 0 or more, and --duration or --count given")
 			}
 			targets, pids, _, stop, err := cf.cluster(cmd)
 			if err != nil {
@@ -92,6 +97,7 @@ a temporary directory, with fsync on, and stops them after.`,
 	f.DurationVar(&o.Warmup, "warmup", 2*time.Second, "load before measuring, not counted (its deliveries are checked)")
 	f.DurationVar(&o.Drain, "drain", 10*time.Second, "longest wait after the last post for every delivery")
 	f.BoolVar(&o.Binary, "proto", false, "subscribe with binary protobuf frames (herald.v1.proto) instead of protojson")
+	f.IntVar(&o.Slow, "slow", 0, "also subscribe this many slow consumers to the first channel, which stop reading once subscribed; the others' figures show what they cost")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report (plots) to this file")
 	return cmd

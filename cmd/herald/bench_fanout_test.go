@@ -106,13 +106,16 @@ func TestBenchFanoutOwnCluster(t *testing.T) {
 }
 
 // TestBenchFanoutTarget runs herald bench fanout at a fixed rate against a
-// running node, then reads the channels' history: it holds every post the
-// bench counted, each once.
+// running node, with a slow consumer beside the subscribers, then reads
+// the channels' history: it holds every post the bench counted, each once.
 func TestBenchFanoutTarget(t *testing.T) {
 	t.Parallel()
 	p := startDev(t, devOptions{args: []string{"--partitions", "4"}})
 	res := fanoutJSON(t, "--target", p.HTTPAddr, "--rate", "200", "--count", "100", "--subscribers", "6",
-		"--channels", "3", "--warmup", "0s", "--proto")
+		"--channels", "3", "--warmup", "0s", "--proto", "--slow", "1")
+	if res.Slow != 1 {
+		t.Errorf("--slow 1: the report counts %d slow consumers", res.Slow)
+	}
 	if res.Rate != 200 || !strings.Contains(res.Setup, "protobuf") {
 		t.Errorf("setup: got rate %v, %q; want 200 posts/s and protobuf frames", res.Rate, res.Setup)
 	}

@@ -51,6 +51,10 @@ type FanoutOptions struct {
 	// Binary subscribes with herald.v1.proto (protobuf frames) instead of
 	// protojson text.
 	Binary bool
+	// Slow adds subscribers of the first channel, through the nodes in
+	// turn, that stop reading once subscribed: slow consumers, not counted
+	// among Subscribers or checked, which the gateway must cut off.
+	Slow int
 	// PIDs are the server processes whose CPU time is counted; none for a
 	// cluster the bench did not start.
 	PIDs []int
@@ -103,9 +107,15 @@ type FanoutResult struct {
 	// SubscriberErrors counts error frames and connections the server
 	// closed.
 	SubscriberErrors map[string]int64 `json:"subscriber_errors"`
-	DrainSeconds     float64          `json:"drain_seconds"`
-	Timeline         []FanoutSecond   `json:"timeline"`
-	Curve            []Point          `json:"latency_by_percentile"`
+	// Slow is how many slow consumers ran; SlowCut how many of them the
+	// servers had disconnected by the end, SlowResyncs how many of those
+	// had been sent resync_required SLOW_CONSUMER first.
+	Slow         int            `json:"slow_consumers,omitempty"`
+	SlowCut      int            `json:"slow_consumers_cut_off,omitempty"`
+	SlowResyncs  int            `json:"slow_consumers_told_slow_consumer,omitempty"`
+	DrainSeconds float64        `json:"drain_seconds"`
+	Timeline     []FanoutSecond `json:"timeline"`
+	Curve        []Point        `json:"latency_by_percentile"`
 }
 
 // FanoutSecond is one second of a fan-out run.
@@ -122,6 +132,7 @@ type fanout struct {
 	opts     FanoutOptions
 	channels []string
 	subs     []*subscriber
+	slow     []*slowReader
 	perChan  []int // subscribers of each channel
 	base     time.Time
 	text     string
@@ -171,6 +182,13 @@ func RunFanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	if err := f.dialSubscribers(ctx); err != nil {
 		return nil, err
 	}
+	for i := range opts.Slow {
+		r, err := dialSlow(ctx, opts.Targets[i%len(opts.Targets)], f.channels[0])
+		if err != nil {
+			return nil, err
+		}
+		f.slow = append(f.slow, r)
+	}
 	return f.run(ctx)
 }
 
@@ -202,7 +220,28 @@ func (f *fanout) closeSubscribers() {
 	for _, s := range f.subs {
 		wg.Go(s.close)
 	}
+	for _, r := range f.slow {
+		wg.Go(r.close)
+	}
 	wg.Wait()
+}
+
+// countSlow closes the slow readers and counts the servers' verdicts.
+func (f *fanout) countSlow(res *FanoutResult) {
+	res.Slow = len(f.slow)
+	var wg sync.WaitGroup
+	for _, r := range f.slow {
+		wg.Go(r.close)
+	}
+	wg.Wait()
+	for _, r := range f.slow {
+		if r.cut.Load() {
+			res.SlowCut++
+		}
+		if r.slow.Load() {
+			res.SlowResyncs++
+		}
+	}
 }
 
 func (f *fanout) run(parent context.Context) (*FanoutResult, error) {
@@ -256,6 +295,7 @@ func (f *fanout) run(parent context.Context) (*FanoutResult, error) {
 	}
 	f.mu.Unlock()
 	res.Violations.Misrouted = f.misrouted.Load()
+	f.countSlow(res)
 	return res, parent.Err()
 }
 

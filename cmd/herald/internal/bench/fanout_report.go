@@ -51,6 +51,11 @@ func fanoutRows(r *FanoutResult) [][2]string {
 		[2]string{"violations", verdict + fmt.Sprintf(" (drained in %.2f s)", r.DrainSeconds)},
 		[2]string{"resyncs", resyncLine(r.Resyncs)},
 		[2]string{"subscribers", "errors " + errorLine(r.SubscriberErrors)})
+	if r.Slow > 0 {
+		rows = append(rows, [2]string{"slow", fmt.Sprintf(
+			"%d slow consumers (stopped reading once subscribed, not counted above): %d cut off by the servers, %d of them told SLOW_CONSUMER first",
+			r.Slow, r.SlowCut, r.SlowResyncs)})
+	}
 	return rows
 }
 
