@@ -2,6 +2,7 @@ package torture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -205,13 +206,17 @@ func (m *nemesis) restart(p *proc, ex *Executed) {
 }
 
 // admin runs call against the nodes' AdminService in turn until one
-// answers without error, for up to 10 s.
+// answers without error, for up to 10 s. It returns an error whenever call
+// did not succeed: the last answer, or why no node was asked.
 func (m *nemesis) admin(ctx context.Context, call func(context.Context, heraldv1connect.AdminServiceClient) error) error {
 	deadline := time.Now().Add(10 * time.Second)
-	var err error
+	err := errors.New("no node was running to ask")
 	for k := 0; time.Now().Before(deadline) && ctx.Err() == nil; k++ {
 		n := m.c.nodes[k%len(m.c.nodes)]
 		if !n.running() {
+			if k%len(m.c.nodes) == len(m.c.nodes)-1 {
+				time.Sleep(100 * time.Millisecond) // none may be: do not spin
+			}
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -224,6 +229,9 @@ func (m *nemesis) admin(ctx context.Context, call func(context.Context, heraldv1
 			return err // said no for good
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
 	}
 	return err
 }
