@@ -88,13 +88,7 @@ func (r *slowReader) close() {
 		return
 	case <-time.After(2 * time.Second):
 	}
-	_ = r.conn.WriteClose(1000, nil) // best effort: it may be closed already
-	select {
-	case <-r.done:
-	case <-time.After(5 * time.Second):
-		_ = r.conn.NetConn().Close()
-		<-r.done
-	}
+	closeWS(r.conn, r.done)
 }
 
 // OnOpen implements gws.Event.

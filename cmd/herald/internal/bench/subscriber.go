@@ -129,12 +129,18 @@ func (s *subscriber) close() {
 	if t := s.retry.Load(); t != nil {
 		t.Stop()
 	}
-	_ = s.conn.WriteClose(1000, nil) // best effort: it may be closed already
+	closeWS(s.conn, s.done)
+}
+
+// closeWS closes a client connection, politely and then, if its read loop
+// has not ended (done) within 5 s, for good, and waits for the loop.
+func closeWS(conn *gws.Conn, done <-chan struct{}) {
+	_ = conn.WriteClose(1000, nil) // best effort: it may be closed already
 	select {
-	case <-s.done:
+	case <-done:
 	case <-time.After(5 * time.Second):
-		_ = s.conn.NetConn().Close()
-		<-s.done
+		_ = conn.NetConn().Close()
+		<-done
 	}
 }
 
