@@ -24,7 +24,10 @@ func WatchSource(s Stream) string {
 
 // Upstreams is the number of partitions n reads events of from peers: its
 // WatchPartition streams.
-func Upstreams(n *Node) int { return n.ups.count() }
+func Upstreams(n *Node) int {
+	streams, _ := n.ups.stats()
+	return streams
+}
 
 // SetRemoteBuffer sets how many events a watch n reads from a peer holds
 // for a reader that does not read.

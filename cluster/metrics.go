@@ -84,6 +84,12 @@ var (
 		"Seconds since a follower last heard from its leader (absent on a leader).", []string{"partition"}, nil)
 	descPartitionCaughtUp = prometheus.NewDesc("herald_partition_caught_up",
 		"1 once a replica has been seen within reach of its leader's commit index.", []string{"partition"}, nil)
+	descPartitionCurrent = prometheus.NewDesc("herald_partition_current",
+		"1 when a replica feeds this node's event streams (a leader, or a follower in contact with it and caught up); 0 while they read from a peer.", []string{"partition"}, nil)
+	descPeerStreams = prometheus.NewDesc("herald_peer_watch_streams",
+		"WatchPartition streams this node reads events from peers over: one per partition it reads from another node's replica.", nil, nil)
+	descPeerWatches = prometheus.NewDesc("herald_peer_watches",
+		"Channel watches carried on this node's WatchPartition streams.", nil, nil)
 	descNodeReady = prometheus.NewDesc("herald_node_ready",
 		"1 when the node has the metadata and every replica it holds has a leader and is caught up (as /readyz).", nil, nil)
 	descMetaRole = prometheus.NewDesc("herald_meta_role",
@@ -111,7 +117,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.leaderChanges.Describe(ch)
 	m.logAppend.Describe(ch)
 	for _, d := range []*prometheus.Desc{descPartitionRole, descPartitionTerm, descPartitionCommit,
-		descPartitionApplied, descPartitionLast, descPartitionContact, descPartitionCaughtUp, descNodeReady,
+		descPartitionApplied, descPartitionLast, descPartitionContact, descPartitionCaughtUp,
+		descPartitionCurrent, descPeerStreams, descPeerWatches, descNodeReady,
 		descMetaRole, descMetaTerm, descMetaCommit, descMetaApplied, descMetaContact, descMetaLeader,
 		descNodes, descPartitions} {
 		ch <- d
@@ -141,7 +148,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		_, _, caughtUp, _ := n.reps.lookup(r.ID())
 		gauge(descPartitionCaughtUp, bool01(caughtUp || s.State == "Leader"), p)
+		gauge(descPartitionCurrent, bool01(n.current(r) == nil), p)
 	}
+	streams, watches := n.ups.stats()
+	gauge(descPeerStreams, float64(streams))
+	gauge(descPeerWatches, float64(watches))
 	gauge(descNodeReady, bool01(n.Ready()))
 	ms := n.meta.Status()
 	gauge(descMetaRole, 1, strings.ToLower(ms.State))

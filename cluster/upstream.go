@@ -39,11 +39,17 @@ func newUpstreams(n *Node) *upstreams {
 	return u
 }
 
-// count is the number of partitions read from peers.
-func (u *upstreams) count() int {
+// stats returns the number of partitions read from peers (streams) and
+// of watches on them.
+func (u *upstreams) stats() (streams, watches int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return len(u.parts)
+	for _, up := range u.parts {
+		up.mu.Lock()
+		watches += len(up.watches)
+		up.mu.Unlock()
+	}
+	return len(u.parts), watches
 }
 
 // watch starts a watch of channel, of partition p, with seq > after, read

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/heraldhq/herald/api/gen/herald/cluster/v1"
@@ -49,6 +50,9 @@ func TestWatchLeavesACutOffReplica(t *testing.T) {
 	t.Logf("the posts made while %s was cut off streamed through it %v after the cut, from %s",
 		edge.ID, since(cut), cluster.WatchSource(s))
 
+	if v := gauges(t, edge.Cluster(), "herald_partition_current"); v != 0 {
+		t.Errorf("%s's herald_partition_current while cut off: %v, want 0", edge.ID, v)
+	}
 	// A peer's stream from the cut-off replica is refused, so that a node
 	// reading through it goes elsewhere.
 	rpc, err := rawClient(edge.HTTP, staticHeader("")).Watch(t.Context(),
@@ -76,6 +80,9 @@ func TestWatchLeavesACutOffReplica(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("back on %s's own replica %v after the heal", edge.ID, since(healed))
+	if v := gauges(t, edge.Cluster(), "herald_partition_current"); v != 1 {
+		t.Errorf("%s's herald_partition_current back on its own replica: %v, want 1", edge.ID, v)
+	}
 	last = postThrough(t, third.Cluster(), ch, "after", 5)
 	waitStreamed(t, col, last, 10*time.Second, "posts after the stream came back")
 	checkStreamed(t, col.stop(), leader.Cluster(), ch)
@@ -175,6 +182,11 @@ func TestOneUpstreamPerPartition(t *testing.T) {
 	if got := cluster.Upstreams(gw); got != 2 {
 		t.Errorf("%s reads %d channels of 2 partitions over %d streams, want 2", g.ID, len(channels), got)
 	}
+	peerStreams, peerWatches := gauges(t, gw, "herald_peer_watch_streams"), gauges(t, gw, "herald_peer_watches")
+	if peerStreams != 2 || peerWatches != float64(len(channels)) {
+		t.Errorf("%s's metrics: herald_peer_watch_streams %v, herald_peer_watches %v; want 2 and %d",
+			g.ID, peerStreams, peerWatches, len(channels))
+	}
 	for _, ch := range channels {
 		evs := cols[ch].stop()
 		for _, ev := range evs {
@@ -249,4 +261,26 @@ func TestRemoteWatchReaderFallsBehind(t *testing.T) {
 	}
 	t.Logf("the watch overflowed %d times", cluster.RemoteOverflows(gw))
 	checkStreamed(t, evs, c.Node(0), ch)
+}
+
+// gauges is the sum of n's series of the gauge name.
+func gauges(t *testing.T, n *cluster.Node, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(n.Metrics())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather %s's metrics: %v", n.ID(), err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	t.Fatalf("%s serves no %s", n.ID(), name)
+	return 0
 }
