@@ -38,11 +38,10 @@ func (c *currency) lease(p uint32, r *partition.Partition, settled time.Duration
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	st := c.stateLocked(p, r, now)
-	if st.since.IsZero() && c.current(r) == nil {
-		// Current since the last check: the tracker is only a cache.
-		st.since = now
-		st.lapsed, st.end = context.WithCancel(context.Background())
+	st := c.stateLocked(p, r)
+	if st.since.IsZero() {
+		// Maybe current since the last check: the tracker is only a cache.
+		st.set(c.current(r) == nil, now)
 	}
 	if st.since.IsZero() || now.Sub(st.since) < settled {
 		return nil, false
@@ -50,9 +49,9 @@ func (c *currency) lease(p uint32, r *partition.Partition, settled time.Duration
 	return st.lapsed, true
 }
 
-// stateLocked returns r's state, starting it (from r.Current) when r is
-// new to the tracker. c.mu must be held.
-func (c *currency) stateLocked(p uint32, r *partition.Partition, now time.Time) *currentState {
+// stateLocked returns r's state, a new one (not current) when r is new to
+// the tracker. c.mu must be held.
+func (c *currency) stateLocked(p uint32, r *partition.Partition) *currentState {
 	st := c.parts[p]
 	if st != nil && st.r == r {
 		return st
@@ -60,15 +59,23 @@ func (c *currency) stateLocked(p uint32, r *partition.Partition, now time.Time) 
 	if st != nil {
 		st.end()
 	}
-	st = &currentState{r: r}
-	st.lapsed, st.end = context.WithCancel(context.Background())
-	if c.current(r) == nil {
-		st.since = now
-	} else {
-		st.end()
-	}
+	st = &currentState{r: r, end: func() {}}
 	c.parts[p] = st
 	return st
+}
+
+// set records whether the replica is current at now: a replica that
+// becomes current gets a new lapse context, one that stops being current
+// ends it.
+func (st *currentState) set(current bool, now time.Time) {
+	switch {
+	case current && st.since.IsZero():
+		st.since = now
+		st.lapsed, st.end = context.WithCancel(context.Background())
+	case !current && !st.since.IsZero():
+		st.since = time.Time{}
+		st.end()
+	}
 }
 
 // check updates every replica's state; replicas holds the node's replicas
@@ -84,16 +91,7 @@ func (c *currency) check(replicas map[uint32]*partition.Partition) {
 		}
 	}
 	for p, r := range replicas {
-		st := c.stateLocked(p, r, now)
-		current := c.current(r) == nil
-		switch {
-		case current && st.since.IsZero():
-			st.since = now
-			st.lapsed, st.end = context.WithCancel(context.Background())
-		case !current && !st.since.IsZero():
-			st.since = time.Time{}
-			st.end()
-		}
+		c.stateLocked(p, r).set(c.current(r) == nil, now)
 	}
 }
 

@@ -79,8 +79,7 @@ func (u *upstreams) remove(w *remoteWatch) {
 	up.mu.Lock()
 	if up.watches[w.id] == w {
 		delete(up.watches, w.id)
-		up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
-			Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
+		up.sendLocked(unwatchRequest(up.p, w.id))
 	}
 	empty := len(up.watches) == 0
 	up.mu.Unlock()
@@ -117,6 +116,10 @@ func (up *upstream) registerLocked(w *remoteWatch) {
 func watchRequest(p uint32, w *remoteWatch) *clusterv1.WatchPartitionRequest {
 	return &clusterv1.WatchPartitionRequest{Partition: p, Kind: &clusterv1.WatchPartitionRequest_Watch{
 		Watch: &clusterv1.ChannelWatch{Id: w.id, ChannelId: w.channel, AfterSeq: w.next - 1}}}
+}
+
+func unwatchRequest(p uint32, id uint64) *clusterv1.WatchPartitionRequest {
+	return &clusterv1.WatchPartitionRequest{Partition: p, Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: id}}
 }
 
 // sendLocked sends req on the open stream, if any; a stream that fails
@@ -230,8 +233,7 @@ func (up *upstream) dispatch(resp *clusterv1.WatchPartitionResponse) {
 		// the watch until it has read what it has; it starts again from
 		// its cursor, under a new id (take).
 		w.pending, w.paused = nil, true
-		up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
-			Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
+		up.sendLocked(unwatchRequest(up.p, w.id))
 		up.u.overflows.Add(1)
 	default:
 		w.pending = append(w.pending, resp.GetEvents()...)
@@ -326,8 +328,7 @@ func (w *remoteWatch) rewatch() {
 	delete(up.watches, w.id)
 	w.mu.Lock()
 	if !w.paused { // a paused watch was unwatched when it paused
-		up.sendLocked(&clusterv1.WatchPartitionRequest{Partition: up.p,
-			Kind: &clusterv1.WatchPartitionRequest_Unwatch{Unwatch: w.id}})
+		up.sendLocked(unwatchRequest(up.p, w.id))
 	}
 	w.paused = false
 	up.registerLocked(w)

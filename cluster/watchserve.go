@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -183,8 +182,5 @@ func (ws *watchServer) stop() {
 func (ws *watchServer) err() error {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	if errors.Is(ws.failed, context.Canceled) {
-		return nil
-	}
 	return ws.failed
 }
