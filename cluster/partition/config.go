@@ -44,8 +44,9 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 	// CommitNudge is how long a leader that has applied the last entry of
-	// its log waits for another before it appends a Barrier, so that its
-	// followers learn at once that the entry committed (see nudger) and
+	// its log waits for another before it tells its followers the commit
+	// index itself, so that they learn at once that the entry committed
+	// (see nudger) and
 	// their subscribers get its events within milliseconds, not up to
 	// twice CommitTimeout later. Zero means 2 ms; negative turns it off.
 	CommitNudge time.Duration

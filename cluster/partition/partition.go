@@ -155,7 +155,7 @@ func (p *Partition) start(trans raft.Transport) error {
 		return fmt.Errorf("partition %d: start raft: %w", p.cfg.ID, err)
 	}
 	p.raft, p.trans = r, trans
-	p.nudge.raft.Store(r)
+	p.nudge.start(r, rc, trans, p.stores.Log)
 	p.trim.raft.Store(r)
 	transport.GateFollowerHeartbeats(trans, r)
 	p.stop = cancel
