@@ -152,6 +152,35 @@ func TestFoundWithGatewayOnlyNode(t *testing.T) {
 	clustertest.MustPost(t, c.Member(3).Cluster(), "founded", "through n4", "f-1")
 }
 
+// TestMetaVotersHoldReplicas: a cluster founded with a gateway-only node
+// among its first three, the metadata group's founding voters, moves that
+// vote to a node with the channel role, and keeps three voters: a node
+// meant to come and go does not carry the metadata's quorum.
+func TestMetaVotersHoldReplicas(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 4, Partitions: 4,
+		Roles: map[string][]string{"n1": {meta.RoleEdge, meta.RoleGateway}}})
+	c.WaitSettled(30 * time.Second)
+	var last []string
+	clustertest.CheckFor(t, 30*time.Second, 50*time.Millisecond, "metadata voters n2, n3, n4", func() bool {
+		resp, err := c.Member(1).Cluster().ListNodes(t.Context())
+		if err != nil {
+			return false
+		}
+		last = last[:0]
+		for _, node := range resp.GetNodes() {
+			if node.GetMetaVoter() {
+				last = append(last, node.GetId())
+			}
+		}
+		slices.Sort(last)
+		return slices.Equal(last, []string{"n2", "n3", "n4"})
+	})
+	t.Logf("metadata voters: %v", last)
+	clustertest.MustCreate(t, c.Member(0).Cluster(), "voters")
+	clustertest.MustPost(t, c.Member(0).Cluster(), "voters", "through the gateway-only node", "v-1")
+}
+
 // TestParseRoles reads --roles.
 func TestParseRoles(t *testing.T) {
 	for _, c := range []struct {

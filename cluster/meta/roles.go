@@ -10,7 +10,9 @@ import (
 
 // The roles a node serves, as the metadata records them (Node.roles).
 // Only RoleChannel matters to the metadata: placement puts replicas on
-// nodes with it. The others say which of the public APIs a node answers.
+// nodes with it, and the metadata group's voters are nodes with it when
+// there are enough. The others say which of the public APIs a node
+// answers.
 const (
 	RoleEdge    = "edge"    // the public Connect API: channels, posts, history
 	RoleAdmin   = "admin"   // the admin API
