@@ -177,13 +177,17 @@ func startOrTargetNATS(cmd *cobra.Command, url, binary string) ([]string, []int,
 	return c.URLs, c.PIDs(), func() { c.Stop(); os.RemoveAll(dir) }, nil
 }
 
-func findNATSServer() string {
-	if p, err := exec.LookPath("nats-server"); err == nil {
+func findNATSServer() string { return findBinary("nats-server") }
+
+// findBinary returns the path of the program name on PATH or in
+// $(go env GOPATH)/bin, or "".
+func findBinary(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
 		for dir := range strings.SplitSeq(strings.TrimSpace(string(out)), string(os.PathListSeparator)) {
-			p := filepath.Join(dir, "bin", "nats-server")
+			p := filepath.Join(dir, "bin", name)
 			if _, err := os.Stat(p); err == nil {
 				return p
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,8 @@ func newBenchFanoutCmd() *cobra.Command {
 		o        bench.FanoutOptions
 		asJSON   bool
 		htmlFile string
+		withCF   bool
+		cfBinary string
 	)
 	cmd := &cobra.Command{
 		Use:   "fanout",
@@ -45,25 +48,47 @@ or checked; the report says how many the servers cut off, and the others'
 figures (compare a run without them) show what they cost everyone else.
 
 Without --target it starts --nodes "herald server" processes on loopback in
-a temporary directory, with fsync on, and stops them after.`,
+a temporary directory, with fsync on, and stops them after.
+
+--centrifugo then runs the same load against one Centrifugo node (memory
+engine, history with offsets on every channel, anonymous clients) started
+from --centrifugo-server (default: centrifugo on PATH or in
+$(go env GOPATH)/bin), with the same WebSocket client speaking Centrifugo's
+JSON protocol and posts through its HTTP API, and prints both runs and
+Herald's figures over Centrifugo's. Install it with:
+  go install github.com/centrifugal/centrifugo/v6@v6.9.1
+Compare with --nodes 1 for one node against one.`,
 		Example: `  herald bench fanout                                # 3 nodes, 64 subscribers, 8 channels, 10 s
   herald bench fanout --subscribers 1000 --channels 10 --rate 200
-  herald bench fanout --target 127.0.0.1:7700 --json`,
+  herald bench fanout --target 127.0.0.1:7700 --json
+  herald bench fanout --nodes 1 --subscribers 1000 --channels 1 --count 500 --centrifugo`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Subscribers < 1 || o.Channels < 1 || o.Size < 1 || o.Rate < 0 || o.Slow < 0 || (o.Duration <= 0 && o.Count <= 0) {
 				return errors.New("--subscribers, --channels and --size must be positive, --rate and --slow 0 or more, and --duration or --count given")
 			}
-			targets, pids, _, stop, err := cf.cluster(cmd)
+			if withCF && (o.Slow > 0 || o.Binary) {
+				return errors.New("--slow and --proto measure Herald alone: run --centrifugo without them")
+			}
+			targets, pids, _, stopCluster, err := cf.cluster(cmd)
 			if err != nil {
 				return err
 			}
+			stop := sync.OnceFunc(stopCluster)
 			defer stop()
 			o.Targets, o.PIDs, o.Progress = targets, pids, cmd.ErrOrStderr()
 			o.Prefix = fmt.Sprintf("fanout-%d", time.Now().Unix())
 			res, err := bench.RunFanout(cmd.Context(), o)
 			if err != nil {
 				return err
+			}
+			if withCF {
+				stop() // the peer gets the machine to itself
+				peer, err := runCentrifugoFanout(cmd, o, cfBinary)
+				if err != nil {
+					return err
+				}
+				return reportFanoutComparison(cmd, res, peer, asJSON)
 			}
 			if htmlFile != "" {
 				if err := writeFanoutHTML(htmlFile, res); err != nil {
@@ -100,6 +125,8 @@ a temporary directory, with fsync on, and stops them after.`,
 	f.IntVar(&o.Slow, "slow", 0, "also subscribe this many slow consumers to the first channel, which stop reading once subscribed; the others' figures show what they cost")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report (plots) to this file")
+	f.BoolVar(&withCF, "centrifugo", false, "also run the same load against one Centrifugo node and print both with Herald's figures over Centrifugo's")
+	f.StringVar(&cfBinary, "centrifugo-server", "", "centrifugo binary for --centrifugo (default: centrifugo on PATH or in $(go env GOPATH)/bin)")
 	return cmd
 }
 

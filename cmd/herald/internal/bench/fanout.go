@@ -11,11 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"connectrpc.com/connect"
-
-	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
-	"github.com/heraldhq/herald/api/gen/herald/v1/heraldv1connect"
 )
 
 // FanoutOptions shape a fan-out benchmark.
@@ -62,6 +57,10 @@ type FanoutOptions struct {
 	Progress io.Writer
 	// Prefix names the channels: Prefix-000, Prefix-001, ...
 	Prefix string
+	// Centrifugo, if set, says that Targets are Centrifugo nodes, measured
+	// the same way (centrifugo.go): the same subscribers and channels,
+	// posts through its HTTP API, publications with offsets for seqs.
+	Centrifugo *CentrifugoTarget
 }
 
 // maxInFlight bounds the posts a --rate run has in flight at once; a
@@ -131,7 +130,8 @@ type FanoutSecond struct {
 type fanout struct {
 	opts     FanoutOptions
 	channels []string
-	subs     []*subscriber
+	sys      system
+	subs     []member
 	slow     []*slowReader
 	perChan  []int // subscribers of each channel
 	base     time.Time
@@ -175,7 +175,14 @@ func RunFanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 	for i := range opts.Channels {
 		f.channels = append(f.channels, fmt.Sprintf("%s-%03d", opts.Prefix, i))
 	}
-	if err := createChannels(ctx, opts.Targets, f.channels); err != nil {
+	f.sys = heraldSystem{}
+	if opts.Centrifugo != nil {
+		if opts.Slow > 0 || opts.Binary {
+			return nil, errors.New("bench: --slow and --proto are Herald's alone; run the Centrifugo comparison without them")
+		}
+		f.sys = centrifugoSystem{opts.Centrifugo}
+	}
+	if err := f.sys.createChannels(ctx, opts.Targets, f.channels); err != nil {
 		return nil, err
 	}
 	defer f.closeSubscribers()
@@ -196,9 +203,9 @@ func RunFanout(ctx context.Context, opts FanoutOptions) (*FanoutResult, error) {
 // time.
 func (f *fanout) dialSubscribers(ctx context.Context) error {
 	n, c := len(f.opts.Targets), f.opts.Channels
-	f.subs = make([]*subscriber, f.opts.Subscribers)
+	f.subs = make([]member, f.opts.Subscribers)
 	for i := range f.subs {
-		f.subs[i] = &subscriber{f: f, channel: i % c, binary: f.opts.Binary}
+		f.subs[i] = f.sys.subscriber(f, i%c)
 		f.perChan[i%c]++
 	}
 	sem := make(chan struct{}, 16)
@@ -290,8 +297,9 @@ func (f *fanout) run(parent context.Context) (*FanoutResult, error) {
 	}
 	res.PostErrors, res.Resyncs, res.SubscriberErrors = maps.Clone(f.postErrs), maps.Clone(f.resyncBy), maps.Clone(f.subErrors)
 	for _, s := range f.subs {
-		res.Violations.add(s.check.violations())
-		res.Violations.Lost += s.check.missing(f.acked[s.channel])
+		ch, check := s.order()
+		res.Violations.add(check.violations())
+		res.Violations.Lost += check.missing(f.acked[ch])
 	}
 	f.mu.Unlock()
 	res.Violations.Misrouted = f.misrouted.Load()
@@ -300,13 +308,11 @@ func (f *fanout) run(parent context.Context) (*FanoutResult, error) {
 }
 
 func (f *fanout) setup() string {
-	posts := "Connect JSON unary posts, one at a time"
+	posts, frames := f.sys.setup(f.opts.Binary)
 	if f.opts.Rate > 0 {
-		posts = fmt.Sprintf("Connect JSON unary posts at %g/s (at most %d in flight)", f.opts.Rate, maxInFlight)
-	}
-	frames := "protojson"
-	if f.opts.Binary {
-		frames = "protobuf (herald.v1.proto)"
+		posts += fmt.Sprintf(" at %g/s (at most %d in flight)", f.opts.Rate, maxInFlight)
+	} else {
+		posts += ", one at a time"
 	}
 	return posts + "; WebSocket subscribers (" + frames + " frames), one channel each"
 }
@@ -368,7 +374,7 @@ func (f *fanout) drain(ctx context.Context) {
 	for time.Now().Before(deadline) {
 		done := true
 		for _, s := range f.subs {
-			if !s.check.complete(last[s.channel]) {
+			if ch, check := s.order(); !check.complete(last[ch]) {
 				done = false
 				break
 			}
@@ -381,14 +387,14 @@ func (f *fanout) drain(ctx context.Context) {
 
 // post sends posts until stopping: one at a time, or at the rate.
 func (f *fanout) post(ctx context.Context) {
-	clients := make([]heraldv1connect.MessageServiceClient, len(f.opts.Targets))
+	clients := make([]fanPoster, len(f.opts.Targets))
 	for i, t := range f.opts.Targets {
 		tr := &http.Transport{MaxIdleConnsPerHost: maxInFlight, IdleConnTimeout: time.Minute}
 		if f.opts.Rate == 0 {
 			tr.MaxConnsPerHost = 1
 		}
 		defer tr.CloseIdleConnections()
-		clients[i] = heraldv1connect.NewMessageServiceClient(&http.Client{Transport: tr}, "http://"+t, connect.WithProtoJSON())
+		clients[i] = f.sys.poster(&http.Client{Transport: tr}, t)
 	}
 	send := func(k int64) {
 		f.postOne(ctx, clients[k%int64(len(clients))], k)
@@ -422,23 +428,22 @@ func (f *fanout) post(ctx context.Context) {
 }
 
 // postOne sends post k and records its answer.
-func (f *fanout) postOne(ctx context.Context, c heraldv1connect.MessageServiceClient, k int64) {
+func (f *fanout) postOne(ctx context.Context, c fanPoster, k int64) {
 	ch := int(k % int64(len(f.channels)))
 	measured := f.measuring.Load()
 	sent := time.Since(f.base)
-	resp, err := c.PostMessage(ctx, &heraldv1.PostMessageRequest{ChannelId: f.channels[ch], Text: f.text,
-		ClientMsgId: postID(measured, k, sent)})
+	seq, code, err := c.post(ctx, f.channels[ch], f.text, postID(measured, k, sent))
 	took := time.Since(f.base) - sent
 	if err != nil {
 		if ctx.Err() == nil {
 			f.mu.Lock()
-			f.postErrs[connect.CodeOf(err).String()]++
+			f.postErrs[code]++
 			f.mu.Unlock()
 		}
 		return
 	}
 	f.mu.Lock()
-	f.acked[ch] = append(f.acked[ch], resp.GetMessage().GetSeq())
+	f.acked[ch] = append(f.acked[ch], seq)
 	if measured {
 		f.measured[ch]++
 	}
@@ -449,18 +454,20 @@ func (f *fanout) postOne(ctx context.Context, c heraldv1connect.MessageServiceCl
 	}
 }
 
-// delivered checks and measures one event received by s.
-func (f *fanout) delivered(s *subscriber, ev *heraldv1.Event, now time.Duration) {
+// delivered checks and measures one event received by a subscriber of
+// channel (an index into f.channels) with check: the event's channel, its
+// seq and the id its post was sent with.
+func (f *fanout) delivered(channel int, check *orderCheck, evChannel string, seq uint64, id string, now time.Duration) {
 	f.received.Add(1)
 	switch {
-	case ev.GetChannelId() != f.channels[s.channel]:
+	case evChannel != f.channels[channel]:
 		f.misrouted.Add(1)
 		f.violations.Add(1)
 		return
-	case s.check.event(ev.GetSeq()):
+	case check.event(seq):
 		f.violations.Add(1)
 	}
-	measured, sent, ok := parsePostID(ev.GetMessagePosted().GetMessage().GetClientMsgId())
+	measured, sent, ok := parsePostID(id)
 	if !ok || !measured {
 		return
 	}

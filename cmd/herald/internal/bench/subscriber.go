@@ -120,6 +120,10 @@ func (s *subscriber) resubscribe() {
 	}
 }
 
+// order returns the subscriber's channel (an index into f.channels) and
+// its order check.
+func (s *subscriber) order() (int, *orderCheck) { return s.channel, &s.check }
+
 // close closes the connection and waits for its read loop.
 func (s *subscriber) close() {
 	if s.conn == nil {
@@ -187,7 +191,8 @@ func (s *subscriber) OnMessage(_ *gws.Conn, m *gws.Message) {
 		default: // one subscribe, one subscribed
 		}
 	case *heraldv1.ServerFrame_Event:
-		s.f.delivered(s, k.Event, now)
+		ev := k.Event
+		s.f.delivered(s.channel, &s.check, ev.GetChannelId(), ev.GetSeq(), ev.GetMessagePosted().GetMessage().GetClientMsgId(), now)
 	case *heraldv1.ServerFrame_ResyncRequired:
 		s.check.resync(k.ResyncRequired.GetLastSentSeq())
 		s.f.resync(k.ResyncRequired.GetReason().String())
