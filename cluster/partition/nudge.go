@@ -35,37 +35,46 @@ import (
 //
 // The request changes nothing raft's own could not: it is the leader's,
 // of its term, checked like any AppendEntries on the follower's main loop
-// (it is no heartbeat: those carry no previous entry). The answer is
-// only used to hold off a follower that refused, for an election timeout,
-// so that a follower that lags does not log a refusal for every nudge.
+// (it is no heartbeat: those carry no previous entry).
+//
+// The nudger keeps, per follower, the commit index it last told it and
+// whether a request is on its way. A follower with a request on its way
+// is told again when the answer comes, if the commit index has moved on
+// meanwhile: a nudge is never dropped, or the last entry of a burst would
+// wait for CommitTimeout on that follower. A follower that refuses (its
+// log does not hold entry c yet: its AppendEntries is queued behind a
+// disk write) is asked again after delay, then twice as long each time up
+// to an election timeout, so that a lagging follower does not log a
+// refusal for every nudge; one that cannot be reached is waited for the
+// same way.
 //
 // delay keeps a client that posts one message at a time from paying for a
 // nudge after each post, and under load the log always has a next entry,
 // so nothing is sent. An entry applied while another was on its way into
 // the log is told with the next one; if that one never reaches the state
 // machine (a Barrier, a configuration change), the nudger checks again
-// every delay while an applied entry is past what it told (told), until
-// the log has committed to its end.
+// every delay while the log has not committed to its end.
 type nudger struct {
 	delay   time.Duration
-	holdOff time.Duration             // how long a follower that refused is left alone
+	holdOff time.Duration             // longest wait before a follower that refused is asked again
 	raft    atomic.Pointer[raft.Raft] // nil until raft has started
 	trans   raft.Transport
 	logs    raft.LogStore
 	self    raft.ServerID
 	header  raft.RPCHeader
-	last    atomic.Uint64 // the last applied index the nudger heard of
-	told    atomic.Uint64 // the commit index the followers were last told
-	armed   atomic.Bool   // a timer is set
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards following
 	peers map[raft.ServerID]*nudgePeer
+	timer *time.Timer // runs fire; nil until first armed
+	due   time.Time   // when timer fires; zero once it has
 }
 
 // nudgePeer is what the nudger knows of one follower.
 type nudgePeer struct {
-	busy  bool      // a request is on its way
-	until time.Time // refused: not asked again before this
+	told  uint64        // the commit index it accepted last
+	busy  bool          // a request is on its way
+	until time.Time     // refused or unreachable: not asked again before this
+	wait  time.Duration // the next wait after a refusal
 }
 
 // start gives the nudger the started Raft instance and what it sends with.
@@ -83,35 +92,52 @@ func (n *nudger) start(r *raft.Raft, rc *raft.Config, trans raft.Transport, logs
 
 // applied is called by the state machine after it applied entries up to
 // index.
-func (n *nudger) applied(index uint64) {
+func (n *nudger) applied(uint64) {
 	r := n.raft.Load()
 	if n.delay < 0 || r == nil || r.State() != raft.Leader {
 		return
 	}
-	n.last.Store(index)
 	n.arm()
 }
 
-func (n *nudger) arm() {
-	if n.armed.CompareAndSwap(false, true) {
-		time.AfterFunc(n.delay, n.fire)
+func (n *nudger) arm() { n.armAfter(n.delay) }
+
+// armAfter makes fire run within d: the timer fires at the earliest time
+// asked for since it last fired.
+func (n *nudger) armAfter(d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	at := time.Now().Add(d)
+	switch {
+	case n.timer == nil:
+		n.timer = time.AfterFunc(d, n.fire)
+	case !n.due.IsZero() && !at.Before(n.due):
+		return
+	default:
+		n.timer.Reset(d)
 	}
+	n.due = at
 }
 
-// fire tells the followers of the commit index if an applied entry is
-// past what they were told and the log has committed to its end; while
-// entries are still uncommitted it checks again after delay. An entry
-// applied after armed is cleared sets a timer of its own.
+// fire tells every follower that has not been told the commit index, once
+// the log has committed to its end; while entries are still uncommitted
+// it checks again after delay.
 func (n *nudger) fire() {
-	n.armed.Store(false)
+	n.mu.Lock()
+	n.due = time.Time{}
+	n.mu.Unlock()
 	r := n.raft.Load()
-	if r.State() != raft.Leader || n.last.Load() <= n.told.Load() {
+	if r.State() != raft.Leader {
 		return
 	}
 	term := r.CurrentTerm()
 	commit := r.CommitIndex()
 	if r.LastIndex() != commit {
 		n.arm() // a next entry is on its way; it tells them, or this will
+		return
+	}
+	servers := r.GetConfiguration().Configuration().Servers
+	if !n.untold(servers, commit) {
 		return
 	}
 	var entry raft.Log
@@ -123,28 +149,49 @@ func (n *nudger) fire() {
 	if r.State() != raft.Leader || r.CurrentTerm() != term {
 		return
 	}
-	n.told.Store(commit)
 	req := raft.AppendEntriesRequest{RPCHeader: n.header, Term: term,
 		PrevLogEntry: commit, PrevLogTerm: entry.Term, LeaderCommitIndex: commit}
-	for _, s := range r.GetConfiguration().Configuration().Servers {
-		if s.ID != n.self {
-			n.send(s, req)
+	for _, s := range servers {
+		if s.ID == n.self {
+			continue
+		}
+		if wait := n.send(s, req); wait > 0 {
+			n.armAfter(wait)
 		}
 	}
 }
 
-// send sends req to s unless a request to it is on its way or it refused
-// one lately. req is a copy: the transport may encode it concurrently.
-func (n *nudger) send(s raft.Server, req raft.AppendEntriesRequest) {
+// untold reports whether a follower among servers has not accepted
+// commit yet.
+func (n *nudger) untold(servers []raft.Server, commit uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range servers {
+		if p := n.peers[s.ID]; s.ID != n.self && (p == nil || p.told < commit) {
+			return true
+		}
+	}
+	return false
+}
+
+// send sends req to s unless s has accepted its commit index, a request
+// is on its way to s (its answer checks again), or s is waited for after
+// a refusal or failure: then it returns how long until s may be asked.
+// req is a copy: the transport may encode it concurrently.
+func (n *nudger) send(s raft.Server, req raft.AppendEntriesRequest) time.Duration {
 	n.mu.Lock()
 	p := n.peers[s.ID]
 	if p == nil {
 		p = &nudgePeer{}
 		n.peers[s.ID] = p
 	}
-	if p.busy || time.Now().Before(p.until) {
+	if wait := time.Until(p.until); wait > 0 && p.told < req.LeaderCommitIndex && !p.busy {
 		n.mu.Unlock()
-		return
+		return wait
+	}
+	if p.told >= req.LeaderCommitIndex || p.busy {
+		n.mu.Unlock()
+		return 0
 	}
 	p.busy = true
 	n.mu.Unlock()
@@ -153,9 +200,19 @@ func (n *nudger) send(s raft.Server, req raft.AppendEntriesRequest) {
 		err := n.trans.AppendEntries(s.ID, s.Address, &req, &resp)
 		n.mu.Lock()
 		p.busy = false
-		if err != nil || !resp.Success {
-			p.until = time.Now().Add(n.holdOff)
+		again := time.Duration(0)
+		if err == nil && resp.Success {
+			p.told, p.wait = max(p.told, req.LeaderCommitIndex), 0
+			again = n.delay // the commit index may have moved on meanwhile
+		} else {
+			p.wait = min(max(2*p.wait, n.delay), n.holdOff)
+			p.until = time.Now().Add(p.wait)
+			again = p.wait
 		}
 		n.mu.Unlock()
+		if again > 0 {
+			n.armAfter(again)
+		}
 	}()
+	return 0
 }

@@ -5,8 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/heraldhq/herald/cluster/internal/testkit"
 	"github.com/heraldhq/herald/cluster/partition"
+	"github.com/heraldhq/herald/cluster/transport"
 )
 
 // farCommitTimeout is a CommitTimeout the tests never reach: an idle
@@ -71,5 +74,61 @@ func TestWithoutNudgeFollowersWaitForANextEntry(t *testing.T) {
 	}
 	if behind == 0 {
 		t.Errorf("every follower applied index %d without the nudge: the test above proves nothing", want)
+	}
+}
+
+// slowNudges delays the AppendEntries a replica sends that carry no
+// entries but a previous entry, the nudges, as a follower busy with its
+// disk delays its answers; everything else passes at once.
+type slowNudges struct {
+	raft.Transport
+	delay time.Duration
+}
+
+func (s *slowNudges) AppendEntries(id raft.ServerID, target raft.ServerAddress,
+	args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if len(args.Entries) == 0 && args.PrevLogEntry > 0 {
+		time.Sleep(s.delay)
+	}
+	return s.Transport.AppendEntries(id, target, args, resp)
+}
+
+func (s *slowNudges) RequestPreVote(id raft.ServerID, target raft.ServerAddress,
+	args *raft.RequestPreVoteRequest, resp *raft.RequestPreVoteResponse) error {
+	return s.Transport.(raft.WithPreVote).RequestPreVote(id, target, args, resp)
+}
+
+func (s *slowNudges) Close() error { return s.Transport.(raft.WithClose).Close() }
+
+func (s *slowNudges) GateHeartbeats(allow func(term uint64) bool) {
+	s.Transport.(transport.HeartbeatGate).GateHeartbeats(allow)
+}
+
+// TestFollowersApplyTheLastOfABurst posts bursts of messages one after
+// another, each committed sooner than the nudge before it is answered: a
+// nudge on its way is followed by another for the commits it missed, so
+// both followers apply each burst's last post at once, without the next
+// entry that would come an hour later.
+func TestFollowersApplyTheLastOfABurst(t *testing.T) {
+	g := newWrappedGroup(t, 3, func(c *partition.Config) { c.CommitTimeout = farCommitTimeout },
+		func(_ string, tr raft.Transport) raft.Transport {
+			return &slowNudges{Transport: tr, delay: 30 * time.Millisecond}
+		})
+	leader := g.waitLeader()
+	propose(t, leader.p, createCmd("general"))
+	for round := range 3 {
+		postN(t, leader.p, "general", fmt.Sprintf("burst-%d", round), 10)
+		want := appliedIndex(t, leader.p)
+		start := time.Now()
+		for _, f := range g.followers(leader) {
+			testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
+				if got := appliedIndex(t, f.p); got < want {
+					return fmt.Errorf("%s applied %d, want %d as the leader", f.id, got, want)
+				}
+				return nil
+			})
+		}
+		t.Logf("burst %d: both followers applied index %d %v after the leader",
+			round, want, time.Since(start).Round(time.Microsecond))
 	}
 }
