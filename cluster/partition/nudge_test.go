@@ -35,22 +35,28 @@ func TestFollowersApplyTheLastCommitAtOnce(t *testing.T) {
 			t.Fatalf("post %d applied at index %d, want %d: something was appended after the previous post", i, want, prev+1)
 		}
 		prev = want
-		start := time.Now()
-		for _, f := range g.followers(leader) {
-			testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
-				if got := appliedIndex(t, f.p); got < want {
-					return fmt.Errorf("%s applied %d, want %d as the leader", f.id, got, want)
-				}
-				return nil
-			})
-		}
-		t.Logf("post %d: both followers applied index %d %v after the leader",
-			i, want, time.Since(start).Round(time.Microsecond))
+		t.Logf("post %d: both followers applied index %d %v after the leader", i, want, waitFollowersApplied(t, g, leader, want))
 	}
 	time.Sleep(10 * partition.DefaultConfig().CommitNudge)
 	if last := r.LastIndex(); last != prev {
 		t.Errorf("leader's log ends at index %d after the nudges, want %d (the last post)", last, prev)
 	}
+}
+
+// waitFollowersApplied waits until every follower of leader has applied
+// index want and returns how long that took.
+func waitFollowersApplied(t *testing.T, g *testGroup, leader *replica, want uint64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for _, f := range g.followers(leader) {
+		testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
+			if got := appliedIndex(t, f.p); got < want {
+				return fmt.Errorf("%s applied %d, want %d as the leader", f.id, got, want)
+			}
+			return nil
+		})
+	}
+	return time.Since(start).Round(time.Microsecond)
 }
 
 // TestWithoutNudgeFollowersWaitForANextEntry is the control: with the
@@ -119,16 +125,6 @@ func TestFollowersApplyTheLastOfABurst(t *testing.T) {
 	for round := range 3 {
 		postN(t, leader.p, "general", fmt.Sprintf("burst-%d", round), 10)
 		want := appliedIndex(t, leader.p)
-		start := time.Now()
-		for _, f := range g.followers(leader) {
-			testkit.CheckFor(t, convergeWait, time.Millisecond, func() error {
-				if got := appliedIndex(t, f.p); got < want {
-					return fmt.Errorf("%s applied %d, want %d as the leader", f.id, got, want)
-				}
-				return nil
-			})
-		}
-		t.Logf("burst %d: both followers applied index %d %v after the leader",
-			round, want, time.Since(start).Round(time.Microsecond))
+		t.Logf("burst %d: both followers applied index %d %v after the leader", round, want, waitFollowersApplied(t, g, leader, want))
 	}
 }

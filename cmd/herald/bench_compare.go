@@ -200,18 +200,20 @@ func findBinary(name string) string {
 // for Herald), latency and CPU (lower is better for Herald).
 func ratios(h, n *bench.PostResult) map[string]float64 {
 	r := map[string]float64{}
-	div := func(k string, a, b float64) {
-		if b > 0 {
-			r[k] = a / b
-		}
-	}
-	div("acknowledged_per_second", h.PerSecond, n.PerSecond)
-	div("p50", h.Latency.P50, n.Latency.P50)
-	div("p99", h.Latency.P99, n.Latency.P99)
+	setRatio(r, "acknowledged_per_second", h.PerSecond, n.PerSecond)
+	setRatio(r, "p50", h.Latency.P50, n.Latency.P50)
+	setRatio(r, "p99", h.Latency.P99, n.Latency.P99)
 	if h.CPUMillisPerPost != nil && n.CPUMillisPerPost != nil {
-		div("server_cpu_per_post", *h.CPUMillisPerPost, *n.CPUMillisPerPost)
+		setRatio(r, "server_cpu_per_post", *h.CPUMillisPerPost, *n.CPUMillisPerPost)
 	}
 	return r
+}
+
+// setRatio sets r[k] to a/b, if b is positive.
+func setRatio(r map[string]float64, k string, a, b float64) {
+	if b > 0 {
+		r[k] = a / b
+	}
 }
 
 func printComparison(w io.Writer, runs []comparison, disk *bench.DiskSync) {

@@ -49,16 +49,11 @@ type fanoutComparison struct {
 
 func fanoutRatios(h, c *bench.FanoutResult) map[string]float64 {
 	r := map[string]float64{}
-	div := func(k string, a, b float64) {
-		if b > 0 {
-			r[k] = a / b
-		}
-	}
-	div("deliveries_per_second", h.DeliveriesPerSecond, c.DeliveriesPerSecond)
-	div("latency_p50", h.Latency.P50, c.Latency.P50)
-	div("latency_p99", h.Latency.P99, c.Latency.P99)
+	setRatio(r, "deliveries_per_second", h.DeliveriesPerSecond, c.DeliveriesPerSecond)
+	setRatio(r, "latency_p50", h.Latency.P50, c.Latency.P50)
+	setRatio(r, "latency_p99", h.Latency.P99, c.Latency.P99)
 	if h.CPUSecondsPerMillion != nil && c.CPUSecondsPerMillion != nil {
-		div("cpu_per_delivery", *h.CPUSecondsPerMillion, *c.CPUSecondsPerMillion)
+		setRatio(r, "cpu_per_delivery", *h.CPUSecondsPerMillion, *c.CPUSecondsPerMillion)
 	}
 	return r
 }
