@@ -41,12 +41,13 @@ import (
 // whether a request is on its way. A follower with a request on its way
 // is told again when the answer comes, if the commit index has moved on
 // meanwhile: a nudge is never dropped, or the last entry of a burst would
-// wait for CommitTimeout on that follower. A follower that refuses (its
-// log does not hold entry c yet: its AppendEntries is queued behind a
-// disk write) is asked again after delay, then twice as long each time up
-// to an election timeout, so that a lagging follower does not log a
-// refusal for every nudge; one that cannot be reached is waited for the
-// same way.
+// wait for CommitTimeout on that follower. A follower whose log does not
+// hold entry c yet (its AppendEntries is queued behind a disk write) has
+// its transport hold the nudge until it does, up to 100 ms
+// (transport.HoldNudges); one that still refuses, lagging further, is
+// asked again after delay, then twice as long each time up to an election
+// timeout, so that it does not log a refusal for every nudge; one that
+// cannot be reached is waited for the same way.
 //
 // delay keeps a client that posts one message at a time from paying for a
 // nudge after each post, and under load the log always has a next entry,

@@ -110,6 +110,10 @@ func (s *slowNudges) GateHeartbeats(allow func(term uint64) bool) {
 	s.Transport.(transport.HeartbeatGate).GateHeartbeats(allow)
 }
 
+func (s *slowNudges) HoldNudges(last func() uint64) {
+	s.Transport.(transport.NudgeHolder).HoldNudges(last)
+}
+
 // TestFollowersApplyTheLastOfABurst posts bursts of messages one after
 // another, each committed sooner than the nudge before it is answered: a
 // nudge on its way is followed by another for the commits it missed, so

@@ -158,6 +158,7 @@ func (p *Partition) start(trans raft.Transport) error {
 	p.nudge.start(r, rc, trans, p.stores.Log)
 	p.trim.raft.Store(r)
 	transport.GateFollowerHeartbeats(trans, r)
+	transport.HoldNudges(trans, r)
 	p.stop = cancel
 	p.wg.Go(func() { p.watchLeadership(ctx) })
 	p.wg.Go(func() { p.trim.run(ctx) })

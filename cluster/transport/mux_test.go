@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,6 +541,77 @@ func TestHeartbeatGate(t *testing.T) {
 	}
 	if send(8) {
 		t.Error("heartbeat of a term the gate refuses took the fast path, want the consumer channel")
+	}
+}
+
+// TestHoldNudges sends commit nudges (no entries, previous entry = commit
+// index) between two Transports: one naming an entry the receiver's log
+// holds arrives at once; one naming an entry past it waits until the log
+// reaches it; one whose entry never comes arrives after the wait's bound,
+// for Raft to refuse; an AppendEntries of another shape is never held.
+func TestHoldNudges(t *testing.T) {
+	from, to := newMux(t, transport.Config{}), newMux(t, transport.Config{})
+	sender, err := from.NewTransport("p0", nil)
+	if err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	defer sender.Close()
+	receiver, err := to.NewTransport("p0", nil)
+	if err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	defer receiver.Close()
+	var last atomic.Uint64
+	last.Store(10)
+	receiver.HoldNudges(last.Load)
+
+	// send sends req and returns the channel its delivery arrives on.
+	send := func(req *raft.AppendEntriesRequest) <-chan raft.RPC {
+		req.Term, req.RPCHeader = 3, raft.RPCHeader{ID: []byte("n1"), Addr: sender.EncodePeer("n1", raftAddr(from))}
+		go func() {
+			var resp raft.AppendEntriesResponse
+			_ = sender.AppendEntries("n2", raftAddr(to), req, &resp) // checked by its delivery
+		}()
+		got := make(chan raft.RPC, 1)
+		go func() {
+			rpc := <-receiver.Consumer()
+			rpc.Respond(&raft.AppendEntriesResponse{Term: 3, Success: true}, nil)
+			got <- rpc
+		}()
+		return got
+	}
+	within := func(got <-chan raft.RPC, d time.Duration) bool {
+		t.Helper()
+		select {
+		case <-got:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	nudge := func(c uint64) *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{PrevLogEntry: c, PrevLogTerm: 3, LeaderCommitIndex: c}
+	}
+
+	if !within(send(nudge(10)), 5*time.Second) {
+		t.Fatal("nudge naming entry 10 of a log at 10 not delivered within 5s")
+	}
+	ahead := send(nudge(12))
+	if within(ahead, 30*time.Millisecond) {
+		t.Fatal("nudge naming entry 12 of a log at 10 delivered at once, want it held")
+	}
+	last.Store(12)
+	if !within(ahead, 5*time.Second) {
+		t.Fatal("nudge naming entry 12 not delivered within 5s of the log reaching 12")
+	}
+	start := time.Now()
+	if !within(send(nudge(20)), 5*time.Second) {
+		t.Fatal("nudge naming entry 20 of a log at 12 still held after 5s, want it delivered after its bound")
+	}
+	t.Logf("nudge naming an entry that never came delivered after %v", time.Since(start).Round(time.Millisecond))
+	other := &raft.AppendEntriesRequest{PrevLogEntry: 20, PrevLogTerm: 3, LeaderCommitIndex: 12}
+	if !within(send(other), 30*time.Millisecond) {
+		t.Error("AppendEntries with commit index 12 and previous entry 20 held, want it delivered at once")
 	}
 }
 

@@ -3,6 +3,7 @@ package transport
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -37,6 +38,7 @@ type Transport struct {
 	done     chan struct{}
 	once     sync.Once
 	gate     atomic.Pointer[func(term uint64) bool]
+	last     atomic.Pointer[func() uint64] // HoldNudges
 }
 
 var (
@@ -44,6 +46,7 @@ var (
 	_ raft.WithClose   = (*Transport)(nil)
 	_ raft.WithPreVote = (*Transport)(nil)
 	_ HeartbeatGate    = (*Transport)(nil)
+	_ NudgeHolder      = (*Transport)(nil)
 )
 
 func newTransport(nt *raft.NetworkTransport, l *Layer) *Transport {
@@ -58,6 +61,10 @@ func (t *Transport) forward() {
 	for {
 		select {
 		case rpc := <-in:
+			if prev, ok := t.early(rpc); ok {
+				go t.deliverAt(rpc, prev)
+				continue
+			}
 			t.deliver(rpc)
 		case <-t.done:
 			return
@@ -72,6 +79,47 @@ func (t *Transport) deliver(rpc raft.RPC) {
 		rpc.Respond(nil, raft.ErrTransportShutdown)
 	}
 }
+
+// nudgeWait bounds how long a nudge waits for the entry it names.
+const nudgeWait = 100 * time.Millisecond
+
+// early reports whether rpc is a commit nudge (partition's nudger: an
+// AppendEntries without entries whose previous entry is its commit index)
+// naming an entry the replica's log does not hold yet, and which.
+func (t *Transport) early(rpc raft.RPC) (uint64, bool) {
+	last := t.last.Load()
+	req, _ := rpc.Command.(*raft.AppendEntriesRequest)
+	if last == nil || req == nil || len(req.Entries) > 0 || req.PrevLogEntry == 0 ||
+		req.LeaderCommitIndex != req.PrevLogEntry || (*last)() >= req.PrevLogEntry {
+		return 0, false
+	}
+	return req.PrevLogEntry, true
+}
+
+// deliverAt hands rpc on once the log holds entry prev, or after
+// nudgeWait (raft then refuses it, and the leader asks again later).
+func (t *Transport) deliverAt(rpc raft.RPC, prev uint64) {
+	last := *t.last.Load()
+	deadline := time.Now().Add(nudgeWait)
+	for last() < prev && time.Now().Before(deadline) {
+		select {
+		case <-time.After(250 * time.Microsecond):
+		case <-t.done:
+			rpc.Respond(nil, raft.ErrTransportShutdown)
+			return
+		}
+	}
+	t.deliver(rpc)
+}
+
+// HoldNudges makes commit nudges that name an entry past last() wait, up
+// to 100 ms, until last() reaches it, instead of reaching Raft first. A
+// leader nudges once a majority has an entry; the rest may still be
+// writing it, its AppendEntries queued behind a disk write on another
+// connection, and Raft would refuse the nudge, log a warning, and make
+// the leader ask again. last is the replica's last log index
+// (raft.Raft.LastIndex); until it is set, nudges pass at once.
+func (t *Transport) HoldNudges(last func() uint64) { t.last.Store(&last) }
 
 // Refuse, while on, makes the Mux close every connection that arrives for
 // the transport's group, as for a group that does not exist: peers cannot
@@ -135,6 +183,22 @@ func Stopping(trans raft.Transport) {
 // their term; Transport is one. Wrappers of a Transport pass it on.
 type HeartbeatGate interface {
 	GateHeartbeats(allow func(term uint64) bool)
+}
+
+// NudgeHolder is what a transport offers that can hold commit nudges
+// until the log has the entry they name; Transport is one. Wrappers of a
+// Transport pass it on.
+type NudgeHolder interface {
+	HoldNudges(last func() uint64)
+}
+
+// HoldNudges makes trans, if it is a NudgeHolder, hold the commit nudges
+// that name an entry r's log does not hold yet. Call it right after
+// raft.NewRaft(..., trans).
+func HoldNudges(trans raft.Transport, r *raft.Raft) {
+	if h, ok := trans.(NudgeHolder); ok {
+		h.HoldNudges(r.LastIndex)
+	}
 }
 
 // GateFollowerHeartbeats lets only the heartbeats of the leader r follows,
