@@ -70,6 +70,13 @@ Compare with --nodes 1 for one node against one.`,
 			if withCF && (o.Slow > 0 || o.Binary) {
 				return errors.New("--slow and --proto measure Herald alone: run --centrifugo without them")
 			}
+			if withCF {
+				bin, err := centrifugoBinary(cfBinary)
+				if err != nil {
+					return err
+				}
+				cfBinary = bin
+			}
 			targets, pids, _, stopCluster, err := cf.cluster(cmd)
 			if err != nil {
 				return err

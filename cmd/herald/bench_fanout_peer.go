@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,16 +13,26 @@ import (
 	"github.com/heraldhq/herald/cmd/herald/internal/bench"
 )
 
-// runCentrifugoFanout runs o's load against one Centrifugo node it starts
-// from binary (found as findBinary does when empty) and stops after.
-func runCentrifugoFanout(cmd *cobra.Command, o bench.FanoutOptions, binary string) (*bench.FanoutResult, error) {
-	if binary == "" {
-		binary = findBinary("centrifugo")
+// centrifugoBinary returns the centrifugo program to start: flag if set,
+// else one on PATH or in $(go env GOPATH)/bin; an error says how to get one.
+func centrifugoBinary(flag string) (string, error) {
+	if flag == "" {
+		flag = findBinary("centrifugo")
 	}
-	if binary == "" {
-		return nil, errors.New("no centrifugo found on PATH or in $(go env GOPATH)/bin: install one with " +
+	if flag == "" {
+		return "", errors.New("no centrifugo found on PATH or in $(go env GOPATH)/bin: install one with " +
 			"\"go install github.com/centrifugal/centrifugo/v6@v6.9.1\", or pass --centrifugo-server")
 	}
+	path, err := exec.LookPath(flag)
+	if err != nil {
+		return "", fmt.Errorf("--centrifugo-server: %w", err)
+	}
+	return path, nil
+}
+
+// runCentrifugoFanout runs o's load against one Centrifugo node it starts
+// from binary and stops after.
+func runCentrifugoFanout(cmd *cobra.Command, o bench.FanoutOptions, binary string) (*bench.FanoutResult, error) {
 	dir, err := os.MkdirTemp("", "herald-bench-centrifugo-")
 	if err != nil {
 		return nil, err

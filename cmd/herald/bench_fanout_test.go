@@ -136,3 +136,27 @@ func TestBenchFanoutTarget(t *testing.T) {
 		t.Errorf("history holds %d posts, the bench counted %d acknowledged", len(ids), res.Posts)
 	}
 }
+
+// TestBenchFanoutCentrifugoRefusals: --centrifugo refuses, before it
+// starts a cluster, a centrifugo binary that is not there and the flags
+// that measure Herald alone.
+func TestBenchFanoutCentrifugoRefusals(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--centrifugo", "--centrifugo-server", "/nonexistent/centrifugo"}, "--centrifugo-server"},
+		{[]string{"--centrifugo", "--slow", "1"}, "--slow and --proto measure Herald alone"},
+		{[]string{"--centrifugo", "--proto"}, "--slow and --proto measure Herald alone"},
+	} {
+		args := append([]string{"bench", "fanout"}, c.args...)
+		r := runHeraldWithin(t, 30*time.Second, args...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("herald %s: status %d, stderr %q; want an error saying %q", strings.Join(args, " "), r.code, r.stderr, c.want)
+		}
+		if strings.Contains(r.stderr, "ready in") {
+			t.Errorf("herald %s started a cluster before refusing: %q", strings.Join(args, " "), r.stderr)
+		}
+	}
+}
