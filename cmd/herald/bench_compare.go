@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 // comparison is one client count run against both systems.
 type comparison struct {
+	Round   int                `json:"round"`
 	Clients int                `json:"clients"`
 	Herald  *bench.PostResult  `json:"herald"`
 	NATS    *bench.PostResult  `json:"nats"`
@@ -34,6 +36,7 @@ func newBenchCompareCmd() *cobra.Command {
 		natsServer string
 		asJSON     bool
 		htmlFile   string
+		rounds     int
 	)
 	cmd := &cobra.Command{
 		Use:   "compare",
@@ -51,17 +54,23 @@ Without --nats it starts 3 nats-server processes on loopback from
 install one with:
   go install github.com/nats-io/nats-server/v2@v2.15.3
 With --nats URL it uses that cluster and creates the stream HERALDBENCH
-(subjects bench.>, R3) there.`,
+(subjects bench.>, R3) there.
+
+On a shared or noisy machine one run's ratio can move by half or more:
+--rounds N repeats every comparison N times, NATS first in every other
+round, and ends with the median of the rounds' ratios for each client
+count.`,
 		Example: `  herald bench compare --clients 1,16,64 --duration 10s
-  herald bench compare --clients 4 --pipeline 256     # the throughput path of both`,
+  herald bench compare --clients 4 --pipeline 256     # the throughput path of both
+  herald bench compare --clients 16 --rounds 5        # the median of five ratios`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			counts, err := parseCounts(clients)
 			if err != nil {
 				return err
 			}
-			if o.Channels < 1 || o.Size < 1 || o.Duration <= 0 || o.Pipeline < 0 {
-				return errors.New("--channels, --size and --duration must be positive, --pipeline not negative")
+			if o.Channels < 1 || o.Size < 1 || o.Duration <= 0 || o.Pipeline < 0 || rounds < 1 {
+				return errors.New("--channels, --size, --duration and --rounds must be positive, --pipeline not negative")
 			}
 			targets, pids, dir, stop, err := cf.cluster(cmd)
 			if err != nil {
@@ -74,28 +83,34 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 			}
 			defer stopNATS()
 			var out []comparison
-			for _, n := range counts {
-				c := comparison{Clients: n}
-				for _, side := range []struct {
-					name    string
-					targets []string
-					pids    []int
-					run     func(o bench.PostOptions) (*bench.PostResult, error)
-					res     **bench.PostResult
-				}{
-					{"herald", targets, pids, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunPost(cmd.Context(), o) }, &c.Herald},
-					{"nats", natsTargets, natsPIDs, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunNATSPost(cmd.Context(), o) }, &c.NATS},
-				} {
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s, %d clients:\n", side.name, n)
-					ro := o
-					ro.Clients, ro.Targets, ro.PIDs, ro.Progress = n, side.targets, side.pids, cmd.ErrOrStderr()
-					ro.Prefix = fmt.Sprintf("cmp%d-%d", time.Now().Unix(), n)
-					if *side.res, err = side.run(ro); err != nil {
-						return fmt.Errorf("%s, %d clients: %w", side.name, n, err)
+			for round := 1; round <= rounds; round++ {
+				for _, n := range counts {
+					c := comparison{Round: round, Clients: n}
+					sides := []struct {
+						name    string
+						targets []string
+						pids    []int
+						run     func(o bench.PostOptions) (*bench.PostResult, error)
+						res     **bench.PostResult
+					}{
+						{"herald", targets, pids, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunPost(cmd.Context(), o) }, &c.Herald},
+						{"nats", natsTargets, natsPIDs, func(o bench.PostOptions) (*bench.PostResult, error) { return bench.RunNATSPost(cmd.Context(), o) }, &c.NATS},
 					}
+					if round%2 == 0 {
+						sides[0], sides[1] = sides[1], sides[0]
+					}
+					for _, side := range sides {
+						fmt.Fprintf(cmd.ErrOrStderr(), "%s, %d clients (round %d of %d):\n", side.name, n, round, rounds)
+						ro := o
+						ro.Clients, ro.Targets, ro.PIDs, ro.Progress = n, side.targets, side.pids, cmd.ErrOrStderr()
+						ro.Prefix = fmt.Sprintf("cmp%d-%d-%d", time.Now().Unix(), round, n)
+						if *side.res, err = side.run(ro); err != nil {
+							return fmt.Errorf("%s, %d clients: %w", side.name, n, err)
+						}
+					}
+					c.Ratio = ratios(c.Herald, c.NATS)
+					out = append(out, c)
 				}
-				c.Ratio = ratios(c.Herald, c.NATS)
-				out = append(out, c)
 			}
 			var disk *bench.DiskSync
 			if dir != "" {
@@ -116,9 +131,12 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(map[string]any{"runs": out, "disk_fsync": disk})
+				return enc.Encode(map[string]any{"runs": out, "median_ratios": medianRatios(out), "disk_fsync": disk})
 			}
 			printComparison(cmd.OutOrStdout(), out, disk)
+			if rounds > 1 {
+				printMedians(cmd.OutOrStdout(), medianRatios(out), rounds)
+			}
 			return nil
 		},
 	}
@@ -134,7 +152,59 @@ With --nats URL it uses that cluster and creates the stream HERALDBENCH
 	f.StringVar(&natsServer, "nats-server", "", "nats-server binary for the cluster the bench starts")
 	f.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	f.StringVar(&htmlFile, "html", "", "also write a self-contained HTML report (plots) to this file")
+	f.IntVar(&rounds, "rounds", 1, "run every comparison this many times, NATS first in every other round, and report the median ratios")
 	return cmd
+}
+
+// medianRatio is, for one client count, the median over the rounds of
+// each of Herald's ratios to NATS.
+type medianRatio struct {
+	Clients int                `json:"clients"`
+	Rounds  int                `json:"rounds"`
+	Ratio   map[string]float64 `json:"herald_over_nats"`
+}
+
+// medianRatios takes the median of every ratio over the rounds of each
+// client count, in the order the counts were first run.
+func medianRatios(runs []comparison) []medianRatio {
+	var out []medianRatio
+	byCount := map[int][]map[string]float64{}
+	for _, c := range runs {
+		if _, seen := byCount[c.Clients]; !seen {
+			out = append(out, medianRatio{Clients: c.Clients})
+		}
+		byCount[c.Clients] = append(byCount[c.Clients], c.Ratio)
+	}
+	for i := range out {
+		rs := byCount[out[i].Clients]
+		out[i].Rounds, out[i].Ratio = len(rs), map[string]float64{}
+		for _, k := range []string{"acknowledged_per_second", "p50", "p99", "server_cpu_per_post"} {
+			var vs []float64
+			for _, r := range rs {
+				if v, ok := r[k]; ok {
+					vs = append(vs, v)
+				}
+			}
+			if len(vs) > 0 {
+				slices.Sort(vs)
+				m := vs[len(vs)/2]
+				if len(vs)%2 == 0 {
+					m = (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+				}
+				out[i].Ratio[k] = m
+			}
+		}
+	}
+	return out
+}
+
+func printMedians(w io.Writer, meds []medianRatio, rounds int) {
+	fmt.Fprintf(w, "median of %d rounds, herald / nats:\n", rounds)
+	fmt.Fprintf(w, "%-8s %10s %9s %9s %12s\n", "clients", "acked/s", "p50", "p99", "cpu/post")
+	for _, m := range meds {
+		fmt.Fprintf(w, "%-8d %10s %9s %9s %12s\n", m.Clients, ratioOpt(m.Ratio, "acknowledged_per_second"),
+			ratioOpt(m.Ratio, "p50"), ratioOpt(m.Ratio, "p99"), ratioOpt(m.Ratio, "server_cpu_per_post"))
+	}
 }
 
 func parseCounts(s string) ([]int, error) {
@@ -230,7 +300,11 @@ func printComparison(w io.Writer, runs []comparison, disk *bench.DiskSync) {
 		}
 		return fmt.Sprintf("%.3f", *v)
 	}
-	for _, c := range runs {
+	multi := len(runs) > 0 && runs[len(runs)-1].Round > 1
+	for i, c := range runs {
+		if multi && (i == 0 || runs[i-1].Round != c.Round) {
+			fmt.Fprintf(w, "round %d:\n", c.Round)
+		}
 		for _, s := range []struct {
 			name string
 			r    *bench.PostResult
