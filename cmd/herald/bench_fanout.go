@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +56,9 @@ engine, history with offsets on every channel, anonymous clients) started
 from --centrifugo-server (default: centrifugo on PATH or in
 $(go env GOPATH)/bin), with the same WebSocket client speaking Centrifugo's
 JSON protocol and posts through its HTTP API, and prints both runs and
-Herald's figures over Centrifugo's. Install it with:
+Herald's figures over Centrifugo's (--html FILE: Herald's report in FILE,
+Centrifugo's beside it, FILE without .html plus -centrifugo.html). Install
+it with:
   go install github.com/centrifugal/centrifugo/v6@v6.9.1
 Compare with --nodes 1 for one node against one.`,
 		Example: `  herald bench fanout                                # 3 nodes, 64 subscribers, 8 channels, 10 s
@@ -94,6 +97,16 @@ Compare with --nodes 1 for one node against one.`,
 				peer, err := runCentrifugoFanout(cmd, o, cfBinary)
 				if err != nil {
 					return err
+				}
+				if htmlFile != "" {
+					if err := writeFanoutHTML(htmlFile, res); err != nil {
+						return err
+					}
+					peerFile := strings.TrimSuffix(htmlFile, ".html") + "-centrifugo.html"
+					if err := writeFanoutHTML(peerFile, peer); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s (herald) and %s (centrifugo)\n", htmlFile, peerFile)
 				}
 				return reportFanoutComparison(cmd, res, peer, asJSON)
 			}
