@@ -9,7 +9,8 @@ import (
 )
 
 // Transport is one Raft group's raft.NetworkTransport, built by
-// Mux.NewTransport. It is a NetworkTransport in every respect but one: a
+// Mux.NewTransport. It is a NetworkTransport in every respect but two: a
+// commit nudge can be held until the log has its entry (HoldNudges), and a
 // heartbeat takes raft's fast path (handled on the transport's goroutine,
 // clear of the main loop's disk writes) only when it can change nothing
 // but the leader's last contact, as the gate set by GateHeartbeats says;
