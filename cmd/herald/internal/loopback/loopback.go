@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -88,4 +89,44 @@ func Ready(ctx context.Context, addr string) bool {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// Hold is a loopback port kept from other binds while its server is down:
+// a TCP socket bound to it, without SO_REUSEADDR and not listening, so
+// that nobody else can bind the port (a listener sets SO_REUSEADDR, which
+// still conflicts with a bound socket that lacks it) and connections to it
+// are refused, as to a stopped server's. Release it right before the
+// server binds the port again.
+type Hold struct{ fd int }
+
+// HoldPort binds a socket to addr (127.0.0.1:PORT) and keeps it.
+func HoldPort(addr string) (*Hold, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portText)
+	ip := net.ParseIP(host).To4()
+	if err != nil || ip == nil {
+		return nil, fmt.Errorf("hold %s: not an IPv4 address and port", addr)
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("hold %s: %w", addr, err)
+	}
+	sa := &syscall.SockaddrInet4{Port: port}
+	copy(sa.Addr[:], ip)
+	if err := syscall.Bind(fd, sa); err != nil {
+		_ = syscall.Close(fd)
+		return nil, fmt.Errorf("hold %s: %w", addr, err)
+	}
+	return &Hold{fd: fd}, nil
+}
+
+// Release frees the port. It is safe on a nil Hold.
+func (h *Hold) Release() {
+	if h != nil && h.fd >= 0 {
+		_ = syscall.Close(h.fd)
+		h.fd = -1
+	}
 }

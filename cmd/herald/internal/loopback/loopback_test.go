@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestFreePortsBelowEphemeralRange(t *testing.T) {
@@ -41,5 +42,36 @@ func TestFreePortsBelowEphemeralRange(t *testing.T) {
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	if p, _ := strconv.Atoi(port); p >= lo && p < hi {
 		t.Fatalf("the kernel handed out %d for :0, inside the range FreePorts picks from [%d, %d)", p, lo, hi)
+	}
+}
+
+// TestHoldPort keeps a free port from a listener and refuses connections
+// to it until released; then the port can be listened on again.
+func TestHoldPort(t *testing.T) {
+	addrs, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := HoldPort(addrs[0])
+	if err != nil {
+		t.Fatalf("HoldPort(%s): %v", addrs[0], err)
+	}
+	if l, err := net.Listen("tcp", addrs[0]); err == nil {
+		l.Close()
+		t.Fatalf("Listen on held %s succeeded, want address in use", addrs[0])
+	}
+	if c, err := net.DialTimeout("tcp", addrs[0], 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("dial to held %s connected, want refused", addrs[0])
+	}
+	h.Release()
+	h.Release() // twice is harmless
+	l, err := net.Listen("tcp", addrs[0])
+	if err != nil {
+		t.Fatalf("Listen on %s after Release: %v", addrs[0], err)
+	}
+	l.Close()
+	if _, err := HoldPort("localhost"); err == nil {
+		t.Error("HoldPort without a port succeeded, want an error")
 	}
 }

@@ -50,6 +50,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
 	paused bool
+	held   []*loopback.Hold // p's ports while it is killed, released at start
 }
 
 // startProcs starts n nodes in dir, every link through a proxy, each data
@@ -136,6 +137,7 @@ func (c *procs) prepare(p *proc, lossy bool) error {
 
 // start runs p's process (again, after a kill) from its data directory.
 func (c *procs) start(p *proc) error {
+	p.release()
 	args := append([]string{"server", "--node-id", p.id, "--data-dir", filepath.Join(p.data, "data"),
 		"--http", p.http, "--raft", p.raft, "--peer-map", filepath.Join(c.dir, p.id+".peers.json")}, c.args...)
 	cmd := exec.Command(c.bin, args...)
@@ -178,8 +180,27 @@ func (p *proc) kill() {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.paused = false
-	p.mu.Unlock()
+	// Keep its ports until it starts again: another process on the machine
+	// (another test's node picking "free" ports) could take one meanwhile,
+	// and p could then never come back. Connections to them are refused,
+	// as to a killed process's.
+	for _, addr := range []string{p.http, p.raft} {
+		if h, err := loopback.HoldPort(addr); err == nil {
+			p.held = append(p.held, h)
+		}
+	}
+}
+
+// release frees the ports kill held.
+func (p *proc) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.held {
+		h.Release()
+	}
+	p.held = nil
 }
 
 // signal sends SIGSTOP (pause) or SIGCONT.
@@ -326,6 +347,7 @@ func (c *procs) stop() {
 	for _, p := range c.nodes {
 		p.signal(false)
 		p.kill()
+		p.release()
 		if p.fs != nil {
 			if err := p.fs.Unmount(); err != nil {
 				// Never leave a mount behind: detach it lazily, the kernel
