@@ -39,7 +39,7 @@ func (c *controller) tendMetaGroup(ctx context.Context) {
 	}
 	activeVoters := 0
 	var candidate, draining, roleless, heir string
-	selfRoleless := false
+	selfRoleless, better := false, false // better: candidate has the channel role
 	for _, s := range servers {
 		id := string(s.ID)
 		node := nodes[id]
@@ -62,12 +62,11 @@ func (c *controller) tendMetaGroup(ctx context.Context) {
 		case s.Suffrage == raft.Voter && st == heraldv1.Node_STATE_DRAINING && id != n.cfg.NodeID:
 			draining = id
 		case s.Suffrage != raft.Voter && st == heraldv1.Node_STATE_ACTIVE:
-			if candidate == "" || channel && !meta.HoldsReplicas(nodes[candidate]) {
-				candidate = id
+			if candidate == "" || channel && !better {
+				candidate, better = id, channel
 			}
 		}
 	}
-	better := candidate != "" && meta.HoldsReplicas(nodes[candidate])
 	switch {
 	case activeVoters < n.cfg.MetaVoters && candidate != "":
 		c.metaChange(ctx, "promote", candidate, n.meta.AddVoter(ctx, candidate, n.peers.raftAddr(candidate)))

@@ -487,22 +487,29 @@ func TestNewTransport(t *testing.T) {
 	}
 }
 
+// transportPair returns two Muxes and a group p0 Transport on each, closed
+// when the test ends: one to send from, one to receive on.
+func transportPair(t *testing.T) (from, to *transport.Mux, sender, receiver *transport.Transport) {
+	t.Helper()
+	from, to = newMux(t, transport.Config{}), newMux(t, transport.Config{})
+	var err error
+	if sender, err = from.NewTransport("p0", nil); err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	t.Cleanup(func() { sender.Close() })
+	if receiver, err = to.NewTransport("p0", nil); err != nil {
+		t.Fatalf("NewTransport: %v", err)
+	}
+	t.Cleanup(func() { receiver.Close() })
+	return from, to, sender, receiver
+}
+
 // TestHeartbeatGate sends heartbeats between two Transports: a heartbeat
 // takes raft's fast-path handler only when the gate accepts its term, and
 // otherwise arrives on the consumer channel like every other RPC (see
 // Transport); with no gate set, every heartbeat takes the consumer.
 func TestHeartbeatGate(t *testing.T) {
-	from, to := newMux(t, transport.Config{}), newMux(t, transport.Config{})
-	sender, err := from.NewTransport("p0", nil)
-	if err != nil {
-		t.Fatalf("NewTransport: %v", err)
-	}
-	defer sender.Close()
-	receiver, err := to.NewTransport("p0", nil)
-	if err != nil {
-		t.Fatalf("NewTransport: %v", err)
-	}
-	defer receiver.Close()
+	from, to, sender, receiver := transportPair(t)
 	fastPath := make(chan raft.RPC, 1)
 	receiver.SetHeartbeatHandler(func(rpc raft.RPC) { fastPath <- rpc })
 
@@ -550,17 +557,7 @@ func TestHeartbeatGate(t *testing.T) {
 // reaches it; one whose entry never comes arrives after the wait's bound,
 // for Raft to refuse; an AppendEntries of another shape is never held.
 func TestHoldNudges(t *testing.T) {
-	from, to := newMux(t, transport.Config{}), newMux(t, transport.Config{})
-	sender, err := from.NewTransport("p0", nil)
-	if err != nil {
-		t.Fatalf("NewTransport: %v", err)
-	}
-	defer sender.Close()
-	receiver, err := to.NewTransport("p0", nil)
-	if err != nil {
-		t.Fatalf("NewTransport: %v", err)
-	}
-	defer receiver.Close()
+	from, to, sender, receiver := transportPair(t)
 	var last atomic.Uint64
 	last.Store(10)
 	receiver.HoldNudges(last.Load)

@@ -102,9 +102,11 @@ func (t *Transport) early(rpc raft.RPC) (uint64, bool) {
 func (t *Transport) deliverAt(rpc raft.RPC, prev uint64) {
 	last := *t.last.Load()
 	deadline := time.Now().Add(nudgeWait)
+	poll := time.NewTicker(250 * time.Microsecond)
+	defer poll.Stop()
 	for last() < prev && time.Now().Before(deadline) {
 		select {
-		case <-time.After(250 * time.Microsecond):
+		case <-poll.C:
 		case <-t.done:
 			rpc.Respond(nil, raft.ErrTransportShutdown)
 			return

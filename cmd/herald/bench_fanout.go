@@ -124,11 +124,7 @@ Compare with --nodes 1 for one node against one.`,
 			} else {
 				bench.PrintFanout(cmd.OutOrStdout(), "herald bench fanout", res)
 			}
-			if v := res.Violations; v.Total() > 0 {
-				return fmt.Errorf("%d violations of the delivery contract (gaps %d, duplicates %d, reorders %d, lost %d, misrouted %d)",
-					v.Total(), v.Gaps, v.Duplicates, v.Reorders, v.Lost, v.Misrouted)
-			}
-			return nil
+			return violationsError(res.Violations)
 		},
 	}
 	cf.add(cmd)
@@ -148,6 +144,16 @@ Compare with --nodes 1 for one node against one.`,
 	f.BoolVar(&withCF, "centrifugo", false, "also run the same load against one Centrifugo node and print both with Herald's figures over Centrifugo's")
 	f.StringVar(&cfBinary, "centrifugo-server", "", "centrifugo binary for --centrifugo (default: centrifugo on PATH or in $(go env GOPATH)/bin)")
 	return cmd
+}
+
+// violationsError says what a fan-out run saw that the delivery contract
+// rules out, or is nil.
+func violationsError(v bench.Violations) error {
+	if v.Total() == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d violations of the delivery contract (gaps %d, duplicates %d, reorders %d, lost %d, misrouted %d)",
+		v.Total(), v.Gaps, v.Duplicates, v.Reorders, v.Lost, v.Misrouted)
 }
 
 // writeFanoutHTML writes a fan-out report page to path.

@@ -89,9 +89,8 @@ func reportFanoutComparison(cmd *cobra.Command, h, c *bench.FanoutResult, asJSON
 		name string
 		res  *bench.FanoutResult
 	}{{"herald", h}, {"centrifugo", c}} {
-		if v := run.res.Violations; v.Total() > 0 {
-			errs = append(errs, fmt.Errorf("%s: %d violations of the delivery contract (gaps %d, duplicates %d, reorders %d, lost %d, misrouted %d)",
-				run.name, v.Total(), v.Gaps, v.Duplicates, v.Reorders, v.Lost, v.Misrouted))
+		if err := violationsError(run.res.Violations); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", run.name, err))
 		}
 	}
 	return errors.Join(errs...)
