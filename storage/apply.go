@@ -51,64 +51,94 @@ var present = []byte{}
 
 // Apply applies entries, in order, in one write transaction that also
 // records the last entry's index and term as applied. Entries at or below
-// the stored applied index are skipped (Raft redelivers entries after its
-// latest snapshot on restart). It returns one Result per entry and the
-// events appended, in order.
+// the applied index are skipped (Raft redelivers entries after its latest
+// snapshot on restart). It returns one Result per entry and the events
+// appended, in order. With Options.DeferSync the transaction may be left
+// open for later calls to apply into and committed later (hold.go); reads
+// commit it first, so they see every entry Apply returned for.
 //
 // A command that fails with a domain error changes nothing and its Result
-// carries the error. A non-nil error return means the transaction failed
-// and nothing was applied. If it wraps ErrNoSpace (a full filesystem, or
-// the file at Options.MaxSize) the same entries may be applied again once
-// there is room; any other error (a failed sync, I/O, a closed DB) means
-// the replica must stop, because the log cannot be applied past this
-// point and a failed sync must never be retried.
+// carries the error. A non-nil error return means nothing of entries was
+// applied. If it wraps ErrNoSpace (a full filesystem, or the file at
+// Options.MaxSize) the same entries may be applied again once there is
+// room; any other error (a failed sync, I/O, a closed DB) means the
+// replica must stop, because the log cannot be applied past this point and
+// a failed sync must never be retried.
 func (d *DB) Apply(entries []Entry) ([]Result, []*heraldv1.Event, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.db == nil {
 		return nil, nil, ErrClosed
 	}
-	results := make([]Result, len(entries))
-	var events []*heraldv1.Event
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		events = events[:0]
-		applied, _ := readApplied(tx)
-		var last *Entry
-		for i := range entries {
-			e := &entries[i]
-			if e.Index <= applied {
-				results[i] = Result{Skipped: true}
-				continue
-			}
-			last = e
-			if e.Cmd == nil {
-				results[i] = Result{Err: e.Err}
-				continue
-			}
-			a := applier{tx: tx, cmd: e.Cmd, skipDedup: d.opts.UnsafeSkipDedup}
-			res, err := a.apply()
-			var de *Error
-			if errors.As(err, &de) {
-				res = Result{Err: de}
-			} else if err != nil {
-				return fmt.Errorf("apply index %d: %w", e.Index, err)
-			} else {
-				events = append(events, a.events...)
-			}
-			results[i] = res
-		}
-		if last == nil {
-			return nil
-		}
-		return writeApplied(tx, last.Index, last.Term)
-	})
-	if noRoom(err) {
-		return nil, nil, fmt.Errorf("%w: %s: %w", ErrNoSpace, d.path, err)
-	}
+	h := &d.hold
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	again := h.tx == nil && len(h.entries) > 0
+	tx, err := d.begin()
 	if err != nil {
 		return nil, nil, err
 	}
+	results, events, err := d.applyIn(tx, entries)
+	if err != nil {
+		_ = tx.Rollback() // the apply error is the one to report
+		h.tx = nil
+		h.failed = err
+		return nil, nil, err
+	}
+	held, heldBytes := len(h.entries), h.bytes
+	if len(h.entries) == 0 && d.opts.DeferSync {
+		h.arm(d, holdMaxAge)
+	}
+	h.entries = append(h.entries, entries...)
+	h.bytes += entriesSize(entries)
+	if !d.opts.DeferSync || again || len(h.entries) >= holdMaxEntries || h.bytes >= holdMaxBytes {
+		if err := d.commit(); err != nil {
+			// The caller applies these entries again; earlier ones stay
+			// held, committed as far as there is room.
+			h.entries, h.bytes = h.entries[:held], heldBytes
+			if errors.Is(err, ErrNoSpace) {
+				d.commitEach()
+			}
+			return nil, nil, err
+		}
+	}
 	return results, events, nil
+}
+
+// applyIn applies entries in tx and records the last one's index and term
+// as applied; see Apply.
+func (d *DB) applyIn(tx *bolt.Tx, entries []Entry) ([]Result, []*heraldv1.Event, error) {
+	results := make([]Result, len(entries))
+	var events []*heraldv1.Event
+	applied, _ := readApplied(tx)
+	var last *Entry
+	for i := range entries {
+		e := &entries[i]
+		if e.Index <= applied {
+			results[i] = Result{Skipped: true}
+			continue
+		}
+		last = e
+		if e.Cmd == nil {
+			results[i] = Result{Err: e.Err}
+			continue
+		}
+		a := applier{tx: tx, cmd: e.Cmd, skipDedup: d.opts.UnsafeSkipDedup}
+		res, err := a.apply()
+		var de *Error
+		if errors.As(err, &de) {
+			res = Result{Err: de}
+		} else if err != nil {
+			return nil, nil, fmt.Errorf("apply index %d: %w", e.Index, err)
+		} else {
+			events = append(events, a.events...)
+		}
+		results[i] = res
+	}
+	if last == nil {
+		return results, events, nil
+	}
+	return results, events, writeApplied(tx, last.Index, last.Term)
 }
 
 // applier applies one command inside a write transaction. Handlers check

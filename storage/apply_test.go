@@ -584,14 +584,25 @@ func TestBatchingDoesNotMatterRandom(t *testing.T) {
 	}
 	for seed := range uint64(seeds) {
 		cmds := randomCmds(seed, n)
-		apply := func(t *testing.T, next func() int) ([]string, []*heraldv1.Event, [32]byte) {
+		// apply applies cmds in batches of next() each; with held, into a
+		// DeferSync file (commits held, hold.go) that is read now and then,
+		// which commits what is held.
+		apply := func(t *testing.T, next func() int, held bool) ([]string, []*heraldv1.Event, [32]byte) {
 			h := newHarness(t)
+			if held {
+				h.db = openDB(t, deferOpts)
+			}
 			var out []string
 			var evs []*heraldv1.Event
 			for rest := cmds; len(rest) > 0; {
 				k := min(next(), len(rest))
 				res, e := h.batch(rest[:k]...)
 				rest = rest[k:]
+				if held && len(out)%7 == 0 {
+					if index, _, err := h.db.AppliedIndex(); err != nil || index != h.index {
+						t.Fatalf("AppliedIndex after Apply to %d: got %d, %v", h.index, index, err)
+					}
+				}
 				evs = append(evs, e...)
 				for _, r := range res {
 					out = append(out, fmt.Sprintf("%v|%v|%v|%v", r.Message, r.Channel, r.Duplicate, r.Err))
@@ -600,7 +611,7 @@ func TestBatchingDoesNotMatterRandom(t *testing.T) {
 			_, sum := h.digest()
 			return out, evs, sum
 		}
-		want, wantEvs, wantSum := apply(t, func() int { return 1 })
+		want, wantEvs, wantSum := apply(t, func() int { return 1 }, false)
 		var failed int
 		for _, r := range want {
 			if !strings.HasSuffix(r, "|<nil>") {
@@ -612,12 +623,14 @@ func TestBatchingDoesNotMatterRandom(t *testing.T) {
 		for _, split := range []struct {
 			name string
 			next func() int
+			held bool
 		}{
-			{"one batch", func() int { return len(cmds) }},
-			{"random batches", func() int { return 1 + rng.IntN(40) }},
+			{"one batch", func() int { return len(cmds) }, false},
+			{"random batches", func() int { return 1 + rng.IntN(40) }, false},
+			{"random batches, held", func() int { return 1 + rng.IntN(5) }, true},
 		} {
 			t.Run(fmt.Sprintf("seed %d %s", seed, split.name), func(t *testing.T) {
-				got, evs, sum := apply(t, split.next)
+				got, evs, sum := apply(t, split.next, split.held)
 				for i := range want {
 					if got[i] != want[i] {
 						t.Fatalf("command %d (%v): got %s, want %s as applied one by one", i, cmds[i], got[i], want[i])

@@ -46,6 +46,12 @@ type Options struct {
 	// state the caller can rebuild from what is durable elsewhere (a
 	// replica's last snapshot and Raft log).
 	DeferSync bool
+	// NoRoom, if set, is told (DeferSync only) when entries Apply returned
+	// for and held (hold.go) find no room when they are committed outside
+	// Apply, by a read or by the timer, which then retries them with
+	// backoff; and told nil once they are committed. It must not call the
+	// DB.
+	NoRoom func(err error)
 	// UnsafeSkipDedup is a planted defect, for herald torture's canary
 	// only: a post's client_msg_id is not looked up, so a retry is
 	// stored again.
@@ -85,6 +91,8 @@ type DB struct {
 	// retired waits for handles a Restore replaced, closed as their last
 	// read transactions end.
 	retired sync.WaitGroup
+
+	hold holdState // the write transaction Apply left open (hold.go)
 }
 
 // retire closes a replaced handle once its read transactions have ended
@@ -140,14 +148,23 @@ func openBolt(path string, opts Options) (*bolt.DB, error) {
 func (d *DB) Path() string { return d.path }
 
 // Close closes the file. It waits for open read transactions (snapshots in
-// progress) to end. With DeferSync it syncs the file first and then marks
-// it clean.
+// progress) to end. With DeferSync it commits what is held (or drops it, if
+// there is no room: the file then ends at an earlier applied index), syncs
+// the file and then marks it clean.
 func (d *DB) Close() error {
 	d.mu.Lock()
 	var err error
 	closed := d.db != nil
 	if closed {
-		if d.opts.DeferSync {
+		err = d.flush()
+		if errors.Is(err, ErrNoSpace) {
+			// What is held is dropped: the file is a committed prefix of
+			// what was applied, and the entries after it are applied
+			// again from the Raft log at the next start.
+			err = nil
+		}
+		d.abandonHeld() // stops the timer
+		if d.opts.DeferSync && err == nil {
 			err = d.db.Sync()
 		}
 		err = errors.Join(err, d.db.Close())
@@ -167,6 +184,7 @@ func (d *DB) Abandon() error {
 	d.mu.Lock()
 	var err error
 	if d.db != nil {
+		d.abandonHeld()
 		err = d.db.Close()
 		d.db = nil
 	}
@@ -186,8 +204,28 @@ func (d *DB) AppliedIndex() (index, term uint64, err error) {
 
 // View runs fn in a read transaction. The Reader is valid only inside fn;
 // the values its methods return are copies and stay valid.
+// It sees every entry Apply returned for; if what Apply holds cannot be
+// committed for lack of room (hold.go), it fails with ErrNoSpace.
 func (d *DB) View(fn func(*Reader) error) error {
 	return d.view(func(tx *bolt.Tx) error {
+		return fn(&Reader{tx: tx})
+	})
+}
+
+// ViewCommitted is View for a read that may lag behind what was applied (a
+// stale read): where View fails with ErrNoSpace, it runs fn on what is
+// committed, which lacks the entries held since the last commit but is a
+// state no reader has seen past.
+func (d *DB) ViewCommitted(fn func(*Reader) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.db == nil {
+		return ErrClosed
+	}
+	if err := d.flush(); err != nil && !errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	return d.db.View(func(tx *bolt.Tx) error {
 		return fn(&Reader{tx: tx})
 	})
 }
@@ -197,6 +235,9 @@ func (d *DB) view(fn func(*bolt.Tx) error) error {
 	defer d.mu.RUnlock()
 	if d.db == nil {
 		return ErrClosed
+	}
+	if err := d.flush(); err != nil {
+		return err
 	}
 	return d.db.View(fn)
 }

@@ -46,6 +46,9 @@ func (d *DB) Snapshot() (*Snapshot, error) {
 	if d.db == nil {
 		return nil, ErrClosed
 	}
+	if err := d.flush(); err != nil {
+		return nil, err
+	}
 	tx, err := d.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("begin snapshot: %w", err)
@@ -207,6 +210,7 @@ func (d *DB) Restore(r io.Reader) (bool, error) {
 	if d.db == nil {
 		return false, ErrClosed
 	}
+	d.abandonHeld() // AppliedIndex committed it: nothing is held
 	old := d.db
 	d.db = nil
 	d.retire(old)

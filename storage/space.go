@@ -46,6 +46,9 @@ func (d *DB) Size() (int64, error) {
 	if d.db == nil {
 		return 0, ErrClosed
 	}
+	if err := d.flush(); err != nil {
+		return 0, err
+	}
 	var size int64
 	if err := d.db.View(func(tx *bolt.Tx) error {
 		size = tx.Size()

@@ -139,6 +139,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// What a replica logs when its state file has no room for entries
+// committed to it (applyWhenRoom, and storage.Options.NoRoom for held
+// commits), and when it applied them after all.
+const (
+	logNoRoom    = "state file has no room for committed entries; retrying until it has"
+	logRoomAgain = "applied the entries the state file had no room for"
+)
+
 // errGaveUp is applyWhenRoom's error when stop was closed first.
 var errGaveUp = errors.New("gave up waiting for room in the state file")
 
@@ -151,8 +159,7 @@ var errGaveUp = errors.New("gave up waiting for room in the state file")
 // when the entries are applied.
 func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Result, []*heraldv1.Event, error) {
 	first, last := entries[0].Index, entries[len(entries)-1].Index
-	f.log.Error("state file has no room for committed entries; retrying until it has",
-		"first", first, "last", last, "err", err)
+	f.log.Error(logNoRoom, "first", first, "last", last, "err", err)
 	begin := time.Now()
 	pause := roomRetryMin
 	for attempt := 1; ; attempt++ {
@@ -168,7 +175,7 @@ func (f *fsm) applyWhenRoom(entries []storage.Entry, err error) ([]storage.Resul
 		results, events, err := f.db.Apply(entries)
 		if !errors.Is(err, storage.ErrNoSpace) {
 			if err == nil {
-				f.log.Info("applied the entries the state file had no room for", "first", first, "last", last,
+				f.log.Info(logRoomAgain, "first", first, "last", last,
 					"attempts", attempt, "waited", time.Since(begin).Round(time.Millisecond))
 			}
 			return results, events, err

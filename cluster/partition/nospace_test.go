@@ -214,11 +214,13 @@ func TestStateFileMaxSizeNoCrashLoop(t *testing.T) {
 		t.Errorf("waiting post %s after Close: got %v, want ErrIndeterminate", stuck.id, stuck.err)
 	}
 
+	logged := make(map[*replica]int)
 	for _, r := range g.replicas {
+		logged[r] = r.logs.Count(msgNoRoom)
 		r.start()
 	}
 	for _, r := range g.replicas {
-		waitLogged(t, r, msgNoRoom, 2)
+		waitLogged(t, r, msgNoRoom, logged[r]+1)
 		checkAlive(t, r)
 	}
 	for _, r := range g.replicas {

@@ -106,6 +106,13 @@ func openState(cfg Config, log *slog.Logger) (*storage.DB, error) {
 	path := filepath.Join(cfg.Dir, StateFile)
 	opts := cfg.Storage
 	opts.DeferSync = !cfg.SyncStateFile
+	opts.NoRoom = func(err error) {
+		if err != nil {
+			log.Error(logNoRoom, "err", err)
+		} else {
+			log.Info(logRoomAgain)
+		}
+	}
 	db, err := storage.Open(path, opts)
 	if !errors.Is(err, storage.ErrUnclean) {
 		return db, err
@@ -305,7 +312,9 @@ func (p *Partition) Read(ctx context.Context, stale bool, fn func(*storage.Reade
 			return fmt.Errorf("%w: partition %d last heard from a leader %v ago",
 				ErrTooStale, p.cfg.ID, time.Since(p.raft.LastContact()).Round(time.Millisecond))
 		}
-		return p.db.View(fn)
+		// A stale read may lag, so a state file without room for what it
+		// holds still serves what it committed.
+		return p.db.ViewCommitted(fn)
 	}
 	if !p.IsLeader() {
 		return p.notLeader()
