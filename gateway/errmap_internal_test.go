@@ -86,6 +86,9 @@ func TestConnectErrorMapping(t *testing.T) {
 		{"stale read refused",
 			fmt.Errorf("%w: partition 3 last heard from a leader 5s ago", partition.ErrTooStale),
 			connect.CodeUnavailable, "", "retry", []string{"partition 3"}},
+		{"state file out of room",
+			fmt.Errorf("%w: /var/lib/herald/partitions/003/state.db: %w", storage.ErrNoSpace, errors.New("no space left on device")),
+			connect.CodeUnavailable, "", "free space", []string{"/var/lib", "state.db"}},
 		{"read deadline", context.DeadlineExceeded, connect.CodeDeadlineExceeded, "", "deadline exceeded", nil},
 		{"read canceled", fmt.Errorf("barrier: %w", context.Canceled), connect.CodeCanceled, "", "canceled", []string{"barrier"}},
 

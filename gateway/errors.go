@@ -82,6 +82,12 @@ func connectError(log *slog.Logger, err error) *connect.Error {
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
+	case errors.Is(err, storage.ErrNoSpace):
+		// A read of a replica whose state file has no room for entries it
+		// applied (storage/DESIGN.md "Commits held across batches").
+		return connect.NewError(connect.CodeUnavailable, errors.New(
+			"the replica's state file is out of disk space and lacks entries it applied; "+
+				"free space on the node, retry, or read with stale (which serves what it stored)"))
 	case errors.Is(err, partition.ErrTooStale):
 		return connect.NewError(connect.CodeUnavailable, errors.New(
 			"the replica has not heard from its partition's leader recently enough for a stale read; retry"))
