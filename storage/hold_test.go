@@ -12,6 +12,18 @@ import (
 	"github.com/heraldhq/herald/storage/storagetest"
 )
 
+// committedHead reads the head seq of channel in what db committed, as a
+// stale read does (ViewCommitted).
+func committedHead(db *storage.DB, channel string) (uint64, error) {
+	var head uint64
+	err := db.ViewCommitted(func(r *storage.Reader) error {
+		_, hd, _, err := r.Events(channel, 0, 0)
+		head = hd
+		return err
+	})
+	return head, err
+}
+
 // deferOpts are a replica's options: commits unsynced and held (hold.go).
 var deferOpts = storage.Options{DeferSync: true}
 
@@ -152,12 +164,7 @@ func TestHeldEntriesNoRoom(t *testing.T) {
 	if err := h.db.View(func(*storage.Reader) error { return nil }); !errors.Is(err, storage.ErrNoSpace) {
 		t.Fatalf("View while held entries have no room: got %v, want ErrNoSpace", err)
 	}
-	var head uint64
-	err = h.db.ViewCommitted(func(r *storage.Reader) error {
-		_, hd, _, err := r.Events("c", 0, 0)
-		head = hd
-		return err
-	})
+	head, err := committedHead(h.db, "c")
 	if err != nil || head != uint64(posts-1) {
 		t.Fatalf("ViewCommitted while the last post has no room: head %d, %v; want %d, nil", head, err, posts-1)
 	}
@@ -268,12 +275,7 @@ func TestHeldEntriesCommittedAsFarAsRoom(t *testing.T) {
 	if _, _, err := h.db.AppliedIndex(); !errors.Is(err, storage.ErrNoSpace) {
 		t.Fatalf("read of %d held posts of %d bytes with 128 KiB free: got %v, want ErrNoSpace", held, len(bigText), err)
 	}
-	var head uint64
-	err := h.db.ViewCommitted(func(r *storage.Reader) error {
-		_, hd, _, err := r.Events("c", 0, 0)
-		head = hd
-		return err
-	})
+	head, err := committedHead(h.db, "c")
 	t.Logf("committed: head %d of %d", head, held+1)
 	if err != nil || head <= 1 || head > held {
 		t.Fatalf("ViewCommitted: head %d, %v; want between 2 and %d (the posts that fit)", head, err, held)
