@@ -446,3 +446,27 @@ func wsHead(t *testing.T, n *node, channel string) uint64 {
 }
 
 func wsSeq(v uint64) *uint64 { return &v }
+
+// wsFlood posts "i text" to channel for every i from first to last, from
+// four posters at a time, and fails the test on the first error.
+func wsFlood(t *testing.T, n *node, channel string, first, last int, text string) {
+	t.Helper()
+	const posters = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, posters)
+	for p := range posters {
+		wg.Go(func() {
+			for i := first + p; i <= last; i += posters {
+				if _, err := wsTryPost(n, channel, fmt.Sprintf("%d %s", i, text)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}

@@ -1,9 +1,7 @@
 package gateway_test
 
 import (
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,25 +38,8 @@ func TestWSWriteDeadline(t *testing.T) {
 	// About 12 MB of events, far more than the socket buffers between the
 	// server and the paused client hold.
 	stalled.pause()
-	const events, posters = 3000, 4
-	text := strings.Repeat("w", 4000)
-	var wg sync.WaitGroup
-	errs := make(chan error, posters)
-	for p := range posters {
-		wg.Go(func() {
-			for i := 3 + p; i <= events; i += posters {
-				if _, err := wsTryPost(n, "d", fmt.Sprintf("%d %s", i, text)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	const events = 3000
+	wsFlood(t, n, "d", 3, events, strings.Repeat("w", 4000))
 	idle.expectEvents("d", 3, events)
 	start := time.Now()
 	stalled.resume()

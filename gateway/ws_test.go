@@ -532,26 +532,9 @@ func TestWSSlowConsumer(t *testing.T) {
 	// server and the paused client hold. A few posters at a time keep it
 	// quick while the events still come in small batches, which the
 	// reading client's 16-frame queue absorbs.
-	const events, posters = 2000, 4
-	text := strings.Repeat("z", 4000)
+	const events = 2000
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, posters)
-	for p := range posters {
-		wg.Go(func() {
-			for i := 1 + p; i < events; i += posters {
-				if _, err := wsTryPost(n, "flood", fmt.Sprintf("%d %s", i, text)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	wsFlood(t, n, "flood", 1, events-1, strings.Repeat("z", 4000))
 	posted := time.Since(start)
 	good.expectEvents("flood", 2, events)
 	slow.resume()
