@@ -207,7 +207,7 @@ func (d *DB) AppliedIndex() (index, term uint64, err error) {
 // It sees every entry Apply returned for; if what Apply holds cannot be
 // committed for lack of room (hold.go), it fails with ErrNoSpace.
 func (d *DB) View(fn func(*Reader) error) error {
-	return d.view(func(tx *bolt.Tx) error {
+	return d.viewHeld(false, func(tx *bolt.Tx) error {
 		return fn(&Reader{tx: tx})
 	})
 }
@@ -217,26 +217,22 @@ func (d *DB) View(fn func(*Reader) error) error {
 // committed, which lacks the entries held since the last commit but is a
 // state no reader has seen past.
 func (d *DB) ViewCommitted(fn func(*Reader) error) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.db == nil {
-		return ErrClosed
-	}
-	if err := d.flush(); err != nil && !errors.Is(err, ErrNoSpace) {
-		return err
-	}
-	return d.db.View(func(tx *bolt.Tx) error {
+	return d.viewHeld(true, func(tx *bolt.Tx) error {
 		return fn(&Reader{tx: tx})
 	})
 }
 
-func (d *DB) view(fn func(*bolt.Tx) error) error {
+func (d *DB) view(fn func(*bolt.Tx) error) error { return d.viewHeld(false, fn) }
+
+// viewHeld commits what Apply holds and runs fn in a read transaction;
+// committed reads what was committed when what is held has no room.
+func (d *DB) viewHeld(committed bool, fn func(*bolt.Tx) error) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.db == nil {
 		return ErrClosed
 	}
-	if err := d.flush(); err != nil {
+	if err := d.flush(); err != nil && !(committed && errors.Is(err, ErrNoSpace)) {
 		return err
 	}
 	return d.db.View(fn)

@@ -75,15 +75,36 @@ func (d *DB) begin() (*bolt.Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(h.entries) > 0 {
-		if _, _, err := d.applyIn(tx, h.entries); err != nil {
-			_ = tx.Rollback() // the apply error is the one to report
-			h.failed = fmt.Errorf("apply held entries again: %w", err)
-			return nil, h.failed
-		}
+	if err := d.applyAgain(tx, h.entries); err != nil {
+		return nil, err
 	}
 	h.tx = tx
 	return tx, nil
+}
+
+// applyAgain applies held entries into tx, or rolls tx back and keeps the
+// error. d.hold.mu is locked.
+func (d *DB) applyAgain(tx *bolt.Tx, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	if _, _, err := d.applyIn(tx, entries); err != nil {
+		_ = tx.Rollback() // the apply error is the one to report
+		d.hold.failed = fmt.Errorf("apply held entries again: %w", err)
+		return d.hold.failed
+	}
+	return nil
+}
+
+// commitErr classifies a failed commit of the state file: ErrNoSpace if it
+// can be run again once there is room, else the error, kept. d.hold.mu is
+// locked.
+func (d *DB) commitErr(err error) error {
+	if noRoom(err) {
+		return fmt.Errorf("%w: %s: %w", ErrNoSpace, d.path, err)
+	}
+	d.hold.failed = fmt.Errorf("commit state file %s: %w", d.path, err)
+	return d.hold.failed
 }
 
 // commit commits the open write transaction, if any. On lack of room the
@@ -96,12 +117,8 @@ func (d *DB) commit() error {
 	}
 	err := h.tx.Commit()
 	h.tx = nil
-	if noRoom(err) {
-		return fmt.Errorf("%w: %s: %w", ErrNoSpace, d.path, err)
-	}
 	if err != nil {
-		h.failed = fmt.Errorf("commit state file %s: %w", d.path, err)
-		return h.failed
+		return d.commitErr(err)
 	}
 	h.entries, h.bytes = h.entries[:0], 0
 	if h.waiting {
@@ -127,17 +144,11 @@ func (d *DB) commitEach() {
 			h.failed = err
 			return
 		}
-		if _, _, err := d.applyIn(tx, h.entries[:1]); err != nil {
-			_ = tx.Rollback() // the apply error is the one to report
-			h.failed = fmt.Errorf("apply held entries again: %w", err)
+		if d.applyAgain(tx, h.entries[:1]) != nil {
 			return
 		}
-		err = tx.Commit()
-		if noRoom(err) {
-			return
-		}
-		if err != nil {
-			h.failed = fmt.Errorf("commit state file %s: %w", d.path, err)
+		if err := tx.Commit(); err != nil {
+			_ = d.commitErr(err) // no room: the rest stays held; else kept
 			return
 		}
 		h.bytes -= entriesSize(h.entries[:1])
