@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/api/gen/herald/cluster/v1/clusterv1connect"
 	heraldv1 "github.com/heraldhq/herald/api/gen/herald/v1"
 	"github.com/heraldhq/herald/cluster/internal/raftlog"
 	"github.com/heraldhq/herald/cluster/meta"
@@ -187,7 +188,7 @@ type Node struct {
 	ups       *upstreams // event streams from peers, one per partition
 	ctl       *controller
 	reach     *reachability
-	fwd       *forwarders // Submit's ordered streams to peers
+	fwd       *forwarders // ordered streams to peers, for posts with a client_msg_id
 	ledger    *ledger
 	shared    *raftstore.SharedLog // the Raft log of every partition replica
 	metrics   *metrics
@@ -210,7 +211,11 @@ type Node struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	closeErr  error
+	// streamsEnd is closed when the node's HTTP server starts shutting
+	// down (EndStreams): peers' forwarding streams end then.
+	streamsEnd     chan struct{}
+	streamsEndOnce sync.Once
+	closeErr       error
 }
 
 // New opens the data directory, starts the Raft transport and the metadata
@@ -247,7 +252,7 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: log, auth: newNodeAuth(cfg.Secret), ctx: ctx, cancel: cancel,
 		incarnation: id.Incarnation, ledger: led, shared: shared, failed: make(chan struct{}),
-		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string),
+		reps: newReplicaSet(), reach: newReachability(), hints: make(map[uint32]string), streamsEnd: make(chan struct{}),
 		heard: make(map[string]*heraldv1.Node), space: newSpace(cfg.Space)}
 	n.ctl = &controller{n: n}
 	n.cur = newCurrency(n.current)
@@ -255,7 +260,9 @@ func New(cfg Config) (*Node, error) {
 	n.metrics = newMetrics(n)
 	n.sig = newSignals(n)
 	shared.ObserveAppends(n.metrics.logAppend)
-	n.fwd = &forwarders{n: n}
+	n.fwd = &forwarders{ctx: ctx, log: log,
+		to:   func(id string) (clusterv1connect.ClusterServiceClient, error) { return n.peers.to(id) },
+		note: func(ctx context.Context, id string, err error) { n.reach.note(ctx, id, err, false) }}
 	n.peers = newPeers(n)
 	addrs := &startingProvider{peers: n.peers}
 	tc := transport.Config{

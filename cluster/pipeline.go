@@ -41,7 +41,7 @@ func (pd *Pending) finish(res *storage.Result, err error) {
 // Apply, and Submit returns when it is done.
 func (n *Node) Submit(ctx context.Context, cmd *clusterv1.Command) *Pending {
 	pd := &Pending{done: make(chan struct{})}
-	if cmd.GetPostMessage().GetClientMsgId() == "" {
+	if !repeatable(cmd) {
 		pd.finish(n.Apply(ctx, cmd))
 		return pd
 	}

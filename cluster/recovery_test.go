@@ -63,6 +63,11 @@ func TestRestartedNodeRejoins(t *testing.T) {
 		begin := time.Now()
 		tc.down(m)
 		t.Logf("%s: %s down in %v", tc.name, m.ID, since(begin))
+		if err := m.ShutdownErr(); tc.name == "stop" && err != nil {
+			// Peers forward posts to it on streams, which its HTTP
+			// server's Shutdown waits for unless the node ends them.
+			t.Errorf("%s: %s's HTTP server did not shut down: %v", tc.name, m.ID, err)
+		}
 		waitAcks(tc.name+": 20 more posts acknowledged on every channel while "+m.ID+" is down", 20)
 
 		// What the restarted node must catch up to: each leader's commit

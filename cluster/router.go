@@ -67,7 +67,7 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	}
 	cmd.Ts = timestamppb.Now()
 	policy := retryNone
-	if cmd.GetPostMessage().GetClientMsgId() != "" {
+	if repeatable(cmd) {
 		policy = retryWrite
 	}
 	var res *storage.Result
@@ -82,13 +82,25 @@ func (n *Node) Apply(ctx context.Context, cmd *clusterv1.Command) (*storage.Resu
 	return res, nil
 }
 
+// repeatable reports whether applying cmd twice has the effect of applying
+// it once: a post with a client_msg_id, which the state machine looks up.
+func repeatable(cmd *clusterv1.Command) bool {
+	return cmd.GetPostMessage().GetClientMsgId() != ""
+}
+
 // applyAt makes one attempt of a command on partition p at node target:
-// this node's replica, or a forward (relayed, if asked).
+// this node's replica, or a forward (relayed, if asked). A repeatable
+// command goes on the ordered stream to target, shared with Submit;
+// anything else is a unary Apply, whose credential covers the command.
 func (n *Node) applyAt(ctx context.Context, p uint32, cmd *clusterv1.Command, target string, relay bool) (*storage.Result, error) {
 	if r := n.Replica(p); target == n.cfg.NodeID && r != nil {
 		return n.propose(ctx, r, cmd)
 	}
-	return n.applyRemote(ctx, target, &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay})
+	req := &clusterv1.ApplyRequest{Partition: p, Command: cmd, Relay: relay}
+	if repeatable(cmd) && !relay {
+		return n.fwd.send(ctx, target, req)()
+	}
+	return n.applyRemote(ctx, target, req)
 }
 
 // applyRemote forwards a command to a node: the partition's leader, or,

@@ -28,6 +28,14 @@ type rpcServer struct {
 	handler http.Handler
 }
 
+// EndStreams ends the forwarding streams peers hold open to this node, so
+// that its HTTP server can shut down: register it with the server's
+// RegisterOnShutdown. Shutdown waits for every request to finish, and a
+// peer's forwarding stream does not until it fails; a peer whose stream
+// ends opens another, to wherever this node's address leads next. Close
+// ends them too.
+func (n *Node) EndStreams() { n.streamsEndOnce.Do(func() { close(n.streamsEnd) }) }
+
 // RPCHandler returns the path and handler of the internal ClusterService,
 // to mount on the node's HTTP server. Every call must carry the cluster
 // key (when the node has a secret) and, with Config.TLS, come over TLS

@@ -126,6 +126,7 @@ type Node struct {
 	// listeners reserved by newNode, so no other test takes the ports
 	// before the first start; nil afterwards.
 	httpLn, raftLn net.Listener
+	shutdownErr    error // the HTTP server's Shutdown at the last Stop
 }
 
 // New starts a cluster of opts.Nodes nodes that found it together, and
@@ -283,6 +284,7 @@ func (n *Node) start(join []string, expect int) {
 	p.SetHTTP2(true)
 	srv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv.RegisterOnShutdown(node.EndStreams)
 	if tc := n.c.opts.TLS; tc != nil {
 		// The server edits its TLS config: give it a copy.
 		srv.TLSConfig = tc.HTTP.Clone()
@@ -353,6 +355,14 @@ func (n *Node) Cluster() *cluster.Node {
 // Stop closes the node gracefully (leaders hand over first).
 func (n *Node) Stop() { n.stop(true) }
 
+// ShutdownErr is what the node's HTTP server's Shutdown returned at its
+// last Stop: nil if every request had ended within 5 s.
+func (n *Node) ShutdownErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.shutdownErr
+}
+
 // Kill stops the node as a crash would look to its peers.
 func (n *Node) Kill() { n.stop(false) }
 
@@ -374,7 +384,13 @@ func (n *Node) stop(graceful bool) {
 	if graceful {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx) // best effort: streams end with the node
+		serr := srv.Shutdown(ctx) // best effort: streams end with the node
+		if serr != nil {
+			n.c.t.Logf("clustertest: stop %s: HTTP server shutdown: %v", n.ID, serr)
+		}
+		n.mu.Lock()
+		n.shutdownErr = serr
+		n.mu.Unlock()
 		err = node.Close()
 	} else {
 		// A crash: connections drop at once, replicas stop without
