@@ -28,12 +28,12 @@ type rpcServer struct {
 	handler http.Handler
 }
 
-// EndStreams ends the forwarding streams peers hold open to this node, so
-// that its HTTP server can shut down: register it with the server's
-// RegisterOnShutdown. Shutdown waits for every request to finish, and a
-// peer's forwarding stream does not until it fails; a peer whose stream
-// ends opens another, to wherever this node's address leads next. Close
-// ends them too.
+// EndStreams ends the streams peers hold open to this node (forwarding
+// and WatchPartition), so that its HTTP server can shut down: register it
+// with the server's RegisterOnShutdown. Shutdown waits for every request
+// to finish, and a peer's stream does not until it fails; a peer whose
+// forwarding stream ends opens another, one whose watch stream ends reads
+// from another replica. Close ends the forwarding streams too.
 func (n *Node) EndStreams() { n.streamsEndOnce.Do(func() { close(n.streamsEnd) }) }
 
 // RPCHandler returns the path and handler of the internal ClusterService,

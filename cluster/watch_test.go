@@ -284,3 +284,43 @@ func gauges(t *testing.T, n *cluster.Node, name string) float64 {
 	t.Fatalf("%s serves no %s", n.ID(), name)
 	return 0
 }
+
+// TestWatchThroughAGracefulStop stops, gracefully, the node whose replica
+// feeds a gateway-only node's watch: the node's HTTP server must shut down
+// at once (the watch stream it serves ends as Shutdown starts, instead of
+// holding it until its timeout), and the watch goes on from another
+// replica with every event once and in order.
+func TestWatchThroughAGracefulStop(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1})
+	c.WaitSettled(30 * time.Second)
+	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
+	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	const ch = "graceful-1"
+	clustertest.MustCreate(t, c.Node(0), ch)
+	s, err := g.Cluster().Watch(ch, 0)
+	if err != nil {
+		t.Fatalf("Watch %s through %s: %v", ch, g.ID, err)
+	}
+	defer s.Close()
+	col := collectStream(t, s)
+	post := func(via *cluster.Node, i int) uint64 {
+		return clustertest.MustPost(t, via, ch, "text", fmt.Sprintf("%s-%d", ch, i))
+	}
+	last := post(c.Node(0), 0)
+	waitStreamed(t, col, last, 20*time.Second, "the first post")
+	if got := cluster.Upstreams(g.Cluster()); got != 1 {
+		t.Fatalf("%s reads %s over %d streams, want 1", g.ID, ch, got)
+	}
+	// The watch reads from the leader first.
+	leader, others := leaderAndOthers(t, c, 0)
+	leader.Stop()
+	if err := leader.ShutdownErr(); err != nil {
+		t.Errorf("%s's HTTP server did not shut down: %v", leader.ID, err)
+	}
+	for i := 1; i <= 5; i++ {
+		last = post(others[0].Cluster(), i)
+	}
+	waitStreamed(t, col, last, 20*time.Second, "the posts after "+leader.ID+" stopped")
+	checkStreamed(t, col.stop(), others[0].Cluster(), ch)
+}

@@ -39,13 +39,18 @@ func (s *rpcServer) WatchPartition(ctx context.Context, stream *connect.BidiStre
 		defer close(received)
 		ws.receive(wctx, first)
 	}()
+	ending := false
 	select {
 	case <-wctx.Done():
 	case <-received:
+	case <-s.n.streamsEnd: // the server is shutting down: the peer reads elsewhere
+		ending = true
 	}
 	cancel()
 	ws.stop()
 	switch {
+	case ending:
+		return errStreamsEnd(s.n.cfg.NodeID)
 	case ctx.Err() != nil:
 		return nil
 	case lapsed.Err() != nil:
