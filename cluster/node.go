@@ -212,7 +212,7 @@ type Node struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	// streamsEnd is closed when the node's HTTP server starts shutting
-	// down (EndStreams): peers' forwarding streams end then.
+	// down (EndStreams): the streams peers hold to it end then.
 	streamsEnd     chan struct{}
 	streamsEndOnce sync.Once
 	closeErr       error

@@ -112,7 +112,7 @@ func runNode(ctx context.Context, o nodeOptions) error {
 	mux.Handle(node.RPCHandler())
 	mux.Handle("/", gw.Handler())
 	srv := gateway.NewHTTPServer(mux, o.log)
-	srv.RegisterOnShutdown(node.EndStreams) // peers' forwarding streams would hold Shutdown
+	srv.RegisterOnShutdown(node.EndStreams) // peers' forwarding and watch streams would hold Shutdown
 	if o.tls != nil {
 		srv.TLSConfig = o.tls.HTTP.Clone() // the server edits its copy
 		go func() { serveErr <- srv.ServeTLS(httpLn, "", "") }()
