@@ -155,8 +155,7 @@ func TestOneUpstreamPerPartition(t *testing.T) {
 	const parts = 4
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: parts})
 	c.WaitSettled(30 * time.Second)
-	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
-	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	g := addGateway(t, c)
 	spread := spreadChannels("mux", parts, 5)
 	channels := append(append([]string{}, spread[:5]...), spread[5:7]...) // 5 of partition 0, 2 of 1
 	gw := g.Cluster()
@@ -220,8 +219,7 @@ func TestRemoteWatchReaderFallsBehind(t *testing.T) {
 	t.Parallel()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1})
 	c.WaitSettled(30 * time.Second)
-	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
-	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	g := addGateway(t, c)
 	gw := g.Cluster()
 	cluster.SetRemoteBuffer(gw, 4)
 	const ch = "behind-1"
@@ -294,8 +292,7 @@ func TestWatchThroughAGracefulStop(t *testing.T) {
 	t.Parallel()
 	c := clustertest.New(t, clustertest.Options{Nodes: 3, Partitions: 1})
 	c.WaitSettled(30 * time.Second)
-	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
-	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	g := addGateway(t, c)
 	const ch = "graceful-1"
 	clustertest.MustCreate(t, c.Node(0), ch)
 	s, err := g.Cluster().Watch(ch, 0)
@@ -323,4 +320,14 @@ func TestWatchThroughAGracefulStop(t *testing.T) {
 	}
 	waitStreamed(t, col, last, 20*time.Second, "the posts after "+leader.ID+" stopped")
 	checkStreamed(t, col.stop(), others[0].Cluster(), ch)
+}
+
+// addGateway adds a gateway-only node to c (edge and gateway roles, so no
+// replicas: it reads every partition from peers) and waits until it is
+// ready.
+func addGateway(t *testing.T, c *clustertest.Cluster) *clustertest.Node {
+	t.Helper()
+	g := c.AddNode(meta.RoleEdge, meta.RoleGateway)
+	clustertest.CheckFor(t, 30*time.Second, 20*time.Millisecond, g.ID+" ready", g.Cluster().Ready)
+	return g
 }
